@@ -1,0 +1,14 @@
+"""lightning-genrec: generative recommenders as LightningModules, on RecBole's data.
+
+Importing this package applies the RecBole compatibility fixes
+(``recbole_ext.compat``) and registers the models with RecBole.
+"""
+import recbole_ext  # noqa: F401  (compat fixes + RecBole registration, before recbole is used)
+from lightning_genrec.comet import comet_logger
+from lightning_genrec.data import InteractionTables, RecBoleDataModule
+from lightning_genrec.metrics import TopKMetrics
+from lightning_genrec.models import MODELS, MVAE, GenRecModule, HyperparameterError
+
+__version__ = "0.1.0"
+__all__ = ["MODELS", "MVAE", "GenRecModule", "HyperparameterError", "InteractionTables",
+           "RecBoleDataModule", "TopKMetrics", "comet_logger"]

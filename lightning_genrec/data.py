@@ -1,0 +1,232 @@
+"""RecBole's data, served to Lightning.
+
+RecBole loads, filters and splits (``create_dataset`` / ``data_preparation``);
+this module turns its output into the unit our models train on: one row per
+user (Liang et al.), served by ordinary ``DataLoader``\\ s over user indices, so
+Lightning's DDP can shard them.  Evaluation rows carry exactly what RecBole's
+full-sort loader uses -- the same users, the same excluded history and the
+same held-out positives -- so our metrics rank the same candidate sets as
+RecBole's evaluator.
+
+Item and user indices are RecBole's internal ids; column 0 is RecBole's
+padding id and is never ranked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+def _csr_from_lists(n_users: int, n_items: int, users: Sequence[int], item_lists: Sequence[Any]) -> sp.csr_matrix:
+    rows, cols = [], []
+    for u, items in zip(users, item_lists):
+        items = np.asarray(items, dtype=np.int64).reshape(-1)
+        rows.append(np.full(items.shape[0], u, dtype=np.int64))
+        cols.append(items)
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    data = np.ones(rows.shape[0], dtype=np.float32)
+    m = sp.csr_matrix((data, (rows, cols)), shape=(n_users, n_items))
+    m.data[:] = 1.0
+    return m
+
+
+@dataclass
+class EvalSplit:
+    """What one evaluation phase ranks: users with positives, items to exclude, the positives."""
+
+    users: np.ndarray          # (N,) user ids with >= 1 positive
+    exclude: sp.csr_matrix     # (U, I) history items that are not ranked
+    positives: sp.csr_matrix   # (U, I) held-out items
+
+
+@dataclass
+class InteractionTables:
+    """A RecBole split in user-row form."""
+
+    n_users: int                 # RecBole user_num (padding id 0 included)
+    n_items: int                 # RecBole item_num (padding id 0 included)
+    train: sp.csr_matrix         # (U, I) binary training interactions: the models' input
+    item_counts: np.ndarray      # (I,) training interactions per item (Novelty)
+    n_train_users: int           # users with >= 1 training interaction
+    valid: EvalSplit | None = None
+    test: EvalSplit | None = None
+
+    @classmethod
+    def from_train_dataset(cls, dataset) -> "InteractionTables":
+        """From RecBole's training ``Dataset`` alone (what a RecBole model is built with)."""
+        train = dataset.inter_matrix(form="csr").astype(np.float32)
+        train.data[:] = 1.0  # duplicate interactions are one positive
+        counts = np.zeros(dataset.item_num, dtype=np.int64)
+        for item, n in dataset.item_counter.items():
+            counts[int(item)] = n
+        return cls(dataset.user_num, dataset.item_num, train.tocsr(), counts, len(dataset.user_counter))
+
+    @classmethod
+    def from_recbole(cls, train_data, valid_data=None, test_data=None) -> "InteractionTables":
+        """From the three loaders of ``recbole.data.data_preparation``."""
+        tables = cls.from_train_dataset(train_data._dataset)
+        tables.valid = tables._split_from_loader(valid_data, "valid")
+        tables.test = tables._split_from_loader(test_data, "test")
+        return tables
+
+    def _split_from_loader(self, loader, phase) -> EvalSplit | None:
+        if loader is None:
+            return None
+        if not hasattr(loader, "uid2positive_item"):
+            raise ValueError(
+                f"lightning-genrec models rank all items; the {phase} loader is "
+                f"{type(loader).__name__}. Set eval_args: {{mode: full}} in the config."
+            )
+        users = np.asarray(loader.uid_list, dtype=np.int64)
+        positives = _csr_from_lists(self.n_users, self.n_items, users, loader.uid2positive_item[users])
+        exclude = _csr_from_lists(self.n_users, self.n_items, users, loader.uid2history_item[users])
+        return EvalSplit(users, exclude, positives)
+
+    def split(self, phase: str) -> EvalSplit:
+        s = getattr(self, phase)
+        if s is None:
+            raise ValueError(f"these tables have no {phase} split")
+        return s
+
+    def train_users(self) -> np.ndarray:
+        return np.flatnonzero(np.diff(self.train.indptr) > 0)
+
+    def rows(self, users, phase: str | None = None) -> dict[str, torch.Tensor]:
+        """A batch for ``users``: ``input`` (B, I) float training rows; with a phase also
+        ``exclude`` and ``target`` (B, I) bool."""
+        u = np.asarray(users, dtype=np.int64)
+        batch = {"user": torch.from_numpy(u), "input": torch.from_numpy(self.train[u].toarray())}
+        if phase is not None:
+            s = self.split(phase)
+            batch["exclude"] = torch.from_numpy(s.exclude[u].toarray() > 0)
+            batch["target"] = torch.from_numpy(s.positives[u].toarray() > 0)
+        return batch
+
+
+class _Users(Dataset):
+    def __init__(self, users: np.ndarray):
+        self.users = users
+
+    def __len__(self):
+        return len(self.users)
+
+    def __getitem__(self, i):
+        return int(self.users[i])
+
+
+class _Collate:
+    """Picklable collate: user ids -> dense rows (so worker processes can use it)."""
+
+    def __init__(self, tables: InteractionTables, phase: str | None):
+        self.tables, self.phase = tables, phase
+
+    def __call__(self, users):
+        return self.tables.rows(users, self.phase)
+
+
+class ShardSampler(DistributedSampler):
+    """Deterministic, *unpadded* sharding for evaluation: rank r gets items r, r+W, ...
+
+    torch's ``DistributedSampler`` repeats samples to even out the shards, which
+    would count some users twice in the metrics.  Being a ``DistributedSampler``,
+    Lightning leaves it in place."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self):
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def train_loader(tables: InteractionTables, batch_size: int, shuffle: bool = True, num_workers: int = 0,
+                 seed: int | None = None) -> DataLoader:
+    """One row per user with training interactions, per epoch."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(_Users(tables.train_users()), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=_Collate(tables, None), num_workers=num_workers, generator=generator)
+
+
+def eval_loader(tables: InteractionTables, phase: str, batch_size: int, num_workers: int = 0,
+                world_size: int = 1, rank: int = 0) -> DataLoader:
+    """Rows of the users RecBole evaluates in ``phase``; sharded without padding when ``world_size > 1``."""
+    users = _Users(tables.split(phase).users)
+    sampler = ShardSampler(users, world_size, rank) if world_size > 1 else None
+    return DataLoader(users, batch_size=batch_size, shuffle=False, sampler=sampler,
+                      collate_fn=_Collate(tables, phase), num_workers=num_workers)
+
+
+class RecBoleDataModule(pl.LightningDataModule):
+    """RecBole config, dataset and split, served as Lightning loaders.
+
+    Args:
+        dataset: RecBole dataset name. ``'ml-100k'`` needs no ``data_path``: the
+            copy inside the recbole wheel is used. Nothing is ever downloaded.
+        model: name of the model the data is for (its YAML defaults take part in
+            the config, as in RecBole). Default ``'MVAE'``.
+        config_dict, config_file_list: RecBole configuration, as for ``run_recbole``
+            (e.g. ``{'eval_args': {...}, 'topk': [10, 20], 'seed': 2020}``).
+        train_batch_size, eval_batch_size: users per batch; default: the config's
+            ``train_batch_size`` / ``eval_batch_size``.
+        num_workers: ``DataLoader`` workers.
+
+    After ``setup()``: ``config`` (RecBole ``Config``), ``tables``
+    (:class:`InteractionTables`), ``n_items``.
+    """
+
+    def __init__(self, dataset: str = "ml-100k", model: str = "MVAE", config_dict: dict | None = None,
+                 config_file_list: list[str] | None = None, train_batch_size: int | None = None,
+                 eval_batch_size: int | None = None, num_workers: int = 0):
+        super().__init__()
+        self.dataset_name, self.model_name = dataset, model
+        self.config_dict, self.config_file_list = dict(config_dict or {}), config_file_list
+        self._train_batch_size, self._eval_batch_size = train_batch_size, eval_batch_size
+        self.num_workers = num_workers
+        self.config = None
+        self.tables: InteractionTables | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tables is not None:
+            return
+        from recbole_ext.config import load_data, make_config
+
+        self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict)
+        _, train, valid, test = load_data(self.config)
+        self.tables = InteractionTables.from_recbole(train, valid, test)
+
+    @property
+    def n_items(self) -> int:
+        self.setup()
+        return self.tables.n_items
+
+    @property
+    def train_batch_size(self) -> int:
+        return self._train_batch_size or self.config["train_batch_size"]
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self._eval_batch_size or self.config["eval_batch_size"]
+
+    def _shards(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def train_dataloader(self):
+        return train_loader(self.tables, self.train_batch_size, num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        return eval_loader(self.tables, "valid", self.eval_batch_size, self.num_workers, *self._shards())
+
+    def test_dataloader(self):
+        return eval_loader(self.tables, "test", self.eval_batch_size, self.num_workers, *self._shards())

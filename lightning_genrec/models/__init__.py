@@ -1,0 +1,7 @@
+"""The models. ``MODELS`` maps each model's name to its LightningModule class."""
+from lightning_genrec.models.base import GenRecModule, HyperparameterError
+from lightning_genrec.models.mvae import MVAE
+
+MODELS: dict[str, type[GenRecModule]] = {"MVAE": MVAE}
+
+__all__ = ["MODELS", "GenRecModule", "HyperparameterError", "MVAE"]

@@ -1,0 +1,130 @@
+"""What every lightning-genrec model shares: full-ranking evaluation with
+:class:`~lightning_genrec.metrics.TopKMetrics`, lazy sizing from the data,
+hyperparameter checks and the non-finite-loss guard.
+
+A model subclasses :class:`GenRecModule`, calls ``save_hyperparameters()``,
+builds its layers in ``build()`` (``self.hparams.n_items`` is known then) and
+implements ``score(batch) -> (B, I)``.  Nothing else is needed for it to
+validate, test, log and run under RecBole's evaluator.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_genrec.metrics import TopKMetrics
+
+
+class HyperparameterError(ValueError):
+    """A hyperparameter is outside its allowed range."""
+
+
+def check_hparam(name: str, value: Any, ok: Callable[[Any], bool], allowed: str) -> None:
+    """Raise :class:`HyperparameterError` naming ``name`` and ``allowed`` unless ``ok(value)``."""
+    try:
+        good = ok(value)
+    except (TypeError, ValueError):
+        good = False
+    if not good:
+        raise HyperparameterError(f"invalid hyperparameter {name}={value!r}: must be {allowed}")
+
+
+def positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+class GenRecModule(pl.LightningModule):
+    """Base LightningModule for the generative recommenders."""
+
+    #: the shape of batch the model trains on (see ``lightning_genrec.data``)
+    data_form = "user_rows"
+
+    def __init__(self):
+        super().__init__()
+        self.val_metrics: TopKMetrics | None = None
+        self.test_metrics: TopKMetrics | None = None
+
+    # -- to implement -------------------------------------------------------
+    def build(self) -> None:
+        """Create the layers; ``self.hparams.n_items`` is set."""
+        raise NotImplementedError
+
+    def score(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scores over all items for the batch's users, ``(B, I)``; higher is better."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_hparams(cls, **hparams) -> None:
+        """Validate hyperparameters (called by ``__init__`` and by the RecBole door before data loads)."""
+
+    # -- data ----------------------------------------------------------------
+    @property
+    def is_built(self) -> bool:
+        return self.hparams.get("n_items") is not None and any(True for _ in self.parameters())
+
+    def attach_data(self, tables) -> None:
+        """Size the model from ``tables`` (if not yet) and set up the metrics' item statistics."""
+        n_items = self.hparams.get("n_items")
+        if n_items is None:
+            self.hparams.n_items = tables.n_items
+            self.build()
+        elif n_items != tables.n_items:
+            raise ValueError(f"{type(self).__name__} was built for {n_items} items but the data has "
+                             f"{tables.n_items}; build the model for this dataset (n_items=None sizes it).")
+        counts = torch.as_tensor(tables.item_counts)
+        topk = list(self.hparams.topk)
+        self.val_metrics = TopKMetrics(tables.n_items, topk, counts, tables.n_train_users)
+        self.test_metrics = TopKMetrics(tables.n_items, topk, counts, tables.n_train_users)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        tables = getattr(dm, "tables", None)
+        if tables is not None:
+            self.attach_data(tables)
+        if not self.is_built:
+            raise RuntimeError(f"{type(self).__name__} does not know the number of items: pass n_items=... "
+                               "or train with a RecBoleDataModule.")
+        if stage in ("validate", "test") and self.val_metrics is None:
+            raise RuntimeError("evaluation needs the training statistics: use a RecBoleDataModule or call "
+                               "model.attach_data(tables) first.")
+
+    # -- training helpers ------------------------------------------------------
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"{type(self).__name__}: the training loss became {loss.item()} at step "
+                f"{self.global_step} (epoch {self.current_epoch}); training stopped. Try a smaller "
+                "learning_rate, or check the input data for NaN/inf.")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate,
+                                weight_decay=self.hparams.get("weight_decay", 0.0))
+
+    # -- evaluation ------------------------------------------------------------
+    def ranking_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``score`` with the excluded history and the padding id at ``-inf``."""
+        scores = self.score(batch).float()                                   # (B, I)
+        if "exclude" in batch:
+            scores = scores.masked_fill(batch["exclude"], -math.inf)
+        scores[:, 0] = -math.inf
+        return scores
+
+    def validation_step(self, batch, batch_idx):
+        self.val_metrics.update(self.ranking_scores(batch), batch["target"])
+
+    def test_step(self, batch, batch_idx):
+        self.test_metrics.update(self.ranking_scores(batch), batch["target"])
+
+    def _log_metrics(self, metrics: TopKMetrics, prefix: str) -> None:
+        values = metrics.compute()
+        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, sync_dist=True)
+        metrics.reset()
+
+    def on_validation_epoch_end(self):
+        self._log_metrics(self.val_metrics, "valid")
+
+    def on_test_epoch_end(self):
+        self._log_metrics(self.test_metrics, "test")

@@ -1,0 +1,152 @@
+"""Mult-VAE: variational autoencoder with a multinomial likelihood.
+
+Reference:
+    Dawen Liang, Rahul G. Krishnan, Matthew D. Hoffman and Tony Jebara.
+    "Variational Autoencoders for Collaborative Filtering." WWW 2018.
+
+What is the paper's (and the authors' notebook ``dawenl/vae_cf``):
+    * encoder I -> 600 -> (mu 200 | logvar 200), decoder 200 -> 600 -> I, tanh
+      between hidden layers only (not on mu, logvar or the logits);
+    * input: each user row L2-normalised, then dropout (keep 0.5), training only;
+    * z = mu + eps * exp(logvar / 2), eps ~ N(0, I) while training, z = mu in evaluation;
+    * loss = -mean_u sum_i x_ui log softmax(logits)_i + beta * mean_u KL, KL summed
+      over latent dimensions; beta = min(anneal_cap, step / total_anneal_steps)
+      updated every minibatch, first minibatch beta = 0;
+    * Xavier-uniform weights, biases N(0, 0.001); Adam 1e-3; 500 users a batch;
+      one row per user per epoch.
+
+``latent_dimension`` is the size of z (RecBole's MultiVAE halves it).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_genrec.annealing import SCHEDULES, kl_weight
+from lightning_genrec.models.base import GenRecModule, check_hparam, positive_int
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
+
+
+def _mlp(dims: Sequence[int], activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(dims) - 2:  # no activation after the last layer
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class MultVAE(nn.Module):
+    """The torch core: ``forward(x) -> (logits, mu, logvar)``."""
+
+    def __init__(self, n_items: int, hidden: Sequence[int] = (600,), latent: int = 200,
+                 dropout: float = 0.5, activation: str = "tanh"):
+        super().__init__()
+        self.latent, self.dropout = latent, dropout
+        self.encoder = _mlp([n_items, *hidden, 2 * latent], activation)
+        self.decoder = _mlp([latent, *reversed(hidden), n_items], activation)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.normal_(m.bias, std=0.001)
+
+    def forward(self, x: torch.Tensor):
+        h = F.normalize(x, dim=1)                                   # (B, I) unit rows
+        h = F.dropout(h, self.dropout, training=self.training)
+        mu, logvar = self.encoder(h).chunk(2, dim=1)                # (B, Z), (B, Z)
+        if self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        else:
+            z = mu
+        return self.decoder(z), mu, logvar                          # (B, I) logits
+
+
+def mvae_loss(logits, mu, logvar, x, beta: float):
+    """(loss, nll, kl): multinomial NLL and Gaussian KL, summed per user, mean over the batch."""
+    nll = -(F.log_softmax(logits, dim=1) * x).sum(dim=1).mean()
+    kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(dim=1).mean()
+    return nll + beta * kl, nll, kl
+
+
+class MVAE(GenRecModule):
+    """Mult-VAE as a LightningModule.
+
+    Args:
+        n_items: number of item columns; ``None`` = taken from the data at fit time.
+        mlp_hidden_size: encoder hidden layers (the decoder mirrors them). Default ``[600]``.
+        latent_dimension: size of z. Default 200.
+        dropout_prob: input dropout probability. Default 0.5.
+        activation: between hidden layers: tanh (default), relu, sigmoid, leakyrelu.
+        anneal_cap: the largest KL weight beta. Default 0.2.
+        total_anneal_steps: minibatches for beta to reach ``anneal_cap`` (the period
+            for ``cyclical``). Default 200000.
+        anneal_schedule: ``linear`` (default), ``cyclical`` or ``constant``.
+        learning_rate: Adam step size. Default 1e-3.
+        weight_decay: Adam weight decay. Default 0.
+        topk: cut-offs for the evaluation metrics. Default ``[10, 20]``.
+    """
+
+    def __init__(self, n_items: int | None = None, mlp_hidden_size: Sequence[int] = (600,),
+                 latent_dimension: int = 200, dropout_prob: float = 0.5, activation: str = "tanh",
+                 anneal_cap: float = 0.2, total_anneal_steps: int = 200000, anneal_schedule: str = "linear",
+                 learning_rate: float = 1e-3, weight_decay: float = 0.0, topk: Sequence[int] = (10, 20)):
+        super().__init__()
+        self.check_hparams(n_items=n_items, mlp_hidden_size=mlp_hidden_size, latent_dimension=latent_dimension,
+                           dropout_prob=dropout_prob, activation=activation, anneal_cap=anneal_cap,
+                           total_anneal_steps=total_anneal_steps, anneal_schedule=anneal_schedule,
+                           learning_rate=learning_rate, weight_decay=weight_decay, topk=topk)
+        mlp_hidden_size, topk = list(mlp_hidden_size), list(topk)
+        self.save_hyperparameters()
+        self.net: MultVAE | None = None
+        if n_items is not None:
+            self.build()
+
+    @classmethod
+    def check_hparams(cls, **h) -> None:
+        checks = {
+            "n_items": (lambda v: v is None or positive_int(v), "a positive integer or None"),
+            "mlp_hidden_size": (lambda v: all(positive_int(d) for d in v), "a list of positive integers"),
+            "latent_dimension": (positive_int, "a positive integer"),
+            "dropout_prob": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+            "activation": (lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
+            "anneal_cap": (lambda v: v >= 0.0, ">= 0"),
+            "total_anneal_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+            "anneal_schedule": (lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
+            "learning_rate": (lambda v: v > 0.0, "> 0"),
+            "weight_decay": (lambda v: v >= 0.0, ">= 0"),
+            "topk": (lambda v: len(v) > 0 and all(positive_int(k) for k in v), "a list of positive integers"),
+        }
+        for name, value in h.items():
+            if name in checks:
+                check_hparam(name, value, *checks[name])
+
+    def build(self) -> None:
+        h = self.hparams
+        self.net = MultVAE(h.n_items, h.mlp_hidden_size, h.latent_dimension, h.dropout_prob, h.activation)
+
+    def kl_weight(self) -> float:
+        h = self.hparams
+        return kl_weight(h.anneal_schedule, self.global_step, h.anneal_cap, h.total_anneal_steps)
+
+    def forward(self, x: torch.Tensor):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x = batch["input"]                                          # (B, I)
+        logits, mu, logvar = self.net(x)
+        beta = self.kl_weight()
+        loss, nll, kl = mvae_loss(logits, mu, logvar, x, beta)
+        self.check_finite(loss)
+        n = x.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log_dict({"train/nll": nll, "train/kl": kl}, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/kl_weight", beta, on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def score(self, batch):
+        logits, _, _ = self.net(batch["input"])                     # z = mu outside training
+        return logits                                               # (B, I)

@@ -1,0 +1,26 @@
+"""The bridge between RecBole and lightning-genrec.
+
+``import recbole_ext`` makes RecBole 1.2.1 work on today's numpy / pandas /
+torch (:mod:`recbole_ext.compat`), teaches RecBole's evaluator ``Novelty``,
+and registers the lightning-genrec models so that RecBole's own entry points
+know them::
+
+    import recbole_ext
+    from recbole.quick_start import run_recbole
+    run_recbole(model="MVAE", dataset="ml-100k")
+"""
+from recbole_ext import compat
+
+compat.apply()
+
+from recbole_ext.config import _patch_config, make_config  # noqa: E402
+from recbole_ext.metrics import register_metrics  # noqa: E402
+from recbole_ext.registry import register_all  # noqa: E402
+
+_patch_config()
+register_metrics()
+register_all()
+
+from recbole_ext.quick_start import run_recbole  # noqa: E402
+
+__all__ = ["make_config", "run_recbole"]

@@ -1,0 +1,41 @@
+"""RecBole-style command line: ``python -m recbole_ext --model=MVAE --dataset=ml-100k
+--config_files="a.yaml b.yaml" --epochs=20`` (any ``--key=value`` is a config override,
+as in RecBole's ``run_recbole.py``).  Installed as the ``lightning-genrec`` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lightning-genrec", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", default="MVAE", help="model name (default MVAE)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files")
+    args, _ = parser.parse_known_args(argv)
+    files = args.config_files.strip().split(" ") if args.config_files else None
+
+    import recbole_ext
+    from recbole_ext.compat import DatasetNotFoundError
+    from recbole_ext.config import UnknownModelError
+    from recbole_ext.quick_start import format_results
+    from lightning_genrec.models.base import HyperparameterError
+
+    try:
+        result = recbole_ext.run_recbole(model=args.model, dataset=args.dataset, config_file_list=files)
+    except (UnknownModelError, DatasetNotFoundError, HyperparameterError, FloatingPointError) as exc:
+        print(f"lightning-genrec: error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(f"{args.model} on {args.dataset} (best validation epoch; RecBole's evaluator)")
+    print(format_results(result))
+    if result.get("saved_model_file"):
+        print(f"\nRecBole checkpoint: {result['saved_model_file']}")
+    if result.get("comet_archive"):
+        print(f"Comet offline archive: {result['comet_archive']}  (send it with: comet upload <file>)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""RecBole 1.2.1 on today's numpy / pandas / torch.
+
+Each fix is narrow, idempotent and keyed to an item of ``shared/RECBOLE_NOTES.md``;
+``tests/test_compat.py`` has one test per item.  :func:`apply` must run before
+``recbole`` (or ``ray``) is imported; ``import recbole_ext`` and
+``import lightning_genrec`` both do it.
+
+1. ``ray`` 2.6.3 needs ``pkg_resources`` -> the package pins ``setuptools<81``
+   (nothing to patch at run time; :func:`check_environment` says so clearly).
+2. ``ray.tune`` uses ``np.bool8``                      -> alias restored.
+3. ``Config.compatibility_settings`` uses ``np.float_`` -> aliases restored.
+4./5. pandas 3 breaks ``token_seq`` fields and ``fillna(inplace=True)``
+   -> the package pins ``pandas<3``; :func:`check_environment` refuses pandas 3.
+6. ``torch.load`` defaults to ``weights_only=True`` (torch >= 2.6); RecBole's
+   checkpoints hold its ``Config`` and use pickle protocol 4, which the
+   weights-only reader rejects whatever is allow-listed -> RecBole's trainer and
+   quick start (only those modules) load with an explicit trusted flag.
+7. ``Collector.get_data_struct`` calls ``.cpu()`` on ints and Counters
+   (``ItemCoverage``, ``GiniIndex`` crash) -> only tensors are moved.
+
+Two behaviours of RecBole that would hang or mislead a user on a machine
+without network are also changed here: a missing dataset raises
+:class:`DatasetNotFoundError` instead of trying to download it, and an
+explicit ``data_path`` is honoured for ``ml-100k`` (RecBole silently replaces
+it with the copy inside its wheel).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+
+import numpy as np
+
+_APPLIED = False
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A RecBole dataset folder or one of its atomic files is missing."""
+
+
+def _numpy_aliases() -> None:
+    # items 2 and 3: names removed in numpy 2.0 that ray 2.6.3 and RecBole use
+    for name, value in {
+        "bool8": np.bool_,
+        "float_": np.float64,
+        "complex_": np.complex128,
+        "unicode_": np.str_,
+    }.items():
+        if not hasattr(np, name):
+            setattr(np, name, value)
+
+
+def check_environment() -> None:
+    """Fail with an actionable message on a stack RecBole 1.2.1 cannot run on."""
+    pandas_version = importlib.metadata.version("pandas")
+    if int(pandas_version.split(".")[0]) >= 3:
+        raise ImportError(
+            f"pandas {pandas_version} is installed, but RecBole 1.2.1 mis-loads "
+            "token_seq fields (e.g. ml-100k genres) and leaves NaNs unfilled under "
+            "pandas 3. Install pandas<3: pip install 'pandas<3'."
+        )
+
+
+class _TrustedTorch:
+    """``torch`` as seen by RecBole's trainer / quick start: identical, except that
+    ``load`` reads RecBole's own pickled checkpoints (they hold its ``Config`` and
+    are written with pickle protocol 4, which torch's weights-only reader cannot
+    parse at all, so allow-listing globals is not enough).  Scoped to those two
+    RecBole modules; torch itself keeps its safe default everywhere else."""
+
+    def __init__(self, torch_module):
+        self._torch = torch_module
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+    def load(self, f, *args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return self._torch.load(f, *args, **kwargs)
+
+
+def trusted_torch_load(path, map_location=None):
+    """Load a RecBole-format checkpoint written by RecBole or by this package.
+
+    Like RecBole <= torch 2.5 did, this unpickles the file: only load files you trust.
+    """
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _patch_torch_load(module) -> None:
+    import torch
+
+    if not isinstance(getattr(module, "torch", None), _TrustedTorch):
+        module.torch = _TrustedTorch(torch)
+
+
+def load_data_and_model(model_file):
+    """RecBole's ``load_data_and_model``, reading the checkpoint as a trusted file
+    (RecBole's own imports torch inside the function, out of reach of a patch)."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, init_logger, init_seed
+
+    checkpoint = trusted_torch_load(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def _patch_quick_start(module) -> None:
+    module.load_data_and_model = load_data_and_model
+
+
+class _PatchOnImport:
+    """Meta-path hook: patch ``recbole.quick_start.quick_start`` when (and only
+    when) someone imports it, so that importing this package does not import ray."""
+
+    target = "recbole.quick_start.quick_start"
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.target:
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch_quick_start(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _checkpoint_loading() -> None:
+    # item 6
+    import sys
+
+    import recbole.trainer.trainer as trainer_module
+
+    _patch_torch_load(trainer_module)
+    if _PatchOnImport.target in sys.modules:
+        _patch_quick_start(sys.modules[_PatchOnImport.target])
+        sys.modules["recbole.quick_start"].load_data_and_model = load_data_and_model
+    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+
+
+def _collector_fix() -> None:
+    # item 7: only tensors can (and need to) be moved to the CPU
+    import copy
+
+    import torch
+    from recbole.evaluator.collector import Collector
+
+    if getattr(Collector.get_data_struct, "_genrec_fixed", False):
+        return
+
+    def get_data_struct(self):
+        data = self.data_struct._data_dict
+        for key, value in data.items():
+            if isinstance(value, torch.Tensor):
+                data[key] = value.cpu()
+        returned_struct = copy.deepcopy(self.data_struct)
+        for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+            if key in self.data_struct:
+                del self.data_struct[key]
+        return returned_struct
+
+    get_data_struct._genrec_fixed = True
+    Collector.get_data_struct = get_data_struct
+
+
+def _no_download() -> None:
+    from recbole.data.dataset import Dataset
+
+    if getattr(Dataset._download, "_genrec_fixed", False):
+        return
+
+    def _download(self):
+        raise DatasetNotFoundError(
+            f"Dataset [{self.dataset_name}] was not found: the folder "
+            f"[{os.path.abspath(self.dataset_path)}] does not exist. lightning-genrec never "
+            "downloads data. Put RecBole atomic files "
+            f"({self.dataset_name}.inter, optionally .user / .item) in that folder, or set "
+            "`data_path` to the folder that contains it. 'ml-100k' needs no data_path: "
+            "the copy shipped inside the recbole wheel is used."
+        )
+
+    _download._genrec_fixed = True
+    Dataset._download = _download
+
+
+def _honour_data_path() -> None:
+    from recbole.config import Config
+
+    original = Config._set_default_parameters
+    if getattr(original, "_genrec_fixed", False):
+        return
+
+    def _set_default_parameters(self):
+        original(self)
+        user_path = self.external_config_dict.get("data_path")
+        if self.dataset == "ml-100k" and user_path:
+            self.final_config_dict["data_path"] = os.path.join(user_path, self.dataset)
+
+    _set_default_parameters._genrec_fixed = True
+    Config._set_default_parameters = _set_default_parameters
+
+
+def apply() -> None:
+    """Apply every fix once; safe to call many times."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _numpy_aliases()
+    check_environment()
+    _checkpoint_loading()
+    _collector_fix()
+    _no_download()
+    _honour_data_path()
+    _APPLIED = True

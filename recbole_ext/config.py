@@ -1,0 +1,159 @@
+"""RecBole configuration for lightning-genrec models.
+
+* :func:`config_path` finds a model's YAML defaults (``configs/<name>.yaml``,
+  shipped in the package as ``lightning_genrec.configs``).
+* ``Config`` learns to read those defaults for our models, at the place
+  RecBole reads its own ``properties/model/<Model>.yaml`` (after
+  ``overall.yaml``, before the dataset's YAML and everything the user passes).
+* :func:`make_config` / :func:`load_data` are the checked way in: a clear
+  error for an unknown model, a missing dataset or atomic file, or an invalid
+  hyperparameter, before any data is loaded.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from importlib import resources
+
+import recbole
+from recbole.config import Config
+
+from recbole_ext.compat import DatasetNotFoundError
+
+
+_RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties")
+
+
+class UnknownModelError(ValueError):
+    """The model name is neither a lightning-genrec nor a RecBole model."""
+
+
+def config_path(name: str) -> str:
+    """Path of ``configs/<name>.yaml`` (installed or in a checkout)."""
+    filename = f"{name.lower()}.yaml"
+    try:
+        path = resources.files("lightning_genrec.configs") / filename
+        if path.is_file():
+            return str(path)
+    except ModuleNotFoundError:
+        pass
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no default config {filename} for model {name}")
+    return path
+
+
+def _patch_config() -> None:
+    original = Config._load_internal_config_dict
+    if getattr(original, "_genrec_fixed", False):
+        return
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        original(self, model, model_class, dataset)
+        from recbole_ext.registry import is_genrec_model
+
+        if not is_genrec_model(model_class):
+            return
+        self._update_internal_config_dict(config_path(model))
+        # RecBole's order is overall < model < dataset: re-apply the dataset file on top
+        dataset_file = os.path.join(_RECBOLE_PROPERTIES, "dataset", dataset + ".yaml")
+        if os.path.isfile(dataset_file):
+            self._update_internal_config_dict(dataset_file)
+
+    _load_internal_config_dict._genrec_fixed = True
+    Config._load_internal_config_dict = _load_internal_config_dict
+
+
+_RECBOLE_SUBPACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
+                        "knowledge_aware_recommender")
+
+
+def known_models() -> list[str]:
+    """Our models, then RecBole's (the model classes its subpackages export)."""
+    import importlib
+
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    from recbole_ext.registry import MODELS
+
+    names = set()
+    for sub in _RECBOLE_SUBPACKAGES:
+        pkg = importlib.import_module(f"recbole.model.{sub}")
+        names.update(n for n, obj in vars(pkg).items()
+                     if isinstance(obj, type) and issubclass(obj, AbstractRecommender))
+    return list(MODELS) + sorted(names - set(MODELS))
+
+
+def check_model(model) -> None:
+    """Raise :class:`UnknownModelError` listing the known models."""
+    if not isinstance(model, str):
+        return
+    from recbole_ext.registry import MODELS
+
+    if model in MODELS:
+        return
+    try:
+        from recbole.utils import get_model
+
+        get_model(model)
+        return
+    except (ValueError, AttributeError):
+        pass
+    names = known_models()
+    close = difflib.get_close_matches(model, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(f"unknown model {model!r}.{hint} lightning-genrec models: {', '.join(MODELS)}; "
+                            f"RecBole models: {', '.join(n for n in names if n not in MODELS)}.")
+
+
+def check_dataset_files(config) -> None:
+    """Raise :class:`DatasetNotFoundError` naming the missing folder or atomic files."""
+    path, name = config["data_path"], config["dataset"]
+    if not os.path.isdir(path):
+        raise DatasetNotFoundError(
+            f"dataset {name!r}: folder {os.path.abspath(path)} does not exist. Nothing is downloaded: put "
+            f"RecBole atomic files ({name}.inter, optionally {name}.user / {name}.item) there, or set "
+            "data_path to the folder that contains it ('ml-100k' needs no data_path).")
+    needed = [f"{name}.inter"]
+    load_col = config["load_col"] or {}
+    for suffix in ("user", "item"):
+        if suffix in load_col:
+            needed.append(f"{name}.{suffix}")
+    if config["benchmark_filename"]:
+        needed = [f"{name}.{part}.inter" for part in config["benchmark_filename"]]
+    missing = [f for f in needed if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise DatasetNotFoundError(
+            f"dataset {name!r} in {os.path.abspath(path)} is missing {', '.join(missing)} "
+            "(needed by load_col / benchmark_filename). Add the file(s), or drop the fields from load_col.")
+
+
+def check_hparams(config) -> None:
+    """Validate a lightning-genrec model's hyperparameters as RecBole's config holds them."""
+    from recbole_ext.registry import MODELS, hparams_from_config
+
+    cls = MODELS.get(config["model"])
+    if cls is not None:
+        cls.check_hparams(**hparams_from_config(cls, config))
+
+
+def make_config(model, dataset, config_file_list=None, config_dict=None) -> Config:
+    """``recbole.config.Config`` with every check of this module applied."""
+    check_model(model)
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    check_dataset_files(config)
+    check_hparams(config)
+    return config
+
+
+def load_data(config):
+    """RecBole's dataset and split for ``config``: ``(dataset, train, valid, test)``.
+
+    Seeds exactly as ``run_recbole`` does, so both doors see the same split."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_seed
+
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    return (dataset, train, valid, test)

@@ -1,0 +1,52 @@
+"""RecBole metric classes added by lightning-genrec.
+
+``Novelty`` joins RecBole's metric registry (config name ``Novelty``, result key
+``novelty@K``).  RecBole's own ``ItemCoverage`` and ``GiniIndex`` work once
+``recbole_ext.compat`` has fixed the collector.  Definitions: see
+``lightning_genrec/metrics.py`` (the Lightning side computes the same numbers).
+"""
+from __future__ import annotations
+
+import numpy as np
+from recbole.evaluator.base_metric import AbstractMetric
+from recbole.utils import EvaluatorType
+
+
+class Novelty(AbstractMetric):
+    r"""Mean self-information of the recommended items.
+
+    .. math:: \mathrm{Novelty@K} = \frac{1}{|U|}\sum_u \frac{1}{K}\sum_{i \in L_u} -\log_2 \frac{\max(n_i, 1)}{|U_{train}|}
+
+    with :math:`n_i` the item's training interactions and :math:`|U_{train}|` the
+    users with training interactions. Higher means less popular recommendations.
+    """
+
+    metric_type = EvaluatorType.RANKING
+    metric_need = ["rec.items", "data.count_items", "data.count_users"]
+    smaller = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.topk = config["topk"]
+
+    def calculate_metric(self, dataobject):
+        item_matrix = dataobject.get("rec.items").numpy()              # (U, Kmax)
+        count_items = dataobject.get("data.count_items")                # Counter: item -> n
+        n_users = len(dataobject.get("data.count_users"))
+        size = max(int(item_matrix.max()) + 1, max(count_items, default=0) + 1)
+        counts = np.zeros(size, dtype=np.float64)
+        for item, n in count_items.items():
+            counts[int(item)] = n
+        info = -np.log2(np.maximum(counts, 1.0) / n_users)
+        per_rank = info[item_matrix]                                    # (U, Kmax)
+        return {f"novelty@{k}": round(float(per_rank[:, :k].mean()), self.decimal_place) for k in self.topk}
+
+
+def register_metrics() -> None:
+    """Make RecBole's evaluator know ``Novelty`` (idempotent)."""
+    from recbole.evaluator import register
+
+    name = "novelty"
+    register.metrics_dict[name] = Novelty
+    register.metric_information[name] = Novelty.metric_need
+    register.metric_types[name] = Novelty.metric_type

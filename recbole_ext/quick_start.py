@@ -1,0 +1,62 @@
+"""``run_recbole`` without ray, with lightning-genrec's checks and a readable summary.
+
+Same arguments and result dict as ``recbole.quick_start.run_recbole`` (which also
+works after ``import recbole_ext``), plus ``comet_archive`` where an offline
+Comet archive was written.  Works for RecBole's own models too.
+"""
+from __future__ import annotations
+
+import sys
+from logging import getLogger
+
+from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
+
+from recbole_ext.config import load_data, make_config
+
+
+def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train and evaluate ``model`` on ``dataset`` as RecBole does; return RecBole's result dict."""
+    config = make_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    _, train_data, valid_data, test_data = load_data(config)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
+                                                      show_progress=config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "comet_archive": getattr(trainer, "comet_archive", None),
+        "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+
+
+def format_results(result: dict) -> str:
+    """A metrics table: one row per metric, one column per K, valid and test."""
+    rows: dict[str, dict[str, float]] = {}
+    ks: list[int] = []
+    for phase, label in (("best_valid_result", "valid"), ("test_result", "test")):
+        for key, value in (result.get(phase) or {}).items():
+            name, _, k = key.partition("@")
+            rows.setdefault(name, {})[f"{label}@{k}"] = value
+            if k and int(k) not in ks:
+                ks.append(int(k))
+    ks.sort()
+    columns = [f"{p}@{k}" for p in ("valid", "test") for k in ks]
+    width = max([len(n) for n in rows] + [6])
+    lines = [" " * width + "".join(f"{c:>12}" for c in columns)]
+    for name, values in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(
+            f"{values[c]:>12.4f}" if c in values else f"{'':>12}" for c in columns))
+    return "\n".join(lines)

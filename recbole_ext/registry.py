@@ -1,0 +1,100 @@
+"""Makes RecBole find lightning-genrec models by name.
+
+For each model in ``lightning_genrec.models.MODELS`` one generic adapter class
+(a RecBole ``GeneralRecommender`` that holds the LightningModule) is placed
+where ``recbole.utils.get_model`` looks -- a real module object
+``recbole.model.general_recommender.<name>`` in ``sys.modules`` -- and the
+generic bridge trainer is exposed as ``recbole.trainer.<Name>Trainer``, where
+``get_trainer`` looks.  Patching ``get_model`` itself would not work: RecBole
+binds it at import time.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import inspect
+import sys
+import types
+
+import recbole.trainer
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType, ModelType
+
+from lightning_genrec.data import InteractionTables
+from lightning_genrec.models import MODELS, GenRecModule
+
+
+def hparams_from_config(cls: type[GenRecModule], config) -> dict:
+    """The model's constructor arguments that the RecBole config sets (``n_items`` excluded)."""
+    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "n_items")]
+    return {name: config[name] for name in names if name in config}
+
+
+class GenRecAdapter(GeneralRecommender):
+    """A lightning-genrec model as a RecBole recommender.
+
+    ``self.module`` is the LightningModule (the one and only implementation);
+    this class only translates RecBole's ``Interaction`` batches into user rows.
+    Training happens in :class:`recbole_ext.trainer.LightningTrainer`.
+    """
+
+    type = ModelType.GENERAL
+    input_type = InputType.POINTWISE
+    lightning_class: type[GenRecModule] = GenRecModule
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.tables = InteractionTables.from_train_dataset(dataset)
+        self.module = self.lightning_class(n_items=self.n_items, **hparams_from_config(self.lightning_class, config))
+        self.module.attach_data(self.tables)
+
+    def calculate_loss(self, interaction):
+        raise RuntimeError(f"{type(self).__name__} is trained by recbole_ext.trainer.LightningTrainer, which "
+                           "RecBole selects for it automatically; RecBole's own Trainer cannot train it.")
+
+    def full_sort_predict(self, interaction):
+        users = interaction[self.USER_ID].cpu().numpy()
+        batch = {k: v.to(self.device) for k, v in self.tables.rows(users).items()}
+        return self.module.score(batch).reshape(-1)                   # (B * I,)
+
+    def predict(self, interaction):
+        items = interaction[self.ITEM_ID].to(self.device)
+        scores = self.full_sort_predict(interaction).view(len(items), -1)  # (B, I)
+        return scores.gather(1, items.view(-1, 1)).view(-1)
+
+
+def is_genrec_model(model_class) -> bool:
+    return isinstance(model_class, type) and issubclass(model_class, GenRecAdapter)
+
+
+_ADAPTERS: dict[str, type[GenRecAdapter]] = {}
+
+
+def adapter_class(name: str) -> type[GenRecAdapter]:
+    """The RecBole model class for ``name``."""
+    return _ADAPTERS[name]
+
+
+def register(name: str, lightning_class: type[GenRecModule]) -> type[GenRecAdapter]:
+    """Make ``run_recbole(model=name)`` build ``lightning_class`` and train it with Lightning."""
+    from recbole_ext.trainer import LightningTrainer
+
+    module_name = f"recbole.model.general_recommender.{name.lower()}"
+    adapter = type(name, (GenRecAdapter,), {"lightning_class": lightning_class, "__module__": module_name,
+                                            "__doc__": lightning_class.__doc__})
+    module = types.ModuleType(module_name, f"lightning-genrec's {name}, registered for RecBole.")
+    module.__spec__ = importlib.machinery.ModuleSpec(module_name, None)
+    setattr(module, name, adapter)
+    sys.modules[module_name] = module
+    setattr(recbole.trainer, f"{name}Trainer", LightningTrainer)
+    _ADAPTERS[name] = adapter
+    return adapter
+
+
+def register_all() -> None:
+    for name, cls in MODELS.items():
+        if name not in _ADAPTERS:
+            register(name, cls)
+
+
+__all__ = ["MODELS", "GenRecAdapter", "adapter_class", "hparams_from_config", "is_genrec_model", "register",
+           "register_all", "np"]

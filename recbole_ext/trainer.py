@@ -1,0 +1,153 @@
+"""A RecBole ``Trainer`` that hands the fitting loop to a Lightning ``Trainer``.
+
+RecBole selects it for every lightning-genrec model (``recbole.trainer.<Name>Trainer``).
+``fit`` trains the model's LightningModule on one-row-per-user loaders built
+from RecBole's split, validates with the vectorized metrics (equal to
+RecBole's evaluator), keeps the best epoch by ``valid_metric`` with Lightning's
+``ModelCheckpoint`` / ``EarlyStopping`` (``stopping_step`` validations of
+patience, as RecBole) and saves a RecBole-format checkpoint.  ``evaluate`` is
+RecBole's own, so test results come from RecBole's evaluator.
+
+Config keys it reads besides RecBole's: ``comet`` (bool, log to Comet),
+``comet_project``, ``comet_offline_directory``.
+"""
+from __future__ import annotations
+
+import os
+from time import time
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from recbole.trainer import Trainer
+from recbole.utils import dict2str, get_local_time, set_color
+
+from lightning_genrec.comet import comet_logger
+from lightning_genrec.data import eval_loader, train_loader
+
+
+class _RecBoleLog(pl.Callback):
+    """Per-epoch lines in RecBole's log format, RecBole's ``callback_fn``, and timings."""
+
+    def __init__(self, owner: "LightningTrainer", monitor: str, callback_fn=None, verbose: bool = True):
+        self.owner, self.monitor, self.callback_fn, self.verbose = owner, monitor, callback_fn, verbose
+        self.fit_start = self.epoch_start = 0.0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.fit_start = time()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch_start = time()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        seconds = time() - self.epoch_start
+        loss = trainer.callback_metrics.get("train/loss_epoch")
+        self.owner.epoch_seconds.append(seconds)
+        if self.verbose:
+            loss_text = f"{float(loss):.4f}" if loss is not None else "n/a"
+            self.owner.logger.info(set_color("epoch %d training", "green") % trainer.current_epoch
+                                   + f" [{set_color('time', 'blue')}: {seconds:.2f}s, "
+                                   + f"{set_color('train loss', 'blue')}: {loss_text}]")
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        self.owner.valid_log.append({"epoch": trainer.current_epoch, "seconds": time() - self.fit_start,
+                                     "valid_score": score})
+        if self.verbose:
+            self.owner.logger.info(set_color("epoch %d evaluating", "green") % trainer.current_epoch
+                                   + f" [{set_color('valid_score', 'blue')}: {score:.6f}]")
+        if self.callback_fn:
+            self.callback_fn(trainer.current_epoch, score)
+
+
+class LightningTrainer(Trainer):
+    """RecBole's Trainer API; Lightning's loop."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.comet = None
+        self.comet_archive: str | None = None
+        self.lightning_trainer: pl.Trainer | None = None
+        self.epoch_seconds: list[float] = []
+        self.valid_log: list[dict] = []
+        self._valid_data = None
+
+    def _make_comet(self):
+        if not self.config["comet"]:
+            return None
+        offline_dir = self.config["comet_offline_directory"] or os.path.join("log", "comet")
+        return comet_logger(project=self.config["comet_project"] or "lightning-genrec",
+                            name=f"{self.config['model']}-{self.config['dataset']}-{get_local_time()}",
+                            offline_directory=offline_dir)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.eval_collector.data_collect(train_data)
+        self._valid_data = valid_data
+        module, tables = self.model.module, self.model.tables
+        validate = bool(valid_data) and self.eval_step > 0
+        if validate:
+            tables.valid = tables._split_from_loader(valid_data, "valid")
+
+        monitor = f"valid/{self.valid_metric}"
+        mode = "max" if self.valid_metric_bigger else "min"
+        progress = _RecBoleLog(self, monitor, callback_fn, verbose)
+        callbacks: list[pl.Callback] = [progress]
+        checkpoint = None
+        if validate:
+            checkpoint = ModelCheckpoint(
+                dirpath=os.path.join(self.checkpoint_dir, "lightning", os.path.basename(self.saved_model_file)[:-4]),
+                filename="{epoch}", monitor=monitor, mode=mode, save_top_k=1)
+            callbacks += [checkpoint, EarlyStopping(monitor=monitor, mode=mode, patience=self.stopping_step)]
+        self.comet = self._make_comet()
+        if self.comet is not None:
+            self.comet.log_hyperparams({f"recbole/{k}": v for k, v in self.config.final_config_dict.items()
+                                        if isinstance(v, (int, float, str, bool, list))})
+        self.lightning_trainer = pl.Trainer(
+            max_epochs=self.epochs, accelerator="gpu" if self.device.type == "cuda" else "cpu", devices=1,
+            logger=self.comet if self.comet is not None else False, callbacks=callbacks,
+            enable_checkpointing=validate, enable_progress_bar=show_progress, enable_model_summary=False,
+            check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
+            limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir)
+        self.lightning_trainer.fit(
+            module, train_loader(tables, self.config["train_batch_size"], seed=self.config["seed"]),
+            eval_loader(tables, "valid", self.config["eval_batch_size"]) if validate else None)
+        module.to(self.device)
+
+        best_epoch = self.lightning_trainer.current_epoch - 1
+        if checkpoint is not None and checkpoint.best_model_path:
+            # a file this run has just written
+            state = torch.load(checkpoint.best_model_path, map_location=self.device, weights_only=False)
+            module.load_state_dict(state["state_dict"])
+            pick = max if self.valid_metric_bigger else min
+            best_epoch = pick(self.valid_log, key=lambda r: r["valid_score"])["epoch"]
+            self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
+            if verbose:
+                self.logger.info(set_color("best valid", "yellow") + f" (epoch {best_epoch}): "
+                                 + dict2str(self.best_valid_result))
+        if saved:
+            self._save_checkpoint(best_epoch, verbose=verbose)
+        return self.best_valid_score, self.best_valid_result
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        if result and eval_data is not self._valid_data and self.comet is not None:
+            self.comet.log_metrics({f"test/{k}": float(v) for k, v in result.items()})
+            self.end_comet()
+        return result
+
+    def end_comet(self) -> str | None:
+        """End the Comet experiment (writes the offline archive); returns the archive path if offline."""
+        if self.comet is None:
+            return None
+        try:
+            self.comet.experiment.end()
+            self.comet_archive = self.comet.archive_path()
+            if self.comet_archive:
+                self.logger.info(set_color("Comet offline archive", "blue") + f": {self.comet_archive}")
+        except Exception as exc:  # Comet must never break a run
+            self.logger.warning(f"Comet: could not end the experiment: {exc}")
+        self.comet = None
+        return self.comet_archive
