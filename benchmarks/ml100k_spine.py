@@ -1,0 +1,139 @@
+"""MVAE vs RecBole's MultiVAE, Pop, ItemKNN and EASE on ml-100k (RecBole's default split).
+
+Every (model, seed) runs in a fresh subprocess, so wall times and peak memory
+(max RSS of that process) are comparable.  Model selection on validation
+(``valid_metric`` of the protocol YAML); test metrics from RecBole's evaluator.
+
+Usage:
+    python benchmarks/ml100k_spine.py                     # all models, seeds 2020 2021 2022
+    python benchmarks/ml100k_spine.py --models MVAE MultiVAE --seeds 2020
+Writes benchmarks/results/ml100k_spine.{csv,md} (see --out).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PROTOCOL = os.path.join(ROOT, "configs", "protocols", "ml100k_default.yaml")
+MODELS = ["MVAE", "MultiVAE", "EASE", "ItemKNN", "Pop"]
+SEEDS = [2020, 2021, 2022]
+REPORT = ["ndcg@20", "recall@20", "ndcg@10", "recall@10", "mrr@20", "precision@20",
+          "novelty@20", "itemcoverage@20", "giniindex@20"]
+
+
+def run_one(model: str, seed: int) -> dict:
+    """Train + evaluate one model in this process; return timings and metrics."""
+    import resource
+
+    import recbole_ext  # noqa: F401
+    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+    from recbole_ext.config import load_data, make_config
+
+    config = make_config(model, "ml-100k", [PROTOCOL], {"seed": seed, "state": "WARNING"})
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    _, train, valid, test = load_data(config)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = get_model(config["model"])(config, train._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    validations = []
+    start = time.perf_counter()
+
+    def on_valid(epoch, score):
+        validations.append((epoch, time.perf_counter() - start, score))
+
+    best_score, _ = trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=on_valid)
+    fit_seconds = time.perf_counter() - start
+    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
+    if validations:
+        best = max(validations, key=lambda v: v[2])
+        best_epoch, to_best = best[0], best[1]
+        epochs = validations[-1][0] + 1
+    else:  # Pop, EASE, ItemKNN: one pass
+        best_epoch, to_best, epochs = 0, fit_seconds, 1
+    return {"model": model, "seed": seed, "fit_s": fit_seconds, "time_to_best_s": to_best,
+            "epochs": epochs, "best_epoch": best_epoch, "s_per_epoch": fit_seconds / max(epochs, 1),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "best_valid": float(best_score), **{k: float(v) for k, v in result.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "ml100k_spine"))
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args.one[0], int(args.one[1]))))
+        return
+
+    rows = []
+    for seed in args.seeds:
+        for model in args.models:
+            with tempfile.TemporaryDirectory() as work:
+                out = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", model, str(seed)],
+                                     cwd=work, capture_output=True, text=True)
+            line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+            if out.returncode != 0 or not line:
+                sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
+                raise SystemExit(f"{model} seed {seed} failed")
+            row = json.loads(line[0][7:])
+            rows.append(row)
+            print(f"{model:9s} seed {seed}: ndcg@20 {row['ndcg@20']:.4f} recall@20 {row['recall@20']:.4f} "
+                  f"to-best {row['time_to_best_s']:.1f}s fit {row['fit_s']:.1f}s", flush=True)
+    write(rows, args.out, " ".join(sys.argv[1:]))
+
+
+def write(rows: list[dict], out: str, argv: str) -> None:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    keys = list(rows[0])
+    with open(out + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+    def ms(model, key):
+        vals = [r[key] for r in rows if r["model"] == model]
+        return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    n_seeds = len({r["seed"] for r in rows})
+    lines = [f"# ml-100k, RecBole default split (RS 8:1:1, full ranking), selection on valid NDCG@20",
+             "", f"Command: `python benchmarks/ml100k_spine.py {argv}`".replace(" `", "`").replace("py `", "py`"),
+             f"Seeds: {sorted({r['seed'] for r in rows})} (mean ± std over {n_seeds}); test metrics by RecBole's "
+             "evaluator; each run in a fresh process on the same machine, one after another.", "",
+             "| model | " + " | ".join(REPORT) + " |", "|---" * (len(REPORT) + 1) + "|"]
+    for m in models:
+        lines.append(f"| {m} | " + " | ".join("%.4f ± %.4f" % ms(m, k) for k in REPORT) + " |")
+    lines += ["", "| model | time to best valid (s) | fit (s) | epochs | s / epoch | peak RSS (MB) |",
+              "|---|---|---|---|---|---|"]
+    for m in models:
+        lines.append(f"| {m} | " + " | ".join("%.1f ± %.1f" % ms(m, k) if k != "s_per_epoch" else "%.3f ± %.3f" % ms(m, k)
+                                              for k in ("time_to_best_s", "fit_s", "epochs", "s_per_epoch",
+                                                        "peak_rss_mb")) + " |")
+    if "MVAE" in models and "MultiVAE" in models:
+        lines += ["", "Ratios MVAE / RecBole MultiVAE, per seed (same run):", ""]
+        for seed in sorted({r["seed"] for r in rows}):
+            a = next(r for r in rows if r["model"] == "MVAE" and r["seed"] == seed)
+            b = next(r for r in rows if r["model"] == "MultiVAE" and r["seed"] == seed)
+            lines.append(f"- seed {seed}: test NDCG@20 {a['ndcg@20'] / b['ndcg@20']:.3f}x, "
+                         f"time to best valid {a['time_to_best_s'] / b['time_to_best_s']:.3f}x, "
+                         f"s/epoch {a['s_per_epoch'] / b['s_per_epoch']:.3f}x")
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny synthetic RecBole dataset (fast) and the shipped ml-100k."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import recbole_ext  # noqa: F401  (compat + registration before recbole is used)
+
+# nothing in the test suite talks to Comet's servers
+os.environ.pop("COMET_API_KEY", None)
+
+FAST = {"comet": False, "show_progress": False, "state": "WARNING", "use_gpu": False}
+
+
+def write_tiny_dataset(root, name="tiny", n_users=60, n_items=80, per_user=15, seed=0, item_file=True):
+    """Users in 4 taste groups, each group preferring a quarter of the items."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    for u in range(n_users):
+        group = u % 4
+        liked = np.arange(group * n_items // 4, (group + 1) * n_items // 4)
+        others = np.setdiff1d(np.arange(n_items), liked)
+        items = np.concatenate([rng.choice(liked, per_user - 3, replace=False), rng.choice(others, 3, replace=False)])
+        for t, i in enumerate(rng.permutation(items)):
+            lines.append(f"u{u}\ti{i}\t{rng.integers(1, 6)}\t{1000 + 10 * u + t}")
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if item_file:
+        genres = ["Action", "Comedy", "Drama", "Horror"]
+        with open(os.path.join(folder, f"{name}.item"), "w") as f:
+            f.write("item_id:token\tclass:token_seq\n")
+            for i in range(n_items):
+                f.write(f"i{i}\t{genres[i * 4 // n_items]} {genres[(i + 1) % 4]}\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return str(write_tiny_dataset(tmp_path_factory.mktemp("data")))
+
+
+@pytest.fixture
+def tiny_config(tiny_root):
+    """config_dict for the tiny dataset: fast and quiet."""
+    return dict(FAST, data_path=tiny_root, epochs=3, eval_batch_size=32, train_batch_size=16,
+                metrics=["Recall", "MRR", "NDCG", "Precision", "Novelty", "ItemCoverage", "GiniIndex"],
+                topk=[5, 10], valid_metric="NDCG@10")
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """RecBole and Lightning write saved/, log/ and lightning_logs/ into the working directory."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def ml100k(tmp_path_factory):
+    """(config, dataset, train, valid, test) for ml-100k with RecBole's default split."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ml100k"))
+    try:
+        from recbole_ext.config import load_data, make_config
+
+        config = make_config("MVAE", "ml-100k", config_dict=dict(FAST, topk=[5, 10, 20]))
+        return (config, *load_data(config))
+    finally:
+        os.chdir(cwd)

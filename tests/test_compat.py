@@ -1,0 +1,107 @@
+"""One test per item of shared/RECBOLE_NOTES.md, plus the no-download and data_path fixes."""
+import glob
+import importlib
+import os
+import pickle
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_ext import compat
+from recbole_ext.compat import DatasetNotFoundError
+
+from conftest import FAST
+
+
+def test_item1_and_2_quick_start_imports_with_ray():
+    # item 1: needs setuptools<81 (pkg_resources); item 2: np.bool8 for ray.tune
+    import pkg_resources  # noqa: F401  (ray 2.6.3 needs it)
+
+    qs = importlib.import_module("recbole.quick_start")
+    assert callable(qs.run_recbole)
+    assert np.bool8 is np.bool_
+
+
+def test_item3_config_builds_on_numpy2():
+    from recbole.config import Config
+
+    assert np.float_ is np.float64 and np.unicode_ is np.str_
+    config = Config(model="Pop", dataset="ml-100k", config_dict=FAST)
+    assert config["model"] == "Pop"
+
+
+def test_item4_5_refuses_pandas3(monkeypatch):
+    monkeypatch.setattr(compat.importlib.metadata, "version", lambda name: "3.0.0")
+    with pytest.raises(ImportError, match="pandas<3"):
+        compat.check_environment()
+
+
+def test_item4_token_seq_genres_load(ml100k):
+    from recbole.data import create_dataset
+    from recbole_ext.config import make_config
+
+    config = make_config("Pop", "ml-100k", config_dict=dict(
+        FAST, load_col={"inter": ["user_id", "item_id"], "item": ["item_id", "class", "movie_title"]}))
+    dataset = create_dataset(config)
+    genres = dataset.item_feat["class"]                   # one array of genre ids per item; row 0 = padding
+    assert len(genres) == dataset.item_num == 1683
+    assert all(len(g) >= 1 and (np.asarray(g) > 0).all() for g in genres[1:])  # every item has its genres
+    assert len(dataset.field2id_token["class"]) == 19 + 1  # 19 genres + padding
+
+
+def test_item6_recbole_checkpoint_loads_back():
+    from recbole.quick_start import load_data_and_model, run_recbole
+
+    result = run_recbole(model="Pop", dataset="ml-100k",
+                         config_dict=dict(FAST, epochs=1, topk=[10], metrics=["NDCG"], valid_metric="NDCG@10"))
+    assert result["test_result"]["ndcg@10"] > 0   # evaluate(load_best_model=True) read the checkpoint
+    path = sorted(glob.glob("saved/Pop-*.pth"))[-1]
+    config, model, *_ = load_data_and_model(path)
+    assert type(model).__name__ == "Pop"
+    # torch's safe default is untouched outside RecBole's trainer / quick start
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+def test_item7_itemcoverage_and_gini_work():
+    from recbole.quick_start import run_recbole
+
+    result = run_recbole(model="Pop", dataset="ml-100k", config_dict=dict(
+        FAST, epochs=1, topk=[10], metrics=["NDCG", "ItemCoverage", "GiniIndex", "Novelty"],
+        valid_metric="NDCG@10"), saved=False)
+    test = result["test_result"]
+    # Pop recommends nearly the same 10 items to everyone
+    assert 0 < test["itemcoverage@10"] < 0.05
+    assert 0.95 < test["giniindex@10"] < 1
+    assert test["novelty@10"] > 0
+
+
+def test_missing_dataset_fails_fast_instead_of_downloading(tmp_path):
+    from recbole.config import Config
+    from recbole.data import create_dataset
+
+    config = Config(model="Pop", dataset="no-such-data", config_dict=dict(FAST, data_path=str(tmp_path)))
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError, match="no-such-data"):
+        create_dataset(config)
+    assert time.perf_counter() - start < 5
+
+
+def test_explicit_data_path_is_honoured_for_ml100k(tmp_path):
+    from recbole.config import Config
+
+    config = Config(model="Pop", dataset="ml-100k", config_dict=dict(FAST, data_path=str(tmp_path)))
+    assert config["data_path"] == os.path.join(str(tmp_path), "ml-100k")
+    default = Config(model="Pop", dataset="ml-100k", config_dict=FAST)
+    assert os.path.isfile(os.path.join(default["data_path"], "ml-100k.inter"))
+
+
+def test_apply_is_idempotent():
+    from recbole.evaluator.collector import Collector
+
+    before = Collector.get_data_struct
+    compat.apply()
+    compat._collector_fix()
+    assert Collector.get_data_struct is before
