@@ -97,7 +97,7 @@ def check_model(model) -> None:
 
         get_model(model)
         return
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, ImportError):  # RecBole may fail importing xgboost / lightgbm
         pass
     names = known_models()
     close = difflib.get_close_matches(model, names, n=3, cutoff=0.5)

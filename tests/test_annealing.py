@@ -1,0 +1,50 @@
+"""KL schedules, and that the schedule state survives checkpoint / resume."""
+import pytest
+import pytorch_lightning as pl
+
+from lightning_genrec import MVAE, RecBoleDataModule
+from lightning_genrec.annealing import constant, cyclical, kl_weight, linear
+
+
+def test_linear_starts_at_zero_and_stops_at_cap():
+    assert linear(0, 0.2, 100) == 0.0
+    assert linear(10, 0.2, 100) == pytest.approx(0.1)
+    assert linear(20, 0.2, 100) == pytest.approx(0.2)
+    assert linear(10_000, 0.2, 100) == pytest.approx(0.2)
+    assert linear(5, 0.2, 0) == 0.2
+
+
+def test_cyclical_restarts_each_period():
+    assert cyclical(0, 1.0, 10, 0.5) == 0.0
+    assert cyclical(5, 1.0, 10, 0.5) == pytest.approx(1.0)
+    assert cyclical(9, 1.0, 10, 0.5) == pytest.approx(1.0)
+    assert cyclical(12, 1.0, 10, 0.5) == pytest.approx(0.4)
+
+
+def test_constant_and_dispatch():
+    assert constant(123, 0.3) == 0.3
+    assert kl_weight("linear", 50, 1.0, 100) == 0.5
+    with pytest.raises(ValueError, match="anneal_schedule"):
+        kl_weight("exponential", 1, 1.0, 10)
+
+
+def test_kl_weight_follows_global_step_across_resume(tiny_config, tmp_path):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=16)
+    model = MVAE(anneal_cap=1.0, total_anneal_steps=40)
+    kw = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=str(tmp_path))
+    first = pl.Trainer(max_epochs=2, **kw)
+    first.fit(model, datamodule=dm)
+    steps = first.global_step
+    assert steps == 2 * 4  # 60 users / 16 per batch = 4 steps per epoch, one row per user
+    ckpt = str(tmp_path / "mid.ckpt")
+    first.save_checkpoint(ckpt)
+
+    resumed = MVAE(anneal_cap=1.0, total_anneal_steps=40)
+    second = pl.Trainer(max_epochs=3, **kw)
+    second.fit(resumed, datamodule=dm, ckpt_path=ckpt)
+    assert second.global_step == steps + 4
+    # the schedule continued from the checkpoint's step, not from 0
+    assert resumed.kl_weight() == pytest.approx(linear(steps + 4, 1.0, 40))
+    assert float(second.callback_metrics["train/kl_weight_epoch"]) == pytest.approx(
+        sum(linear(s, 1.0, 40) for s in range(steps, steps + 4)) / 4, rel=0.05)

@@ -1,0 +1,158 @@
+"""MVAE is Liang et al.'s Mult-VAE: architecture, likelihood, sampling, training unit, errors."""
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_genrec import MVAE, HyperparameterError, RecBoleDataModule
+from lightning_genrec.data import train_loader
+from lightning_genrec.models.mvae import MultVAE, mvae_loss
+
+
+def _trainer(tmp_path, **kw):
+    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=str(tmp_path), **kw)
+
+
+def test_architecture_is_I_600_200_600_I_with_tanh_between_hidden_layers_only():
+    net = MultVAE(n_items=50)
+    enc, dec = list(net.encoder), list(net.decoder)
+    assert [type(m) for m in enc] == [nn.Linear, nn.Tanh, nn.Linear]
+    assert [type(m) for m in dec] == [nn.Linear, nn.Tanh, nn.Linear]
+    assert (enc[0].in_features, enc[0].out_features, enc[2].out_features) == (50, 600, 400)  # mu | logvar
+    assert (dec[0].in_features, dec[0].out_features, dec[2].out_features) == (200, 600, 50)
+    relu = MultVAE(n_items=50, hidden=(64, 32), latent=16, activation="relu")
+    assert [m.out_features for m in relu.encoder if isinstance(m, nn.Linear)] == [64, 32, 32]
+    assert any(isinstance(m, nn.ReLU) for m in relu.encoder)
+
+
+def test_latent_dimension_is_the_size_of_z():
+    net = MultVAE(n_items=30, latent=7)
+    _, mu, logvar = net(torch.rand(4, 30))
+    assert mu.shape == logvar.shape == (4, 7)
+
+
+def test_z_is_mu_in_evaluation_and_sampled_with_unit_noise_in_training():
+    torch.manual_seed(0)
+    net = MultVAE(n_items=40, dropout=0.0)
+    x = (torch.rand(8, 40) < 0.3).float()
+    net.eval()
+    a, mu, _ = net(x)
+    b, _, _ = net(x)
+    assert torch.equal(a, b) and torch.allclose(a, net.decoder(mu))
+    # training: force logvar = 0 and mu = 0, so z = eps must be N(0, I) (RecBole uses std 0.01)
+    net.train()
+    seen = []
+    net.decoder[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    with torch.no_grad():
+        net.encoder[-1].weight.zero_()
+        net.encoder[-1].bias.zero_()
+    for _ in range(50):
+        net(x)
+    z = torch.cat(seen)                                                 # (400, 200)
+    assert abs(float(z.std()) - 1.0) < 0.05 and abs(float(z.mean())) < 0.05
+
+
+def test_input_is_l2_normalised_and_dropout_only_in_training():
+    torch.manual_seed(0)
+    net = MultVAE(n_items=20, dropout=0.5)
+    x = torch.zeros(1, 20)
+    x[0, :4] = 1.0
+    net.eval()
+    a, mu_a, _ = net(x)
+    b, mu_b, _ = net(3 * x)   # scale does not matter after L2 normalisation
+    assert torch.allclose(mu_a, mu_b, atol=1e-6)
+
+
+def test_loss_is_multinomial_nll_plus_beta_kl_summed_per_user():
+    torch.manual_seed(0)
+    logits, mu, logvar = torch.randn(3, 6), torch.randn(3, 4), torch.randn(3, 4)
+    x = (torch.rand(3, 6) < 0.5).float()
+    loss, nll, kl = mvae_loss(logits, mu, logvar, x, beta=0.3)
+    manual_nll = -sum((torch.log_softmax(logits[u], 0) * x[u]).sum() for u in range(3)) / 3
+    manual_kl = sum(0.5 * (-logvar[u] + logvar[u].exp() + mu[u] ** 2 - 1).sum() for u in range(3)) / 3
+    assert torch.allclose(nll, manual_nll) and torch.allclose(kl, manual_kl)
+    assert torch.allclose(loss, manual_nll + 0.3 * manual_kl)
+
+
+def test_trains_over_users_one_row_each_per_epoch(tiny_config):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config)
+    dm.setup()
+    users = torch.cat([b["user"] for b in train_loader(dm.tables, batch_size=7)])
+    assert sorted(users.tolist()) == list(range(1, 61))       # 60 users, each once (0 is padding)
+    batch = next(iter(train_loader(dm.tables, batch_size=7)))
+    assert batch["input"].shape == (7, dm.n_items)
+    assert torch.equal(batch["input"].sum(1), torch.as_tensor(dm.tables.train[batch["user"].numpy()].sum(1)).view(-1))
+
+
+def test_loss_falls_and_ranking_beats_chance(tiny_config, tmp_path):
+    pl.seed_everything(0)
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=16)
+    model = MVAE(mlp_hidden_size=[64], latent_dimension=16, learning_rate=1e-2, topk=[5, 10])
+    trainer = _trainer(tmp_path, max_epochs=40, num_sanity_val_steps=0)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            losses.append(float(trainer.callback_metrics["train/nll"]))
+
+    trainer.callbacks.append(Record())
+    trainer.fit(model, datamodule=dm)
+    assert losses[-1] < 0.8 * losses[0]
+    test = trainer.test(model, datamodule=dm, verbose=False)[0]
+    # 4 taste groups of 20 items; chance recall@10 on 60 non-history items is ~0.17
+    assert test["test/recall@10"] > 0.4
+
+
+def test_checkpoint_round_trip_gives_identical_scores(tiny_config, tmp_path):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config)
+    model = MVAE(mlp_hidden_size=[32], latent_dimension=8)
+    trainer = _trainer(tmp_path, max_epochs=2)
+    trainer.fit(model, datamodule=dm)
+    path = str(tmp_path / "m.ckpt")
+    trainer.save_checkpoint(path)
+    loaded = MVAE.load_from_checkpoint(path)
+    assert loaded.hparams.n_items == dm.n_items and loaded.hparams.latent_dimension == 8
+    batch = dm.tables.rows([1, 2, 3], "test")
+    model.eval(), loaded.eval()
+    assert torch.equal(model.score(batch), loaded.score(batch))
+    a = trainer.test(model, datamodule=dm, verbose=False)[0]
+    b = _trainer(tmp_path).test(loaded, datamodule=dm, verbose=False)[0]
+    assert a == pytest.approx(b, abs=1e-7)
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("dropout_prob", 1.5, r"in \[0, 1\)"),
+    ("latent_dimension", 0, "positive integer"),
+    ("activation", "swish", "one of"),
+    ("anneal_schedule", "exp", "one of"),
+    ("learning_rate", -1.0, "> 0"),
+    ("mlp_hidden_size", [600, -2], "positive integers"),
+])
+def test_invalid_hyperparameters_name_the_key_and_range(key, value, allowed):
+    with pytest.raises(HyperparameterError, match=rf"{key}=.*must be .*{allowed}"):
+        MVAE(**{key: value})
+
+
+def test_nan_loss_stops_and_says_where(tiny_config, tmp_path):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=16)
+    model = MVAE(mlp_hidden_size=[16], latent_dimension=4)
+
+    class Poison(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 5:
+                with torch.no_grad():
+                    module.net.encoder[0].weight.fill_(math.nan)
+
+    trainer = _trainer(tmp_path, max_epochs=5, callbacks=[Poison()])
+    with pytest.raises(FloatingPointError, match=r"at step 5 \(epoch 1\)"):
+        trainer.fit(model, datamodule=dm)
+
+
+def test_without_data_the_model_asks_for_n_items(tmp_path):
+    loader = torch.utils.data.DataLoader([{"input": torch.zeros(3)}])
+    with pytest.raises(RuntimeError, match="n_items"):
+        _trainer(tmp_path, max_epochs=1).fit(MVAE(), loader)

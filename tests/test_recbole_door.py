@@ -1,0 +1,138 @@
+"""RecBole's door: run_recbole, YAML defaults, command line, checkpoints, errors, and
+the same numbers as the Lightning door."""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import recbole_ext
+from lightning_genrec import MVAE
+from lightning_genrec.data import InteractionTables
+from recbole_ext.compat import DatasetNotFoundError
+from recbole_ext.config import UnknownModelError, config_path, make_config
+from lightning_genrec.models.base import HyperparameterError
+
+NEW_KEYS = {"novelty@5", "novelty@10", "itemcoverage@5", "itemcoverage@10", "giniindex@5", "giniindex@10"}
+
+
+def test_recbole_own_run_recbole_trains_mvae_with_lightning(tiny_config):
+    from recbole.quick_start import load_data_and_model, run_recbole
+
+    result = run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config)
+    test = result["test_result"]
+    assert NEW_KEYS | {"ndcg@10", "recall@10", "mrr@10", "precision@10"} <= set(test)
+    assert 0 < test["ndcg@10"] <= 1 and 0 < test["itemcoverage@10"] <= 1
+    assert result["best_valid_score"] == result["best_valid_result"]["ndcg@10"]
+    # the RecBole checkpoint loads back into the same model
+    path = sorted(glob.glob("saved/MVAE-*.pth"))[-1]
+    config, model, _, train_data, _, test_data = load_data_and_model(path)
+    assert type(model).__name__ == "MVAE" and isinstance(model.module, MVAE)
+    from recbole.utils import get_trainer
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.eval_collector.data_collect(train_data)  # popularity for Novelty, as RecBole's fit does
+    again = trainer.evaluate(test_data, load_best_model=False)
+    assert again == pytest.approx(test, abs=1e-4)
+
+
+def test_yaml_defaults_reach_the_model_and_are_overridable(tiny_config):
+    config = make_config("MVAE", "tiny", config_dict=tiny_config)
+    assert config["latent_dimension"] == 200 and config["anneal_cap"] == 0.2
+    assert config["train_neg_sample_args"]["sample_num"] == "none" or not config["train_neg_sample_args"].get(
+        "sample_num")
+    config = make_config("MVAE", "tiny", config_dict=dict(tiny_config, latent_dimension=17))
+    from recbole_ext.config import load_data
+    from recbole_ext.registry import adapter_class
+
+    _, train, _, _ = load_data(config)
+    model = adapter_class("MVAE")(config, train._dataset)
+    assert model.module.hparams.latent_dimension == 17
+    assert model.module.net.decoder[0].in_features == 17
+
+
+def test_config_file_override(tiny_config, tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("latent_dimension: 33\nanneal_schedule: constant\n")
+    config = make_config("MVAE", "tiny", config_file_list=[str(f)], config_dict=tiny_config)
+    assert config["latent_dimension"] == 33 and config["anneal_schedule"] == "constant"
+
+
+def test_both_doors_give_the_same_numbers(tiny_config, tmp_path):
+    """Train through RecBole's door; evaluate the same weights through Lightning's test loop."""
+    result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config)
+    from lightning_genrec import RecBoleDataModule
+
+    path = result["saved_model_file"]
+    state = torch.load(path, weights_only=False)["state_dict"]
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config)
+    dm.setup()
+    lm = MVAE(n_items=dm.n_items, topk=[5, 10])
+    lm.load_state_dict({k[len("module."):]: v for k, v in state.items()})
+    out = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(lm, datamodule=dm,
+                                                                                      verbose=False)[0]
+    recbole_side = result["test_result"]
+    assert len(recbole_side) == 14
+    for key, value in recbole_side.items():
+        assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key
+
+
+def test_unknown_model_lists_known_models(tiny_config):
+    with pytest.raises(UnknownModelError) as err:
+        recbole_ext.run_recbole(model="MVAEE", dataset="tiny", config_dict=tiny_config)
+    message = str(err.value)
+    assert "MVAE" in message and "MultiVAE" in message and "Did you mean MVAE" in message
+
+
+def test_missing_dataset_and_atomic_files_are_named(tiny_config, tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        make_config("MVAE", "nowhere", config_dict=dict(tiny_config, data_path=str(tmp_path)))
+    os.makedirs(tmp_path / "half")
+    (tmp_path / "half" / "half.inter").write_text("user_id:token\titem_id:token\nu1\ti1\n")
+    with pytest.raises(DatasetNotFoundError, match=r"half\.item"):
+        make_config("MVAE", "half", config_dict=dict(tiny_config, data_path=str(tmp_path),
+                                                     load_col={"inter": ["user_id", "item_id"],
+                                                               "item": ["item_id", "class"]}))
+
+
+def test_invalid_hyperparameter_fails_before_data_loads(tiny_config):
+    with pytest.raises(HyperparameterError, match=r"anneal_cap=-1"):
+        make_config("MVAE", "tiny", config_dict=dict(tiny_config, anneal_cap=-1))
+
+
+def test_default_yaml_is_found():
+    assert config_path("MVAE").endswith("mvae.yaml")
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "recbole_ext", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_command_line_in_recbole_style(tiny_root, tmp_path):
+    (tmp_path / "a.yaml").write_text("topk: [5, 10]\nvalid_metric: NDCG@10\ntrain_batch_size: 16\n")
+    out = _cli("--model=MVAE", "--dataset=tiny", "--config_files=a.yaml", "--epochs=2", f"--data_path={tiny_root}",
+               "--comet=False", "--show_progress=False", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ndcg" in out.stdout and "test@10" in out.stdout and "novelty" in out.stdout
+    assert "RecBole checkpoint: saved/MVAE-" in out.stdout
+    log = open(glob.glob(str(tmp_path / "log" / "MVAE" / "*.log"))[0]).read()
+    assert "epoch 1 training" in log and "epoch 2 training" not in log   # --epochs=2 reached the trainer
+
+
+def test_command_line_errors_are_one_clean_line(tmp_path):
+    out = _cli("--model=NoSuchModel", "--dataset=ml-100k", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "unknown model 'NoSuchModel'" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("--model=MVAE", "--dataset=ghost", f"--data_path={tmp_path}", cwd=tmp_path)
+    assert out.returncode == 2 and "ghost" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_eval_mode_must_be_full(tiny_config):
+    with pytest.raises(ValueError, match="mode: full"):
+        recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(
+            tiny_config, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user",
+                                    "mode": "uni100"}))
