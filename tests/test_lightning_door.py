@@ -1,0 +1,91 @@
+"""Lightning's door: DataModule + model + Trainer; DDP gives the single-process numbers."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from lightning_genrec import MVAE, RecBoleDataModule
+from lightning_genrec.data import ShardSampler
+
+from conftest import FAST, write_tiny_dataset
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(os.path.dirname(HERE), "README.md")
+
+
+def test_shard_sampler_splits_without_padding():
+    users = list(range(11))
+    shards = [list(ShardSampler(users, 2, r)) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == users          # each user exactly once
+    assert len(shards[0]) == 6 and len(shards[1]) == 5
+
+
+def test_datamodule_serves_recboles_split(tiny_config):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config)
+    dm.setup()
+    valid, test = dm.tables.valid, dm.tables.test
+    # test ranks exclude the training *and* validation items, as RecBole's full-sort loader does
+    u = int(test.users[0])
+    train_items = set(dm.tables.train[u].indices)
+    assert set(valid.positives[u].indices) <= set(test.exclude[u].indices)
+    assert train_items <= set(test.exclude[u].indices)
+    assert not set(test.positives[u].indices) & set(test.exclude[u].indices)
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["target"].dtype == batch["exclude"].dtype == torch.bool and batch["input"].dtype == torch.float32
+    assert batch["input"].shape[1] == batch["target"].shape[1] == dm.n_items
+
+
+@pytest.fixture(scope="module")
+def odd_checkpoint(tmp_path_factory):
+    """A briefly trained MVAE on a dataset with an odd number of users (uneven DDP shards)."""
+    work = tmp_path_factory.mktemp("ddp")
+    root = str(write_tiny_dataset(str(work), name="odd", n_users=61, n_items=50))
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        dm = RecBoleDataModule("odd", config_dict=dict(FAST, data_path=root, topk=[5, 10]), train_batch_size=16)
+        model = MVAE(mlp_hidden_size=[32], latent_dimension=8, topk=[5, 10])
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=3, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        trainer.fit(model, datamodule=dm)
+        path = str(work / "odd.ckpt")
+        trainer.save_checkpoint(path)
+    finally:
+        os.chdir(cwd)
+    return path, root
+
+
+def _test_with(devices, ckpt, root, tmp_path):
+    out = str(tmp_path / f"metrics_{devices}.json")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "scripts", "ddp_test_metrics.py"), ckpt, root,
+                           str(devices), out], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_ddp_two_processes_give_identical_test_metrics(odd_checkpoint, tmp_path):
+    ckpt, root = odd_checkpoint
+    one = _test_with(1, ckpt, root, tmp_path)
+    two = _test_with(2, ckpt, root, tmp_path)
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    assert len(one["metrics"]) == 14
+    for key, value in one["metrics"].items():
+        assert two["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_readme_example_runs(tmp_path):
+    text = open(README).read()
+    match = re.search(r"<!-- example: lightning -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README must hold the Lightning example"
+    script = tmp_path / "example.py"
+    script.write_text(match.group(1))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test/ndcg@20" in proc.stdout
+    assert list((tmp_path / "log" / "comet").glob("*.zip")), "the example writes a Comet offline archive"
