@@ -10,7 +10,6 @@ import pytorch_lightning as pl
 from lightning_genrec import MVAE, RecBoleDataModule
 
 ckpt, root, devices, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from the command line
 dm = RecBoleDataModule("odd", config_dict={"data_path": root, "comet": False, "state": "WARNING", "use_gpu": False,
                                            "topk": [5, 10]}, eval_batch_size=8)
 model = MVAE.load_from_checkpoint(ckpt)
