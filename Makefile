@@ -19,7 +19,8 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m recbole_ext --model=MVAE --dataset=ml-100k $(ARGS)
+	$(BIN)/python -m recbole_ext --model=MVAE --dataset=ml-100k \
+		--config_files="configs/protocols/ml100k_default.yaml configs/protocols/ml100k_mvae.yaml" --comet=True $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

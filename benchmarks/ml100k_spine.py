@@ -24,6 +24,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROTOCOL = os.path.join(ROOT, "configs", "protocols", "ml100k_default.yaml")
+# model-specific settings on top of the protocol (every other model: its own defaults)
+MODEL_CONFIGS = {"MVAE": [os.path.join(ROOT, "configs", "protocols", "ml100k_mvae.yaml")]}
 MODELS = ["MVAE", "MultiVAE", "EASE", "ItemKNN", "Pop"]
 SEEDS = [2020, 2021, 2022]
 REPORT = ["ndcg@20", "recall@20", "ndcg@10", "recall@10", "mrr@20", "precision@20",
@@ -39,7 +41,8 @@ def run_one(model: str, seed: int) -> dict:
 
     from recbole_ext.config import load_data, make_config
 
-    config = make_config(model, "ml-100k", [PROTOCOL], {"seed": seed, "state": "WARNING"})
+    config = make_config(model, "ml-100k", [PROTOCOL, *MODEL_CONFIGS.get(model, [])],
+                         {"seed": seed, "state": "WARNING"})
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, train, valid, test = load_data(config)

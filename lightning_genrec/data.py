@@ -156,9 +156,15 @@ def train_loader(tables: InteractionTables, batch_size: int, shuffle: bool = Tru
                       collate_fn=_Collate(tables, None), num_workers=num_workers, generator=generator)
 
 
+def users_per_eval_batch(eval_batch_size: int, n_items: int) -> int:
+    """RecBole's full-sort convention: ``eval_batch_size`` counts scores, i.e. users x items."""
+    return max(1, eval_batch_size // n_items)
+
+
 def eval_loader(tables: InteractionTables, phase: str, batch_size: int, num_workers: int = 0,
                 world_size: int = 1, rank: int = 0) -> DataLoader:
-    """Rows of the users RecBole evaluates in ``phase``; sharded without padding when ``world_size > 1``."""
+    """Rows of the users RecBole evaluates in ``phase`` (``batch_size`` users a batch);
+    sharded without padding when ``world_size > 1``."""
     users = _Users(tables.split(phase).users)
     sampler = ShardSampler(users, world_size, rank) if world_size > 1 else None
     return DataLoader(users, batch_size=batch_size, shuffle=False, sampler=sampler,
@@ -176,7 +182,8 @@ class RecBoleDataModule(pl.LightningDataModule):
         config_dict, config_file_list: RecBole configuration, as for ``run_recbole``
             (e.g. ``{'eval_args': {...}, 'topk': [10, 20], 'seed': 2020}``).
         train_batch_size, eval_batch_size: users per batch; default: the config's
-            ``train_batch_size`` / ``eval_batch_size``.
+            ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole reads it for
+            full ranking (scores per batch: ``eval_batch_size // n_items`` users).
         num_workers: ``DataLoader`` workers.
 
     After ``setup()``: ``config`` (RecBole ``Config``), ``tables``
@@ -214,7 +221,7 @@ class RecBoleDataModule(pl.LightningDataModule):
 
     @property
     def eval_batch_size(self) -> int:
-        return self._eval_batch_size or self.config["eval_batch_size"]
+        return self._eval_batch_size or users_per_eval_batch(self.config["eval_batch_size"], self.n_items)
 
     def _shards(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

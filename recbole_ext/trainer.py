@@ -23,7 +23,7 @@ from recbole.trainer import Trainer
 from recbole.utils import dict2str, get_local_time, set_color
 
 from lightning_genrec.comet import comet_logger
-from lightning_genrec.data import eval_loader, train_loader
+from lightning_genrec.data import eval_loader, train_loader, users_per_eval_batch
 
 
 class _RecBoleLog(pl.Callback):
@@ -112,7 +112,8 @@ class LightningTrainer(Trainer):
             limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir)
         self.lightning_trainer.fit(
             module, train_loader(tables, self.config["train_batch_size"], seed=self.config["seed"]),
-            eval_loader(tables, "valid", self.config["eval_batch_size"]) if validate else None)
+            eval_loader(tables, "valid", users_per_eval_batch(self.config["eval_batch_size"], tables.n_items))
+            if validate else None)
         module.to(self.device)
 
         best_epoch = self.lightning_trainer.current_epoch - 1

@@ -46,7 +46,7 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture
 def tiny_config(tiny_root):
     """config_dict for the tiny dataset: fast and quiet."""
-    return dict(FAST, data_path=tiny_root, epochs=3, eval_batch_size=32, train_batch_size=16,
+    return dict(FAST, data_path=tiny_root, epochs=3, eval_batch_size=700, train_batch_size=16,
                 metrics=["Recall", "MRR", "NDCG", "Precision", "Novelty", "ItemCoverage", "GiniIndex"],
                 topk=[5, 10], valid_metric="NDCG@10")
 

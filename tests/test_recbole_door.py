@@ -136,3 +136,11 @@ def test_eval_mode_must_be_full(tiny_config):
         recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(
             tiny_config, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user",
                                     "mode": "uni100"}))
+
+
+def test_same_seed_same_numbers(tiny_config):
+    a = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config, saved=False)
+    b = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config, saved=False)
+    assert a["test_result"] == b["test_result"] and a["best_valid_score"] == b["best_valid_score"]
+    c = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(tiny_config, seed=7), saved=False)
+    assert c["test_result"] != a["test_result"]
