@@ -156,3 +156,17 @@ def test_without_data_the_model_asks_for_n_items(tmp_path):
     loader = torch.utils.data.DataLoader([{"input": torch.zeros(3)}])
     with pytest.raises(RuntimeError, match="n_items"):
         _trainer(tmp_path, max_epochs=1).fit(MVAE(), loader)
+
+
+def test_dropout_on_nonzeros_has_dropouts_distribution():
+    from lightning_genrec.models.mvae import dropout_nonzeros
+
+    torch.manual_seed(0)
+    h = torch.zeros(400, 300)
+    h[:, :30] = 0.5
+    out = dropout_nonzeros(h, 0.5)
+    assert torch.equal(out[:, 30:], torch.zeros(400, 270))              # zeros stay zero
+    kept = out[:, :30]
+    assert set(kept.unique().tolist()) == {0.0, 1.0}                     # kept entries scaled by 1 / (1 - p)
+    assert abs(float((kept > 0).float().mean()) - 0.5) < 0.02            # each kept with probability 1 - p
+    assert abs(float(out.sum() / h.sum()) - 1.0) < 0.03                  # unbiased, like F.dropout

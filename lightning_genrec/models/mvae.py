@@ -40,6 +40,17 @@ def _mlp(dims: Sequence[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def dropout_nonzeros(h: torch.Tensor, p: float) -> torch.Tensor:
+    """``F.dropout(h, p)`` for a mostly-zero ``h``, drawing random numbers only for
+    its non-zero entries: the same distribution (dropping a zero changes nothing),
+    about 15x less sampling on ml-100k's 6 %-dense rows."""
+    rows, cols = h.nonzero(as_tuple=True)
+    keep = torch.rand(rows.shape[0], device=h.device) >= p
+    mask = torch.zeros_like(h)
+    mask[rows[keep], cols[keep]] = 1.0 / (1.0 - p)
+    return h * mask
+
+
 class MultVAE(nn.Module):
     """The torch core: ``forward(x) -> (logits, mu, logvar)``."""
 
@@ -56,7 +67,8 @@ class MultVAE(nn.Module):
 
     def forward(self, x: torch.Tensor):
         h = F.normalize(x, dim=1)                                   # (B, I) unit rows
-        h = F.dropout(h, self.dropout, training=self.training)
+        if self.training and self.dropout > 0:
+            h = dropout_nonzeros(h, self.dropout)                   # input dropout, training only
         mu, logvar = self.encoder(h).chunk(2, dim=1)                # (B, Z), (B, Z)
         if self.training:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
