@@ -206,7 +206,8 @@ class RecBoleDataModule(pl.LightningDataModule):
             return
         from recbole_ext.config import load_data, make_config
 
-        self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict)
+        self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict,
+                                  lightning_door=True)
         _, train, valid, test = load_data(self.config)
         self.tables = InteractionTables.from_recbole(train, valid, test)
 

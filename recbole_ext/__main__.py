@@ -17,14 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     files = args.config_files.strip().split(" ") if args.config_files else None
 
     import recbole_ext
-    from recbole_ext.compat import DatasetNotFoundError
-    from recbole_ext.config import UnknownModelError
+    from recbole_ext.config import ConfigError
     from recbole_ext.quick_start import format_results
     from lightning_genrec.models.base import HyperparameterError
 
     try:
         result = recbole_ext.run_recbole(model=args.model, dataset=args.dataset, config_file_list=files)
-    except (UnknownModelError, DatasetNotFoundError, HyperparameterError, FloatingPointError) as exc:
+    except (ConfigError, FileNotFoundError, HyperparameterError, FloatingPointError) as exc:
         print(f"lightning-genrec: error: {exc}", file=sys.stderr)
         return 2
     print()

@@ -52,6 +52,12 @@ def _numpy_aliases() -> None:
 
 def check_environment() -> None:
     """Fail with an actionable message on a stack RecBole 1.2.1 cannot run on."""
+    import importlib.util
+
+    if importlib.util.find_spec("pkg_resources") is None:
+        raise ImportError(
+            "pkg_resources is missing (setuptools >= 81 removed it), but recbole's quick start imports "
+            "ray 2.6.3, which needs it. Install setuptools<81: pip install 'setuptools<81'.")
     pandas_version = importlib.metadata.version("pandas")
     if int(pandas_version.split(".")[0]) >= 3:
         raise ImportError(

@@ -24,7 +24,11 @@ from recbole_ext.compat import DatasetNotFoundError
 _RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties")
 
 
-class UnknownModelError(ValueError):
+class ConfigError(ValueError):
+    """A configuration that lightning-genrec cannot run, with what to change."""
+
+
+class UnknownModelError(ConfigError):
     """The model name is neither a lightning-genrec nor a RecBole model."""
 
 
@@ -128,21 +132,53 @@ def check_dataset_files(config) -> None:
             "(needed by load_col / benchmark_filename). Add the file(s), or drop the fields from load_col.")
 
 
-def check_hparams(config) -> None:
-    """Validate a lightning-genrec model's hyperparameters as RecBole's config holds them."""
+_METRIC_NAMES = "NDCG, Recall, Precision, MRR, Novelty, ItemCoverage, GiniIndex"
+
+
+def check_hparams(config, selection: bool = True) -> None:
+    """Validate a lightning-genrec model's hyperparameters and evaluation settings
+    (with ``selection``, also that ``valid_metric`` is one the bridge trainer can select on)."""
+    from lightning_genrec.metrics import ALL_METRICS
     from recbole_ext.registry import MODELS, hparams_from_config
 
     cls = MODELS.get(config["model"])
-    if cls is not None:
-        cls.check_hparams(**hparams_from_config(cls, config))
+    if cls is None:
+        return
+    cls.check_hparams(**hparams_from_config(cls, config))
+    modes = config["eval_args"]["mode"]
+    if any(mode != "full" for mode in modes.values()):
+        raise ConfigError(f"{config['model']} ranks all items, but eval_args.mode is {modes}; "
+                          "set eval_args: {mode: full}.")
+    if not selection:
+        return
+    name, _, k = str(config["valid_metric"]).lower().partition("@")
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    if name not in ALL_METRICS or not k.isdigit() or int(k) not in topk:
+        raise ConfigError(f"valid_metric={config['valid_metric']!r} cannot select {config['model']}'s epochs: use "
+                          f"one of {_METRIC_NAMES} at a K in topk={topk} (e.g. NDCG@{max(topk)}).")
 
 
-def make_config(model, dataset, config_file_list=None, config_dict=None) -> Config:
-    """``recbole.config.Config`` with every check of this module applied."""
+def make_config(model, dataset, config_file_list=None, config_dict=None, lightning_door=False) -> Config:
+    """``recbole.config.Config`` with every check of this module applied.
+
+    With ``lightning_door`` (the DataModule): RecBole's ``Config`` may not reset
+    ``CUDA_VISIBLE_DEVICES`` to its ``gpu_id`` (Lightning's Trainer picks devices),
+    and ``valid_metric`` is not checked (the user's callbacks select epochs)."""
     check_model(model)
-    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    for path in config_file_list or []:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path} not found")
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    finally:
+        if lightning_door:
+            if before is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
     check_dataset_files(config)
-    check_hparams(config)
+    check_hparams(config, selection=not lightning_door)
     return config
 
 

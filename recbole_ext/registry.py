@@ -57,6 +57,7 @@ class GenRecAdapter(GeneralRecommender):
         return self.module.score(batch).reshape(-1)                   # (B * I,)
 
     def predict(self, interaction):
+        # pointwise scores; RecBole's run_recbole calls it once to count FLOPs
         items = interaction[self.ITEM_ID].to(self.device)
         scores = self.full_sort_predict(interaction).view(len(items), -1)  # (B, I)
         return scores.gather(1, items.view(-1, 1)).view(-1)
@@ -97,4 +98,4 @@ def register_all() -> None:
 
 
 __all__ = ["MODELS", "GenRecAdapter", "adapter_class", "hparams_from_config", "is_genrec_model", "register",
-           "register_all", "np"]
+           "register_all"]

@@ -4,8 +4,8 @@ RecBole selects it for every lightning-genrec model (``recbole.trainer.<Name>Tra
 ``fit`` trains the model's LightningModule on one-row-per-user loaders built
 from RecBole's split, validates with the vectorized metrics (equal to
 RecBole's evaluator), keeps the best epoch's weights by ``valid_metric``, stops
-with Lightning's ``EarlyStopping`` (``stopping_step`` validations of patience,
-as RecBole) and saves a RecBole-format checkpoint of the best epoch.  ``evaluate`` is
+early by RecBole's own rule (``stopping_step``) and saves a RecBole-format
+checkpoint of the best epoch.  ``evaluate`` is
 RecBole's own, so test results come from RecBole's evaluator.
 
 Config keys it reads besides RecBole's: ``comet`` (bool, log to Comet),
@@ -13,48 +13,47 @@ Config keys it reads besides RecBole's: ``comet`` (bool, log to Comet),
 """
 from __future__ import annotations
 
+import math
 import os
 from time import time
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
 from recbole.trainer import Trainer
-from recbole.utils import dict2str, get_local_time, set_color
+from recbole.utils import dict2str, early_stopping, get_local_time, set_color
 
 from lightning_genrec.comet import comet_logger
 from lightning_genrec.data import eval_loader, train_loader, users_per_eval_batch
 
 
 class _RecBoleLog(pl.Callback):
-    """Per-epoch lines in RecBole's log format, RecBole's ``callback_fn``, timings, and the
-    best epoch's weights (kept in memory: writing a checkpoint at every improvement cost
-    ~40 % of an ml-100k epoch)."""
+    """RecBole's epoch loop around Lightning's: per-epoch log lines in RecBole's format,
+    RecBole's ``early_stopping`` rule (a tie counts as an improvement; stop after
+    ``stopping_step`` + 1 validations without one), its ``callback_fn``, timings, and
+    the best epoch's weights (kept in memory: re-writing a checkpoint at every
+    improvement cost ~40 % of an ml-100k epoch)."""
 
-    def __init__(self, owner: "LightningTrainer", monitor: str, bigger: bool, callback_fn=None,
-                 verbose: bool = True):
-        self.owner, self.monitor, self.bigger = owner, monitor, bigger
+    def __init__(self, owner: "LightningTrainer", monitor: str, bigger: bool, stopping_step: int,
+                 callback_fn=None, verbose: bool = True):
+        self.owner, self.monitor, self.bigger, self.stopping_step = owner, monitor, bigger, stopping_step
         self.callback_fn, self.verbose = callback_fn, verbose
         self.fit_start = self.epoch_start = 0.0
-        self.best_score: float | None = None
+        self.train_seconds: float | None = None
+        self.best_score = -math.inf if bigger else math.inf
+        self.cur_step = 0
         self.best_epoch = -1
         self.best_state: dict | None = None
+        self._valid_line: str | None = None
 
     def on_fit_start(self, trainer, pl_module):
         self.fit_start = time()
 
     def on_train_epoch_start(self, trainer, pl_module):
-        self.epoch_start = time()
+        self.epoch_start, self.train_seconds, self._valid_line = time(), None, None
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        seconds = time() - self.epoch_start
-        loss = trainer.callback_metrics.get("train/loss_epoch")
-        self.owner.epoch_seconds.append(seconds)
-        if self.verbose:
-            loss_text = f"{float(loss):.4f}" if loss is not None else "n/a"
-            self.owner.logger.info(set_color("epoch %d training", "green") % trainer.current_epoch
-                                   + f" [{set_color('time', 'blue')}: {seconds:.2f}s, "
-                                   + f"{set_color('train loss', 'blue')}: {loss_text}]")
+    def on_validation_start(self, trainer, pl_module):
+        if not trainer.sanity_checking and self.train_seconds is None:
+            self.train_seconds = time() - self.epoch_start      # Lightning validates inside the epoch
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking:
@@ -62,14 +61,32 @@ class _RecBoleLog(pl.Callback):
         score = float(trainer.callback_metrics[self.monitor])
         epoch = trainer.current_epoch
         self.owner.valid_log.append({"epoch": epoch, "seconds": time() - self.fit_start, "valid_score": score})
-        if self.best_score is None or (score > self.best_score if self.bigger else score < self.best_score):
-            self.best_score, self.best_epoch = score, epoch
+        self.best_score, self.cur_step, stop, improved = early_stopping(
+            score, self.best_score, self.cur_step, max_step=self.stopping_step, bigger=self.bigger)
+        if improved:
+            self.best_epoch = epoch
             self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        if self.verbose:
-            self.owner.logger.info(set_color("epoch %d evaluating", "green") % epoch
-                                   + f" [{set_color('valid_score', 'blue')}: {score:.6f}]")
+        if stop:
+            trainer.should_stop = True
+        self._valid_line = (set_color("epoch %d evaluating", "green") % epoch
+                            + f" [{set_color('valid_score', 'blue')}: {score:.6f}]")
         if self.callback_fn:
             self.callback_fn(epoch, score)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        seconds = self.train_seconds if self.train_seconds is not None else time() - self.epoch_start
+        self.owner.epoch_seconds.append(seconds)
+        if not self.verbose:
+            return
+        loss = trainer.callback_metrics.get("train/loss_epoch")
+        loss_text = f"{float(loss):.4f}" if loss is not None else "n/a"
+        self.owner.logger.info(set_color("epoch %d training", "green") % trainer.current_epoch
+                               + f" [{set_color('time', 'blue')}: {seconds:.2f}s, "
+                               + f"{set_color('train loss', 'blue')}: {loss_text}]")
+        if self._valid_line:
+            self.owner.logger.info(self._valid_line)
+        if trainer.should_stop and self._valid_line:
+            self.owner.logger.info(f"Finished training, best eval result in epoch {self.best_epoch}")
 
 
 class LightningTrainer(Trainer):
@@ -101,18 +118,14 @@ class LightningTrainer(Trainer):
             tables.valid = tables._split_from_loader(valid_data, "valid")
 
         monitor = f"valid/{self.valid_metric}"
-        progress = _RecBoleLog(self, monitor, self.valid_metric_bigger, callback_fn, verbose)
-        callbacks: list[pl.Callback] = [progress]
-        if validate:
-            callbacks.append(EarlyStopping(monitor=monitor, mode="max" if self.valid_metric_bigger else "min",
-                                           patience=self.stopping_step))
+        progress = _RecBoleLog(self, monitor, self.valid_metric_bigger, self.stopping_step, callback_fn, verbose)
         self.comet = self._make_comet()
         if self.comet is not None:
             self.comet.log_hyperparams({f"recbole/{k}": v for k, v in self.config.final_config_dict.items()
                                         if isinstance(v, (int, float, str, bool, list))})
         self.lightning_trainer = pl.Trainer(
             max_epochs=self.epochs, accelerator="gpu" if self.device.type == "cuda" else "cpu", devices=1,
-            logger=self.comet if self.comet is not None else False, callbacks=callbacks,
+            logger=self.comet if self.comet is not None else False, callbacks=[progress],
             enable_checkpointing=False, enable_progress_bar=show_progress, enable_model_summary=False,
             check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
             limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir)

@@ -1,6 +1,7 @@
 """One source of truth: YAML defaults equal the model signature; the YAML ships in the package."""
 import inspect
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,8 +37,12 @@ def test_docstring_documents_every_hyperparameter(name):
 
 
 def test_wheel_ships_the_configs(tmp_path):
+    # build from a clean copy, so no stale build/ of the checkout can hide a missing file
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                              "saved", "log", "log_tensorboard", "lightning_logs"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), ROOT], check=True, capture_output=True, timeout=300)
+                    str(tmp_path), str(src)], check=True, capture_output=True, timeout=300)
     wheel = next(tmp_path.glob("lightning_genrec-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "lightning_genrec/configs/mvae.yaml" in names

@@ -56,15 +56,24 @@ def test_z_is_mu_in_evaluation_and_sampled_with_unit_noise_in_training():
     assert abs(float(z.std()) - 1.0) < 0.05 and abs(float(z.mean())) < 0.05
 
 
-def test_input_is_l2_normalised_and_dropout_only_in_training():
+def test_input_is_l2_normalised_then_dropped_out_in_training_only():
     torch.manual_seed(0)
-    net = MultVAE(n_items=20, dropout=0.5)
-    x = torch.zeros(1, 20)
-    x[0, :4] = 1.0
+    net = MultVAE(n_items=200, dropout=0.5)
+    x = torch.zeros(64, 200)
+    x[:, :40] = 3.0                                   # any scale: rows are L2-normalised first
+    seen = []
+    net.encoder[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
     net.eval()
-    a, mu_a, _ = net(x)
-    b, mu_b, _ = net(3 * x)   # scale does not matter after L2 normalisation
-    assert torch.allclose(mu_a, mu_b, atol=1e-6)
+    net(x)
+    unit = F.normalize(x, dim=1)
+    assert torch.allclose(seen[-1], unit)             # evaluation: normalised, no dropout
+    net.train()
+    net(x)
+    h = seen[-1][:, :40]
+    assert torch.equal(seen[-1][:, 40:], torch.zeros(64, 160))
+    kept = h > 0
+    assert 0.4 < float(kept.float().mean()) < 0.6      # about half dropped
+    assert torch.allclose(h[kept], (2 * unit[:, :40])[kept])  # survivors scaled by 1 / (1 - p), after normalising
 
 
 def test_loss_is_multinomial_nll_plus_beta_kl_summed_per_user():

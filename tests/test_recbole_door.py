@@ -13,7 +13,7 @@ import recbole_ext
 from lightning_genrec import MVAE
 from lightning_genrec.data import InteractionTables
 from recbole_ext.compat import DatasetNotFoundError
-from recbole_ext.config import UnknownModelError, config_path, make_config
+from recbole_ext.config import ConfigError, UnknownModelError, config_path, make_config
 from lightning_genrec.models.base import HyperparameterError
 
 NEW_KEYS = {"novelty@5", "novelty@10", "itemcoverage@5", "itemcoverage@10", "giniindex@5", "giniindex@10"}
@@ -129,18 +129,78 @@ def test_command_line_errors_are_one_clean_line(tmp_path):
     assert "unknown model 'NoSuchModel'" in out.stderr and "Traceback" not in out.stderr
     out = _cli("--model=MVAE", "--dataset=ghost", f"--data_path={tmp_path}", cwd=tmp_path)
     assert out.returncode == 2 and "ghost" in out.stderr and "Traceback" not in out.stderr
+    out = _cli("--model=MVAE", "--dataset=ml-100k", "--config_files=missing.yaml", cwd=tmp_path)
+    assert out.returncode == 2 and "missing.yaml" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_eval_mode_must_be_full(tiny_config):
-    with pytest.raises(ValueError, match="mode: full"):
-        recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(
+    with pytest.raises(ConfigError, match="mode: full"):
+        make_config("MVAE", "tiny", config_dict=dict(
             tiny_config, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user",
                                     "mode": "uni100"}))
 
 
-def test_same_seed_same_numbers(tiny_config):
-    a = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config, saved=False)
-    b = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config, saved=False)
-    assert a["test_result"] == b["test_result"] and a["best_valid_score"] == b["best_valid_score"]
-    c = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(tiny_config, seed=7), saved=False)
-    assert c["test_result"] != a["test_result"]
+@pytest.mark.parametrize("metric, topk", [("Hit@10", [5, 10]), ("NDCG@20", [5, 10])])
+def test_valid_metric_must_be_one_we_compute(tiny_config, metric, topk):
+    with pytest.raises(ConfigError, match="valid_metric"):
+        make_config("MVAE", "tiny", config_dict=dict(tiny_config, valid_metric=metric, topk=topk))
+
+
+def test_recbole_config_leaves_visible_devices_alone_for_lightning(tiny_config, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    from lightning_genrec import RecBoleDataModule
+
+    RecBoleDataModule("tiny", config_dict=dict(tiny_config, gpu_id="0")).setup()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+
+
+class _FakeTrainer:
+    sanity_checking, should_stop = False, False
+
+    def __init__(self):
+        self.callback_metrics, self.current_epoch = {}, 0
+
+
+def test_early_stopping_is_recboles_rule():
+    from recbole_ext.trainer import _RecBoleLog
+
+    class Owner:
+        valid_log, epoch_seconds = [], []
+
+    module = torch.nn.Linear(1, 1)
+    cb = _RecBoleLog(Owner(), "valid/ndcg@10", bigger=True, stopping_step=1, verbose=False)
+    trainer = _FakeTrainer()
+    stopped_at = None
+    for epoch, score in enumerate([0.1, 0.2, 0.2, 0.15, 0.1, 0.3]):
+        trainer.current_epoch, trainer.callback_metrics = epoch, {"valid/ndcg@10": torch.tensor(score)}
+        with torch.no_grad():
+            module.weight.fill_(epoch)
+        cb.on_validation_end(trainer, module)
+        if trainer.should_stop:
+            stopped_at = epoch
+            break
+    assert cb.best_epoch == 2                      # the tie at epoch 2 counts as an improvement, as in RecBole
+    assert stopped_at == 4                         # stopping_step=1: stop at the 2nd validation without one
+    assert float(cb.best_state["weight"]) == 2.0   # the weights kept are the best epoch's
+
+
+def test_returned_and_saved_model_is_the_best_epoch(tiny_config):
+    from recbole.utils import get_trainer
+
+    from recbole_ext.config import load_data
+    from recbole_ext.registry import adapter_class
+
+    config = make_config("MVAE", "tiny", config_dict=dict(tiny_config, epochs=8, learning_rate=0.05,
+                                                          stopping_step=100))
+    _, train, valid, _ = load_data(config)
+    model = adapter_class("MVAE")(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "MVAE")(config, model)
+    best_score, _ = trainer.fit(train, valid, saved=True, show_progress=False)
+    scores = [r["valid_score"] for r in trainer.valid_log]
+    assert len(scores) == 8
+    # RecBole's evaluator on the weights we kept gives the best epoch's score (not the last one's)
+    assert best_score == pytest.approx(max(scores), abs=1e-4)
+    saved = torch.load(trainer.saved_model_file, weights_only=False)
+    assert saved["epoch"] == scores.index(max(scores))
+    for key, value in model.state_dict().items():
+        assert torch.equal(saved["state_dict"][key], value), key

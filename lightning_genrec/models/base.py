@@ -39,9 +39,6 @@ def positive_int(v) -> bool:
 class GenRecModule(pl.LightningModule):
     """Base LightningModule for the generative recommenders."""
 
-    #: the shape of batch the model trains on (see ``lightning_genrec.data``)
-    data_form = "user_rows"
-
     def __init__(self):
         super().__init__()
         self.val_metrics: TopKMetrics | None = None
