@@ -71,8 +71,9 @@ class _TrustedTorch:
     """``torch`` as seen by RecBole's trainer / quick start: identical, except that
     ``load`` reads RecBole's own pickled checkpoints (they hold its ``Config`` and
     are written with pickle protocol 4, which torch's weights-only reader cannot
-    parse at all, so allow-listing globals is not enough).  Scoped to those two
-    RecBole modules; torch itself keeps its safe default everywhere else."""
+    parse at all, so allow-listing globals is not enough).  Only RecBole's trainer
+    module sees it (``load_data_and_model`` is replaced instead); torch itself keeps
+    its safe default everywhere else."""
 
     def __init__(self, torch_module):
         self._torch = torch_module
