@@ -119,7 +119,7 @@ def write(rows: list[dict], out: str, argv: str) -> None:
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     n_seeds = len({r["seed"] for r in rows})
-    lines = [f"# ml-100k, RecBole default split (RS 8:1:1, full ranking), selection on valid NDCG@20",
+    lines = ["# ml-100k, RecBole default split (RS 8:1:1, full ranking), selection on valid NDCG@20",
              "", "Command: `" + " ".join(["python benchmarks/ml100k_spine.py", argv]).strip() + "`",
              f"Seeds: {sorted({r['seed'] for r in rows})} (mean ± std over {n_seeds}); test metrics by RecBole's "
              "evaluator; each run in a fresh process on the same machine, one after another.", "",

@@ -92,7 +92,9 @@ class TopKMetrics(Metric):
         n_hits = torch.cumsum(hits, dim=1)                                  # (B, K)
         first_hit = torch.where(hits.any(dim=1), hits.argmax(dim=1), kmax)  # (B,) 0-based rank
         if self._self_info is not None:
-            info = self._self_info.to(scores.device)[top]                   # (B, K)
+            if self._self_info.device != scores.device:                    # move once, not per batch
+                self._self_info = self._self_info.to(scores.device)
+            info = self._self_info[top]                                     # (B, K)
             mean_info = torch.cumsum(info, dim=1) / ranks
         for j, k in enumerate(self.topk):
             idcg = ideal[(n_pos.clamp(max=k) - 1).long()]

@@ -81,9 +81,8 @@ class _TrustedTorch:
     def __getattr__(self, name):
         return getattr(self._torch, name)
 
-    def load(self, f, *args, **kwargs):
-        kwargs.setdefault("weights_only", False)
-        return self._torch.load(f, *args, **kwargs)
+    def load(self, f, map_location=None, **kwargs):
+        return trusted_torch_load(f, map_location=map_location)
 
 
 def trusted_torch_load(path, map_location=None):

@@ -11,7 +11,6 @@ import torch
 
 import recbole_ext
 from lightning_genrec import MVAE
-from lightning_genrec.data import InteractionTables
 from recbole_ext.compat import DatasetNotFoundError
 from recbole_ext.config import ConfigError, UnknownModelError, config_path, make_config
 from lightning_genrec.models.base import HyperparameterError
