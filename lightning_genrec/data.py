@@ -46,9 +46,28 @@ class EvalSplit:
     positives: sp.csr_matrix   # (U, I) held-out items
 
 
+TEST_INPUTS = ("train", "train_valid")
+
+
+def test_input_of(config) -> str:
+    """The config's ``test_input`` (what a model reads when scoring test users), checked."""
+    value = (config["test_input"] if config is not None and "test_input" in config else None) or "train"
+    if value not in TEST_INPUTS:
+        raise ValueError(f"test_input={value!r}: must be 'train' (RecBole's convention: a model scores test "
+                         "users from their training interactions) or 'train_valid' (also from their "
+                         "validation interactions, e.g. the future-block protocol).")
+    return value
+
+
 @dataclass
 class InteractionTables:
-    """A RecBole split in user-row form."""
+    """A RecBole split in user-row form.
+
+    Any tables class serves the loaders below through the same small interface:
+    ``train_units()`` / ``train_batch(units)`` for training, ``split(phase).users``
+    / ``rows(users, phase)`` for evaluation, ``add_split(loader, phase)`` and
+    ``recbole_batch(interaction, phase)`` for the RecBole door.
+    """
 
     n_users: int                 # RecBole user_num (padding id 0 included)
     n_items: int                 # RecBole item_num (padding id 0 included)
@@ -57,24 +76,27 @@ class InteractionTables:
     n_train_users: int           # users with >= 1 training interaction
     valid: EvalSplit | None = None
     test: EvalSplit | None = None
+    test_input: str = "train"    # "train_valid": test users are scored from train + validation rows
 
     @classmethod
-    def from_train_dataset(cls, dataset) -> "InteractionTables":
+    def from_train_dataset(cls, dataset, config=None) -> "InteractionTables":
         """From RecBole's training ``Dataset`` alone (what a RecBole model is built with)."""
         train = dataset.inter_matrix(form="csr").astype(np.float32)
         train.data[:] = 1.0  # duplicate interactions are one positive
-        counts = np.zeros(dataset.item_num, dtype=np.int64)
-        for item, n in dataset.item_counter.items():
-            counts[int(item)] = n
-        return cls(dataset.user_num, dataset.item_num, train.tocsr(), counts, len(dataset.user_counter))
+        return cls(dataset.user_num, dataset.item_num, train.tocsr(), item_counts(dataset),
+                   len(dataset.user_counter), test_input=test_input_of(config))
 
     @classmethod
-    def from_recbole(cls, train_data, valid_data=None, test_data=None) -> "InteractionTables":
+    def from_recbole(cls, train_data, valid_data=None, test_data=None, config=None) -> "InteractionTables":
         """From the three loaders of ``recbole.data.data_preparation``."""
-        tables = cls.from_train_dataset(train_data._dataset)
-        tables.valid = tables._split_from_loader(valid_data, "valid")
-        tables.test = tables._split_from_loader(test_data, "test")
+        tables = cls.from_train_dataset(train_data._dataset, config)
+        tables.add_split(valid_data, "valid")
+        tables.add_split(test_data, "test")
         return tables
+
+    def add_split(self, loader, phase: str) -> None:
+        """Set ``valid`` or ``test`` from RecBole's full-sort loader for that phase."""
+        setattr(self, phase, self._split_from_loader(loader, phase))
 
     def _split_from_loader(self, loader, phase) -> EvalSplit | None:
         if loader is None:
@@ -98,16 +120,43 @@ class InteractionTables:
     def train_users(self) -> np.ndarray:
         return np.flatnonzero(np.diff(self.train.indptr) > 0)
 
+    def train_units(self) -> np.ndarray:
+        """What one training epoch visits: every user with training interactions."""
+        return self.train_users()
+
+    def train_batch(self, units) -> dict[str, torch.Tensor]:
+        return self.rows(units)
+
+    def _input(self, u: np.ndarray, phase: str | None) -> np.ndarray:
+        x = self.train[u].toarray()
+        if phase == "test" and self.test_input == "train_valid":
+            x = np.maximum(x, self.split("valid").positives[u].toarray())
+        return x
+
+    def recbole_batch(self, interaction, uid_field: str, phase: str | None = None) -> dict[str, torch.Tensor]:
+        """The model's input for a RecBole evaluation batch (its user ids)."""
+        u = interaction[uid_field].cpu().numpy()
+        return {"user": torch.from_numpy(u), "input": torch.from_numpy(self._input(u, phase))}
+
     def rows(self, users, phase: str | None = None) -> dict[str, torch.Tensor]:
-        """A batch for ``users``: ``input`` (B, I) float training rows; with a phase also
+        """A batch for ``users``: ``input`` (B, I) float rows (training rows; for ``test``
+        with ``test_input='train_valid'`` also the validation rows); with a phase also
         ``exclude`` and ``target`` (B, I) bool."""
         u = np.asarray(users, dtype=np.int64)
-        batch = {"user": torch.from_numpy(u), "input": torch.from_numpy(self.train[u].toarray())}
+        batch = {"user": torch.from_numpy(u), "input": torch.from_numpy(self._input(u, phase))}
         if phase is not None:
             s = self.split(phase)
             batch["exclude"] = torch.from_numpy(s.exclude[u].toarray() > 0)
             batch["target"] = torch.from_numpy(s.positives[u].toarray() > 0)
         return batch
+
+
+def item_counts(dataset) -> np.ndarray:
+    """``(item_num,)`` training interactions per item, as RecBole's evaluator counts them."""
+    counts = np.zeros(dataset.item_num, dtype=np.int64)
+    for item, n in dataset.item_counter.items():
+        counts[int(item)] = n
+    return counts
 
 
 class _Users(Dataset):
@@ -122,13 +171,15 @@ class _Users(Dataset):
 
 
 class _Collate:
-    """Picklable collate: user ids -> dense rows (so worker processes can use it)."""
+    """Picklable collate: unit ids -> a model batch (so worker processes can use it)."""
 
-    def __init__(self, tables: InteractionTables, phase: str | None):
+    def __init__(self, tables, phase: str | None):
         self.tables, self.phase = tables, phase
 
-    def __call__(self, users):
-        return self.tables.rows(users, self.phase)
+    def __call__(self, units):
+        if self.phase is None:
+            return self.tables.train_batch(units)
+        return self.tables.rows(units, self.phase)
 
 
 class ShardSampler(DistributedSampler):
@@ -148,11 +199,12 @@ class ShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
-def train_loader(tables: InteractionTables, batch_size: int, shuffle: bool = True, num_workers: int = 0,
+def train_loader(tables, batch_size: int, shuffle: bool = True, num_workers: int = 0,
                  seed: int | None = None) -> DataLoader:
-    """One row per user with training interactions, per epoch."""
+    """One epoch over ``tables.train_units()`` (MVAE: one row per user with training
+    interactions; SVAE: one window of each user's sequence)."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(_Users(tables.train_users()), batch_size=batch_size, shuffle=shuffle,
+    return DataLoader(_Users(tables.train_units()), batch_size=batch_size, shuffle=shuffle,
                       collate_fn=_Collate(tables, None), num_workers=num_workers, generator=generator)
 
 
@@ -161,7 +213,7 @@ def users_per_eval_batch(eval_batch_size: int, n_items: int) -> int:
     return max(1, eval_batch_size // n_items)
 
 
-def eval_loader(tables: InteractionTables, phase: str, batch_size: int, num_workers: int = 0,
+def eval_loader(tables, phase: str, batch_size: int, num_workers: int = 0,
                 world_size: int = 1, rank: int = 0) -> DataLoader:
     """Rows of the users RecBole evaluates in ``phase`` (``batch_size`` users a batch);
     sharded without padding when ``world_size > 1``."""
@@ -186,8 +238,9 @@ class RecBoleDataModule(pl.LightningDataModule):
             full ranking (scores per batch: ``eval_batch_size // n_items`` users).
         num_workers: ``DataLoader`` workers.
 
-    After ``setup()``: ``config`` (RecBole ``Config``), ``tables``
-    (:class:`InteractionTables`), ``n_items``.
+    After ``setup()``: ``config`` (RecBole ``Config``), ``tables`` (the model's
+    ``tables_class``: :class:`InteractionTables` for MVAE,
+    :class:`~lightning_genrec.sequences.SequenceTables` for SVAE), ``n_items``.
     """
 
     def __init__(self, dataset: str = "ml-100k", model: str = "MVAE", config_dict: dict | None = None,
@@ -206,10 +259,13 @@ class RecBoleDataModule(pl.LightningDataModule):
             return
         from recbole_ext.config import load_data, make_config
 
+        from lightning_genrec.models import MODELS
+
         self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict,
                                   lightning_door=True)
         _, train, valid, test = load_data(self.config)
-        self.tables = InteractionTables.from_recbole(train, valid, test)
+        tables_class = getattr(MODELS.get(self.model_name), "tables_class", InteractionTables)
+        self.tables = tables_class.from_recbole(train, valid, test, config=self.config)
 
     @property
     def n_items(self) -> int:

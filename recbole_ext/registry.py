@@ -19,7 +19,6 @@ import recbole.trainer
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
-from lightning_genrec.data import InteractionTables
 from lightning_genrec.models import MODELS, GenRecModule
 
 
@@ -43,18 +42,22 @@ class GenRecAdapter(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.tables = InteractionTables.from_train_dataset(dataset)
+        self.tables = self.lightning_class.tables_class.from_train_dataset(dataset, config)
         self.module = self.lightning_class(n_items=self.n_items, **hparams_from_config(self.lightning_class, config))
         self.module.attach_data(self.tables)
+        self.eval_phase: str | None = None   # set by LightningTrainer: which split is being scored
 
     def calculate_loss(self, interaction):
         raise RuntimeError(f"{type(self).__name__} is trained by recbole_ext.trainer.LightningTrainer, which "
                            "RecBole selects for it automatically; RecBole's own Trainer cannot train it.")
 
     def full_sort_predict(self, interaction):
-        users = interaction[self.USER_ID].cpu().numpy()
-        batch = {k: v.to(self.device) for k, v in self.tables.rows(users).items()}
-        return self.module.score(batch).reshape(-1)                   # (B * I,)
+        batch = self.tables.recbole_batch(interaction, self.USER_ID, self.eval_phase)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        scores = self.module.score(batch)                               # (B, I)
+        if "exclude" in batch:  # history the model excludes itself (RecBole's sequential loaders do not)
+            scores = scores.masked_fill(batch["exclude"], float("-inf"))
+        return scores.reshape(-1)                                       # (B * I,)
 
     def predict(self, interaction):
         # pointwise scores; RecBole's run_recbole calls it once to count FLOPs
@@ -80,8 +83,9 @@ def register(name: str, lightning_class: type[GenRecModule]) -> type[GenRecAdapt
     from recbole_ext.trainer import LightningTrainer
 
     module_name = f"recbole.model.general_recommender.{name.lower()}"
+    model_type = ModelType.SEQUENTIAL if lightning_class.sequential else ModelType.GENERAL
     adapter = type(name, (GenRecAdapter,), {"lightning_class": lightning_class, "__module__": module_name,
-                                            "__doc__": lightning_class.__doc__})
+                                            "__doc__": lightning_class.__doc__, "type": model_type})
     module = types.ModuleType(module_name, f"lightning-genrec's {name}, registered for RecBole.")
     module.__spec__ = importlib.machinery.ModuleSpec(module_name, None)
     setattr(module, name, adapter)

@@ -115,7 +115,7 @@ class LightningTrainer(Trainer):
         module, tables = self.model.module, self.model.tables
         validate = bool(valid_data) and self.eval_step > 0
         if validate:
-            tables.valid = tables._split_from_loader(valid_data, "valid")
+            tables.add_split(valid_data, "valid")
 
         monitor = f"valid/{self.valid_metric}"
         progress = _RecBoleLog(self, monitor, self.valid_metric_bigger, self.stopping_step, callback_fn, verbose)
@@ -149,7 +149,11 @@ class LightningTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        self.model.eval_phase = "valid" if eval_data is self._valid_data else "test"
+        try:
+            result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        finally:
+            self.model.eval_phase = None
         if result and eval_data is not self._valid_data and self.comet is not None:
             self.comet.log_metrics({f"test/{k}": float(v) for k, v in result.items()})
             self.end_comet()

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 
+from lightning_genrec.data import InteractionTables
 from lightning_genrec.metrics import TopKMetrics
 
 
@@ -37,7 +38,16 @@ def positive_int(v) -> bool:
 
 
 class GenRecModule(pl.LightningModule):
-    """Base LightningModule for the generative recommenders."""
+    """Base LightningModule for the generative recommenders.
+
+    Class attributes a model may override:
+        tables_class: the data form it trains on (``InteractionTables``: one row per user).
+        sequential: ``True`` for models that read each user's interactions in time order
+            (RecBole then builds its sequential dataset for leave-one-out splits).
+    """
+
+    tables_class = InteractionTables
+    sequential = False
 
     def __init__(self):
         super().__init__()
@@ -56,6 +66,11 @@ class GenRecModule(pl.LightningModule):
     @classmethod
     def check_hparams(cls, **hparams) -> None:
         """Validate hyperparameters (called by ``__init__`` and by the RecBole door before data loads)."""
+
+    @classmethod
+    def adapt_config(cls, config) -> None:
+        """Check / adjust a RecBole ``Config`` for this model before any data loads
+        (raise ``recbole_ext.config.ConfigError`` with what to change)."""
 
     # -- data ----------------------------------------------------------------
     @property
