@@ -132,6 +132,25 @@ def check_dataset_files(config) -> None:
             "(needed by load_col / benchmark_filename). Add the file(s), or drop the fields from load_col.")
 
 
+def require_time_field(config, why: str) -> None:
+    """Raise :class:`ConfigError` (starting with ``why``) unless the dataset's ``.inter`` file
+    has ``TIME_FIELD``; make sure ``load_col`` loads it (RecBole's default loads user and item only)."""
+    time_field, name = config["TIME_FIELD"], config["dataset"]
+    path = os.path.join(config["data_path"], f"{name}.inter")
+    if config["benchmark_filename"]:
+        path = os.path.join(config["data_path"], f"{name}.{config['benchmark_filename'][0]}.inter")
+    with open(path, encoding="utf-8") as f:
+        header = [c.split(":")[0] for c in f.readline().rstrip("\n").split(config["field_separator"] or "\t")]
+    if not time_field or time_field not in header:
+        where = ("TIME_FIELD is not set" if not time_field else
+                 f"{os.path.basename(path)} has no field {time_field!r} (its fields: {', '.join(header)})")
+        raise ConfigError(f"{why}, but {where}. Use a dataset with a timestamp column, or set TIME_FIELD to "
+                          "the column that orders interactions.")
+    load_col = config["load_col"]
+    if isinstance(load_col, dict) and "inter" in load_col and time_field not in load_col["inter"]:
+        load_col["inter"] = [*load_col["inter"], time_field]
+
+
 _METRIC_NAMES = "NDCG, Recall, Precision, MRR, Novelty, ItemCoverage, GiniIndex"
 
 
@@ -178,6 +197,12 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, lightni
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = before
     check_dataset_files(config)
+    from recbole_ext.registry import MODELS
+
+    if config["model"] in MODELS:
+        if config["eval_args"]["order"] == "TO":
+            require_time_field(config, "eval_args.order is 'TO' (time order)")
+        MODELS[config["model"]].adapt_config(config)
     check_hparams(config, selection=not lightning_door)
     return config
 

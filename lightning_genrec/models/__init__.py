@@ -1,7 +1,8 @@
 """The models. ``MODELS`` maps each model's name to its LightningModule class."""
 from lightning_genrec.models.base import GenRecModule, HyperparameterError
 from lightning_genrec.models.mvae import MVAE
+from lightning_genrec.models.svae import SVAE
 
-MODELS: dict[str, type[GenRecModule]] = {"MVAE": MVAE}
+MODELS: dict[str, type[GenRecModule]] = {"MVAE": MVAE, "SVAE": SVAE}
 
-__all__ = ["MODELS", "GenRecModule", "HyperparameterError", "MVAE"]
+__all__ = ["MODELS", "GenRecModule", "HyperparameterError", "MVAE", "SVAE"]

@@ -1,0 +1,250 @@
+"""SVAE on ml-100k: next-item protocol vs RecBole's GRU4Rec and SASRec, the
+future-block protocol vs MVAE, and SVAE's batched vs batch-size-1 epoch time.
+
+Parts (``--parts``, default all):
+  next_item  configs/protocols/ml100k_next_item.yaml: RecBole's sequential protocol
+             (time order, leave-one-out, full ranking). Rows SVAE, GRU4Rec, SASRec.
+             Test metrics from RecBole's evaluator (nothing excluded, RecBole's rule
+             for sequential models), and again with each user's seen items excluded
+             (columns ``x:...``), for every row alike.
+  block      configs/protocols/ml100k_future_block.yaml: last 20 % of each user's
+             history by time is the target, scored from the first 80 %. Rows SVAE,
+             MVAE (with configs/protocols/ml100k_mvae.yaml), Pop.
+  speed      SVAE, next-item data: one training epoch (no validation) at the default
+             train_batch_size and at train_batch_size=1; seconds and peak RSS.
+
+Every (row, seed) runs in a fresh subprocess, one after another.
+
+Usage:
+    python benchmarks/ml100k_svae.py                           # everything, seeds 2020 2021 2022
+    python benchmarks/ml100k_svae.py --parts block --seeds 2020
+Writes benchmarks/results/ml100k_svae.{csv,md} (see --out).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PROTOCOLS = {"next_item": os.path.join(ROOT, "configs", "protocols", "ml100k_next_item.yaml"),
+             "block": os.path.join(ROOT, "configs", "protocols", "ml100k_future_block.yaml")}
+MVAE_ML100K = os.path.join(ROOT, "configs", "protocols", "ml100k_mvae.yaml")
+ROWS = {"next_item": ["SVAE", "GRU4Rec", "SASRec"], "block": ["SVAE", "MVAE", "Pop"], "speed": ["SVAE"]}
+SEEDS = [2020, 2021, 2022]
+# RecBole's SASRec takes ~150-250 s an epoch here (2 CPU cores): one seed only, by time budget
+SEED_LIMIT = {"SASRec": 1}
+REPORT = {"next_item": ["ndcg@10", "recall@10", "ndcg@20", "recall@20", "mrr@10", "x:ndcg@10", "x:recall@10"],
+          "block": ["ndcg@100", "recall@100", "precision@10", "ndcg@10", "recall@10"]}
+
+
+def _exclusion_wrapper(net, tables):
+    """``full_sort_predict`` with each row's user history (training sequence + the row's
+    item list) at -inf: the same exclusion for every model."""
+    original = net.full_sort_predict
+    uid_field = net.USER_ID
+
+    def full_sort_predict(interaction):
+        scores = original(interaction).view(len(interaction), -1)
+        exclude = tables.recbole_batch(interaction, uid_field)["exclude"].to(scores.device)
+        return scores.masked_fill(exclude, float("-inf")).reshape(-1)
+
+    return full_sort_predict
+
+
+def run_one(part: str, row: str, seed: int, epochs: int | None = None) -> dict:
+    import resource
+
+    import recbole_ext  # noqa: F401
+    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+    from lightning_genrec.sequences import SequenceTables
+    from recbole_ext.config import load_data, make_config
+
+    files = [PROTOCOLS[part]] + ([MVAE_ML100K] if row == "MVAE" else [])
+    overrides = {"seed": seed, "state": "WARNING", **({"epochs": epochs} if epochs else {})}
+    config = make_config(row, "ml-100k", files, overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    _, train, valid, test = load_data(config)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = get_model(config["model"])(config, train._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    validations = []
+    start = time.perf_counter()
+
+    def on_valid(epoch, score):
+        validations.append((epoch, time.perf_counter() - start, score))
+
+    best_score, _ = trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=on_valid)
+    fit_seconds = time.perf_counter() - start
+    result = {k: float(v) for k, v in trainer.evaluate(test, load_best_model=True, show_progress=False).items()}
+    if part == "next_item":
+        tables = SequenceTables.from_train_dataset(train._dataset, config)
+        tables.exclude_history = True
+        net.full_sort_predict = _exclusion_wrapper(net, tables)
+        excluded = trainer.evaluate(test, load_best_model=False, show_progress=False)
+        result.update({f"x:{k}": float(v) for k, v in excluded.items()})
+    if validations:
+        best = max(validations, key=lambda v: v[2])
+        best_epoch, to_best, epochs = best[0], best[1], validations[-1][0] + 1
+    else:  # Pop: one pass
+        best_epoch, to_best, epochs = 0, fit_seconds, 1
+    return {"part": part, "model": row, "seed": seed, "fit_s": fit_seconds, "time_to_best_s": to_best,
+            "epochs": epochs, "best_epoch": best_epoch, "s_per_epoch": fit_seconds / max(epochs, 1),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "best_valid": float(best_score), **result}
+
+
+def run_speed(batch_size: int, seed: int) -> dict:
+    """One SVAE training epoch on the next-item data at ``batch_size`` windows a batch."""
+    import resource
+
+    import pytorch_lightning as pl
+
+    from lightning_genrec import SVAE, RecBoleDataModule
+
+    dm = RecBoleDataModule("ml-100k", model="SVAE", config_file_list=[PROTOCOLS["next_item"]],
+                           config_dict={"seed": seed, "state": "WARNING"}, train_batch_size=batch_size or None)
+    dm.setup()
+    pl.seed_everything(seed, verbose=False)
+    model = SVAE()
+    seconds = []
+
+    class Clock(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.t = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            seconds.append(time.perf_counter() - self.t)
+
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, callbacks=[Clock()])
+    trainer.fit(model, dm)
+    return {"part": "speed", "model": f"SVAE batch {dm.train_batch_size}", "seed": seed,
+            "train_batch_size": dm.train_batch_size, "windows": len(dm.tables.train_units()),
+            "epoch_s": seconds[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _subprocess(args: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=work, capture_output=True,
+                             text=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode != 0 or not line:
+        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
+        raise SystemExit(f"{' '.join(args)} failed")
+    return json.loads(line[0][7:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=["next_item", "block", "speed"], choices=list(ROWS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "ml100k_svae"))
+    parser.add_argument("--epochs", type=int, help="cap every model's epochs (smoke runs; default: the protocol's)")
+    parser.add_argument("--one", nargs=3, metavar=("PART", "MODEL", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--speed", nargs=2, type=int, metavar=("BATCH", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.epochs)))
+        return
+    if args.speed:
+        print("RESULT " + json.dumps(run_speed(*args.speed)))
+        return
+
+    rows = []
+    for part in args.parts:
+        if part == "speed":
+            for batch in (0, 1):   # 0: the default train_batch_size
+                row = _subprocess(["--speed", str(batch), str(args.seeds[0])])
+                rows.append(row)
+                print(f"{row['model']:20s}: epoch {row['epoch_s']:.1f}s peak RSS {row['peak_rss_mb']:.0f} MB",
+                      flush=True)
+            continue
+        for i, seed in enumerate(args.seeds):
+            for model in ROWS[part]:
+                if i >= SEED_LIMIT.get(model, len(args.seeds)):
+                    continue
+                row = _subprocess(["--one", part, model, str(seed)] + (["--epochs", str(args.epochs)] if args.epochs else []))
+                rows.append(row)
+                key = REPORT[part][0]
+                print(f"{part:9s} {model:8s} seed {seed}: {key} {row[key]:.4f} to-best {row['time_to_best_s']:.1f}s "
+                      f"fit {row['fit_s']:.1f}s epochs {row['epochs']}", flush=True)
+    write(rows, args.out, " ".join(sys.argv[1:]))
+
+
+def _ms(rows, part, model, key):
+    vals = [r[key] for r in rows if r["part"] == part and r["model"] == model]
+    return statistics.mean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def write(rows: list[dict], out: str, argv: str) -> None:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    seeds = sorted({r["seed"] for r in rows if r["part"] != "speed"})
+    lines = ["# SVAE on ml-100k", "", "Command: `" + " ".join(["python benchmarks/ml100k_svae.py", argv]).strip()
+             + "`", f"Seeds: {seeds} (mean ± std); each run in a fresh process on the same machine, one after "
+             "another; 2 CPU cores, no GPU.", ""]
+    titles = {"next_item": "Next-item protocol (time order, leave-one-out, full ranking; selection on valid "
+                           "NDCG@10). `x:` = the same trained model with each user's seen items excluded.",
+              "block": "Future-block protocol (per user by time: 70 % train, 10 % valid, last 20 % test target; "
+                       "test scored from the first 80 %; full ranking; selection on valid NDCG@100)."}
+    for part in ("next_item", "block"):
+        models = list(dict.fromkeys(r["model"] for r in rows if r["part"] == part))
+        if not models:
+            continue
+        lines += [f"## {titles[part]}", "", "| model | " + " | ".join(REPORT[part]) + " |",
+                  "|---" * (len(REPORT[part]) + 1) + "|"]
+        for m in models:
+            lines.append(f"| {m} | " + " | ".join("%.4f ± %.4f" % _ms(rows, part, m, k) for k in REPORT[part]) + " |")
+        lines += ["", "| model | time to best valid (s) | fit (s) | epochs | s / epoch (incl. validation) | "
+                  "peak RSS (MB) |", "|---|---|---|---|---|---|"]
+        for m in models:
+            lines.append(f"| {m} | " + " | ".join(
+                ("%.3f ± %.3f" if k == "s_per_epoch" else "%.1f ± %.1f") % _ms(rows, part, m, k)
+                for k in ("time_to_best_s", "fit_s", "epochs", "s_per_epoch", "peak_rss_mb")) + " |")
+        base = {"next_item": "GRU4Rec", "block": "MVAE"}[part]
+        key = REPORT[part][0]
+        if "SVAE" in models and base in models:
+            lines += ["", f"Per seed, SVAE / {base} test {key}: " + ", ".join(
+                f"{s}: {_pick(rows, part, 'SVAE', s)[key] / _pick(rows, part, base, s)[key]:.3f}x" for s in seeds)]
+        if part == "next_item" and "SASRec" in models and "SVAE" in models:
+            sas_seeds = sorted({r["seed"] for r in rows if r["part"] == part and r["model"] == "SASRec"})
+            lines.append(f"Per seed, SVAE / SASRec test {key}: " + ", ".join(
+                f"{s}: {_pick(rows, part, 'SVAE', s)[key] / _pick(rows, part, 'SASRec', s)[key]:.3f}x"
+                for s in sas_seeds) + f" (SASRec: seeds {sas_seeds} only, by time budget)")
+        lines.append("")
+    speed = [r for r in rows if r["part"] == "speed"]
+    if speed:
+        lines += ["## Speed: one SVAE training epoch on the next-item data (no validation)", "",
+                  "| train_batch_size (windows) | windows | epoch (s) | peak RSS (MB) |", "|---|---|---|---|"]
+        for r in speed:
+            lines.append(f"| {r['train_batch_size']} | {r['windows']} | {r['epoch_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+        one = next((r for r in speed if r["train_batch_size"] == 1), None)
+        default = next((r for r in speed if r["train_batch_size"] != 1), None)
+        if one and default:
+            lines += ["", f"Batched speed-up: {one['epoch_s'] / default['epoch_s']:.1f}x "
+                          f"(batch {default['train_batch_size']} vs 1)."]
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _pick(rows, part, model, seed):
+    return next(r for r in rows if r["part"] == part and r["model"] == model and r["seed"] == seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""SVAE: the sequential variational autoencoder for collaborative filtering.
+
+Reference:
+    Noveen Sachdeva, Giuseppe Manco, Ettore Ritacco and Vikram Pudi.
+    "Sequential Variational Autoencoders for Collaborative Filtering." WSDM 2019.
+
+What is the paper's (and the authors' notebook ``noveens/svae_cf``):
+    * item embedding (256) -> one-layer GRU (200) over the user's time-ordered
+      history -> at every step Linear 200->150 + tanh -> Linear 150->2x64 giving
+      mu_t and logvar_t -> z_t = mu_t + eps * exp(logvar_t / 2) -> Linear 64->150
+      + tanh -> Linear 150->|I| logits: a multinomial over all items per step;
+    * the input is the sequence without its last item; the target of step t is
+      the multi-hot set of the **next k items** (``next_k``, 4 as in the authors'
+      code; fewer near the end of the sequence; k=1 is plain next-item);
+    * per sequence: NLL = -sum over steps and target items of log softmax, divided
+      by k (summed over steps, not averaged); KL summed over the latent
+      dimensions, averaged over steps; loss = NLL + beta * KL, beta annealed
+      linearly to 0.2 (the same schedule code as MVAE);
+    * Adam, learning rate 1e-3, weight decay 5e-3;
+    * a user's scores are the last step's logits.
+
+Where we differ from the authors' code, on purpose:
+    * batches of padded sequences instead of one sequence at a time.  The GRU
+      runs left to right, so right-padding never reaches a real step, and the
+      loss masks padded steps; a batch's loss is the mean of the per-sequence
+      losses above, so batch size 1 gives the authors' loss exactly;
+    * z = mu when scoring (the authors' notebook samples at test time);
+    * beta follows the global step (the authors' counter restarts every epoch);
+    * long training sequences are cut into windows of ``MAX_ITEM_LIST_LENGTH``
+      input steps (see :mod:`lightning_genrec.sequences`), matching RecBole's
+      truncation of scoring histories.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_genrec.annealing import SCHEDULES, kl_weight
+from lightning_genrec.models.base import GenRecModule, check_hparam, positive_int
+from lightning_genrec.sequences import SequenceTables
+
+
+class SeqVAE(nn.Module):
+    """The torch core: ``forward(seq) -> (logits, mu, logvar)`` at every step of ``seq`` (B, T)."""
+
+    def __init__(self, n_items: int, embedding_size: int = 256, rnn_size: int = 200, hidden_size: int = 150,
+                 latent: int = 64):
+        super().__init__()
+        self.embedding = nn.Embedding(n_items, embedding_size, padding_idx=0)
+        self.gru = nn.GRU(embedding_size, rnn_size, batch_first=True)
+        self.encoder = nn.Sequential(nn.Linear(rnn_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 2 * latent))
+        self.decoder = nn.Sequential(nn.Linear(latent, hidden_size), nn.Tanh(), nn.Linear(hidden_size, n_items))
+
+    def states(self, seq: torch.Tensor) -> torch.Tensor:
+        """GRU outputs ``(B, T, R)``; step t depends on ``seq[:, :t + 1]`` only."""
+        h, _ = self.gru(self.embedding(seq))
+        return h
+
+    def latent(self, h: torch.Tensor):
+        mu, logvar = self.encoder(h).chunk(2, dim=-1)
+        if self.training:
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        else:
+            z = mu
+        return z, mu, logvar
+
+    def forward(self, seq: torch.Tensor):
+        z, mu, logvar = self.latent(self.states(seq))
+        return self.decoder(z), mu, logvar                          # (B, T, I), (B, T, Z), (B, T, Z)
+
+    def last_step_logits(self, seq: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, I)`` after each sequence's last real item (z = mu outside training).
+        An empty history (length 0) is scored from the GRU's initial state."""
+        h = self.states(seq) if seq.shape[1] > 0 else None
+        idx = (length - 1).clamp_min(0)
+        if h is None:
+            last = torch.zeros(seq.shape[0], self.gru.hidden_size, device=seq.device)
+        else:
+            last = h[torch.arange(seq.shape[0], device=seq.device), idx]
+            last = last.masked_fill((length == 0).unsqueeze(1), 0.0)
+        z, _, _ = self.latent(last)
+        return self.decoder(z)
+
+
+def next_k_targets(seq: torch.Tensor, steps: int, k: int) -> torch.Tensor:
+    """``(B, steps, k)``: at step t the items ``seq[:, t+1 : t+1+k]``; 0 (padding) where the
+    sequence ends and for repeats of an item already in the same step's set (a multi-hot
+    target counts an item once)."""
+    padded = F.pad(seq, (0, k + 1))
+    idx = torch.arange(steps, device=seq.device).unsqueeze(1) + 1 + torch.arange(k, device=seq.device)  # (T, k)
+    targets = padded[:, idx]                                                                          # (B, T, k)
+    if k > 1:
+        same = targets.unsqueeze(-1) == targets.unsqueeze(-2)                                         # (B, T, k, k)
+        earlier = torch.ones(k, k, dtype=torch.bool, device=seq.device).tril(-1)
+        targets = targets.masked_fill((same & earlier).any(-1), 0)
+    return targets
+
+
+def svae_loss(logits, mu, logvar, targets, length, k: int, beta: float):
+    """(loss, nll, kl), each the batch mean of the per-sequence terms (see the module docstring).
+
+    logits (B, T, I); mu, logvar (B, T, Z); targets (B, T, k) item ids, 0 = none; length (B,)."""
+    steps = torch.arange(logits.shape[1], device=logits.device)
+    real = steps.unsqueeze(0) < length.unsqueeze(1)                                  # (B, T)
+    hit = (targets > 0) & real.unsqueeze(-1)                                         # (B, T, k)
+    log_p = logits.gather(2, targets) - logits.logsumexp(dim=2, keepdim=True)        # (B, T, k)
+    nll = -(log_p * hit).sum(dim=(1, 2)) / k                                         # (B,)
+    kl_step = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(dim=2)            # (B, T)
+    kl = (kl_step * real).sum(dim=1) / length.clamp_min(1)                           # (B,)
+    return (nll + beta * kl).mean(), nll.mean(), kl.mean()
+
+
+class SVAE(GenRecModule):
+    """SVAE as a LightningModule.
+
+    Trains on :class:`~lightning_genrec.sequences.SequenceTables`: padded windows of
+    each user's time-ordered history (``train_batch_size`` windows a batch).
+
+    Args:
+        n_items: number of item columns; ``None`` = taken from the data at fit time.
+        embedding_size: item embedding size. Default 256.
+        rnn_size: GRU hidden size. Default 200.
+        hidden_size: the MLP layer before and after the latent layer. Default 150.
+        latent_dimension: size of z_t. Default 64.
+        next_k: items after each step that are its targets (1 = next item). Default 4.
+        anneal_cap: the largest KL weight beta. Default 0.2.
+        total_anneal_steps: minibatches for beta to reach ``anneal_cap`` (the period
+            for ``cyclical``). Default 200000.
+        anneal_schedule: ``linear`` (default), ``cyclical`` or ``constant``.
+        learning_rate: Adam step size. Default 1e-3.
+        weight_decay: Adam weight decay. Default 5e-3.
+        topk: cut-offs for the evaluation metrics. Default ``[10, 20]``.
+    """
+
+    tables_class = SequenceTables
+    sequential = True
+
+    def __init__(self, n_items: int | None = None, embedding_size: int = 256, rnn_size: int = 200,
+                 hidden_size: int = 150, latent_dimension: int = 64, next_k: int = 4, anneal_cap: float = 0.2,
+                 total_anneal_steps: int = 200000, anneal_schedule: str = "linear", learning_rate: float = 1e-3,
+                 weight_decay: float = 5e-3, topk: Sequence[int] = (10, 20)):
+        super().__init__()
+        self.check_hparams(n_items=n_items, embedding_size=embedding_size, rnn_size=rnn_size,
+                           hidden_size=hidden_size, latent_dimension=latent_dimension, next_k=next_k,
+                           anneal_cap=anneal_cap, total_anneal_steps=total_anneal_steps,
+                           anneal_schedule=anneal_schedule, learning_rate=learning_rate,
+                           weight_decay=weight_decay, topk=topk)
+        topk = list(topk)
+        self.save_hyperparameters()
+        self.net: SeqVAE | None = None
+        if n_items is not None:
+            self.build()
+
+    @classmethod
+    def check_hparams(cls, **h) -> None:
+        checks = {
+            "n_items": (lambda v: v is None or positive_int(v), "a positive integer or None"),
+            "embedding_size": (positive_int, "a positive integer"),
+            "rnn_size": (positive_int, "a positive integer"),
+            "hidden_size": (positive_int, "a positive integer"),
+            "latent_dimension": (positive_int, "a positive integer"),
+            "next_k": (positive_int, "a positive integer (1 = next item only)"),
+            "anneal_cap": (lambda v: v >= 0.0, ">= 0"),
+            "total_anneal_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+            "anneal_schedule": (lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
+            "learning_rate": (lambda v: v > 0.0, "> 0"),
+            "weight_decay": (lambda v: v >= 0.0, ">= 0"),
+            "topk": (lambda v: len(v) > 0 and all(positive_int(k) for k in v), "a list of positive integers"),
+        }
+        for name, value in h.items():
+            if name in checks:
+                check_hparam(name, value, *checks[name])
+
+    @classmethod
+    def adapt_config(cls, config) -> None:
+        """SVAE reads each user's interactions in time order: the dataset needs its time field
+        (``TIME_FIELD``, added to ``load_col`` if missing there) and ``eval_args.order: TO``.  Leave-one-out splits use RecBole's sequential dataset
+        (next-item form); other splits its ordinary one (block form, the same split as MVAE's)."""
+        from recbole.utils import ModelType
+
+        from recbole_ext.config import ConfigError, require_time_field
+
+        name = config["model"]
+        require_time_field(config, f"{name} is a sequential model: it orders each user's interactions by time")
+        order = config["eval_args"]["order"]
+        if order != "TO":
+            raise ConfigError(f"{name} is a sequential model: eval_args.order is {order!r}; set it to 'TO' "
+                              "so that validation and test come after training in time.")
+        split = config["eval_args"]["split"] or {}
+        if "LS" not in split:
+            config["MODEL_TYPE"] = ModelType.GENERAL
+            config["repeatable"] = False   # RecBole's general evaluation: history = every earlier split
+
+    def build(self) -> None:
+        h = self.hparams
+        self.net = SeqVAE(h.n_items, h.embedding_size, h.rnn_size, h.hidden_size, h.latent_dimension)
+
+    def attach_data(self, tables) -> None:
+        super().attach_data(tables)
+        if hasattr(tables, "lookahead"):   # training windows must carry k targets past their end
+            tables.lookahead = max(tables.lookahead, self.hparams.next_k)
+
+    def kl_weight(self) -> float:
+        h = self.hparams
+        return kl_weight(h.anneal_schedule, self.global_step, h.anneal_cap, h.total_anneal_steps)
+
+    def forward(self, seq: torch.Tensor):
+        return self.net(seq)
+
+    def training_step(self, batch, batch_idx):
+        seq, length = batch["seq"], batch["length"]
+        steps = int(length.max())
+        logits, mu, logvar = self.net(seq[:, :steps])
+        targets = next_k_targets(seq, steps, self.hparams.next_k)
+        beta = self.kl_weight()
+        loss, nll, kl = svae_loss(logits, mu, logvar, targets, length, self.hparams.next_k, beta)
+        self.check_finite(loss)
+        n = seq.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log_dict({"train/nll": nll, "train/kl": kl}, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/kl_weight", beta, on_step=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def score(self, batch):
+        return self.net.last_step_logits(batch["seq"], batch["length"])   # (B, I)

@@ -1,0 +1,264 @@
+"""SVAE: the paper's loss, padding that changes nothing, RecBole's sequential data in both doors."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+import recbole_ext
+from lightning_genrec import SVAE, RecBoleDataModule
+from lightning_genrec.models.svae import SeqVAE, next_k_targets, svae_loss
+from recbole_ext.config import ConfigError, make_config
+
+from conftest import FAST, write_tiny_dataset
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SMALL = dict(embedding_size=16, rnn_size=16, hidden_size=16, latent_dimension=8, topk=[5, 10])
+
+
+def _svae_config(tiny_config, **extra):
+    """The tiny dataset under RecBole's sequential protocol (SVAE's default)."""
+    cfg = {k: v for k, v in tiny_config.items() if k != "train_batch_size"}
+    return dict(cfg, **{k: v for k, v in SMALL.items() if k != "topk"}, train_batch_size=8, **extra)
+
+
+def _time_ordered_items(root, name="tiny"):
+    """user token -> item tokens in time order, read straight from the .inter file."""
+    rows = [line.rstrip("\n").split("\t") for line in open(os.path.join(root, name, f"{name}.inter"))][1:]
+    out = {}
+    for u, i, _, t in sorted(rows, key=lambda r: (r[0], float(r[3]))):
+        out.setdefault(u, []).append(i)
+    return out
+
+
+# -- the model's arithmetic ------------------------------------------------------------
+
+def test_next_k_targets_are_the_following_items_counted_once():
+    seq = torch.tensor([[5, 6, 7, 6, 8, 0, 0]])
+    t = next_k_targets(seq, steps=4, k=3)
+    assert t[0, 0].tolist() == [6, 7, 0]         # 6 repeats within the window: counted once
+    assert t[0, 1].tolist() == [7, 6, 8]
+    assert t[0, 3].tolist() == [8, 0, 0]         # fewer targets near the end
+    assert next_k_targets(seq, steps=4, k=1)[0, :, 0].tolist() == [6, 7, 6, 8]   # k=1: plain next item
+
+
+def test_loss_is_the_authors_per_sequence_loss_averaged_over_the_batch():
+    """Dense reference: the authors' multi-hot NLL over the next k items / k, summed over steps,
+    plus beta * the step-averaged KL -- computed one sequence at a time (their batch size 1)."""
+    torch.manual_seed(0)
+    n_items, k, beta = 30, 3, 0.37
+    net = SeqVAE(n_items, 8, 8, 8, 4).eval()
+    seqs = [torch.tensor([3, 4, 5, 6, 7, 8]), torch.tensor([9, 10, 11]), torch.tensor([12, 13, 14, 15, 16, 17, 18, 19])]
+    lengths = torch.tensor([len(s) - 1 for s in seqs])
+    padded = torch.zeros(3, 8, dtype=torch.long)
+    for b, s in enumerate(seqs):
+        padded[b, :len(s)] = s
+    steps = int(lengths.max())
+    logits, mu, logvar = net(padded[:, :steps])
+    loss, _, _ = svae_loss(logits, mu, logvar, next_k_targets(padded, steps, k), lengths, k, beta)
+
+    reference = []
+    for s in seqs:
+        lg, m, lv = net(s[:-1].unsqueeze(0))
+        y = torch.zeros(len(s) - 1, n_items)
+        for t in range(len(s) - 1):
+            y[t, s[t + 1:t + 1 + k]] = 1.0
+        nll = -(y * F.log_softmax(lg[0], dim=1)).sum() / k
+        kl = (0.5 * (-lv[0] + lv[0].exp() + m[0] ** 2 - 1).sum(dim=1)).mean()
+        reference.append(nll + beta * kl)
+    assert loss.item() == pytest.approx(torch.stack(reference).mean().item(), rel=1e-5)
+
+
+def test_padding_changes_no_score_and_no_gradient():
+    torch.manual_seed(1)
+    net = SeqVAE(40, 8, 12, 8, 4).eval()
+    short = torch.tensor([[4, 9, 2]])
+    alone = net.last_step_logits(short, torch.tensor([3]))
+    batch = torch.tensor([[4, 9, 2, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7], [8, 0, 0, 0, 0, 0, 0]])
+    together = net.last_step_logits(batch, torch.tensor([3, 7, 1]))
+    torch.testing.assert_close(together[0], alone[0], atol=1e-5, rtol=1e-5)
+    # and the training loss of one sequence does not depend on what it is batched with
+    seq = torch.tensor([[4, 9, 2, 11, 5]])
+    one_logits, one_mu, one_lv = net(seq[:, :4])
+    one, _, _ = svae_loss(one_logits, one_mu, one_lv, next_k_targets(seq, 4, 2), torch.tensor([4]), 2, 0.5)
+    padded = torch.tensor([[4, 9, 2, 11, 5, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
+    lengths = torch.tensor([4, 8])
+    lg, m, lv = net(padded[:, :8])
+    targets = next_k_targets(padded, 8, 2)
+    per_row = [svae_loss(lg[i:i + 1], m[i:i + 1], lv[i:i + 1], targets[i:i + 1], lengths[i:i + 1], 2, 0.5)[0]
+               for i in range(2)]
+    assert per_row[0].item() == pytest.approx(one.item(), rel=1e-5)
+
+
+def test_empty_history_is_scored_from_the_initial_state():
+    net = SeqVAE(20, 4, 6, 4, 2).eval()
+    scores = net.last_step_logits(torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 0]))
+    assert torch.isfinite(scores).all() and torch.equal(scores[0], scores[1])
+
+
+# -- data: RecBole's sequential split ----------------------------------------------------
+
+def test_next_item_tables_rebuild_recboles_sequences(tiny_config, tiny_root):
+    dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, MAX_ITEM_LIST_LENGTH=6))
+    dm.setup()
+    t, ds = dm.tables, None
+    assert t.form == "next_item"
+    truth = _time_ordered_items(tiny_root)
+    from recbole_ext.config import load_data
+
+    ds = load_data(dm.config)[0]
+    for token, items in list(truth.items())[:10]:
+        u = int(ds.token2id(ds.uid_field, token))
+        ids = [int(ds.token2id(ds.iid_field, i)) for i in items]
+        assert t.train[u].tolist() == ids[:-2]                          # leave-one-out by time
+        assert t.valid.positives[u].indices.tolist() == [ids[-2]]
+        assert t.test.positives[u].indices.tolist() == [ids[-1]]
+        assert t.test.inputs[u].tolist() == ids[:-1][-6:]               # truncated to the last 6, as RecBole does
+        assert t.valid.inputs[u].tolist() == ids[:-2][-6:]
+    # training windows: every step of every training sequence exactly once, <= 6 steps each
+    steps = {}
+    for w in t.train_units():
+        b = t.train_batch([w])
+        u, n = int(b["user"][0]), int(b["length"][0])
+        assert 1 <= n <= 6
+        steps[u] = steps.get(u, 0) + n
+    lengths = t.train.lengths()
+    assert steps == {u: int(lengths[u]) - 1 for u in np.flatnonzero(lengths >= 2)}
+
+
+def test_training_window_carries_its_targets_past_its_end(tiny_config):
+    dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, MAX_ITEM_LIST_LENGTH=4))
+    dm.setup()
+    assert dm.tables.lookahead == 4                              # the config's next_k
+    SVAE(**SMALL, next_k=6).attach_data(dm.tables)                # a model that looks further widens it
+    first = dm.tables.train_batch([0])
+    u = int(first["user"][0])
+    full = dm.tables.train[u]
+    assert first["length"].item() == 4
+    assert first["seq"][0].tolist() == full[:10].tolist()         # 4 inputs + 6 targets beyond the window
+
+
+def test_block_form_is_mvaes_split_in_time_order(tiny_config):
+    cfg = dict(tiny_config, eval_args={"split": {"RS": [0.6, 0.2, 0.2]}, "order": "TO", "group_by": "user",
+                                       "mode": "full"}, test_input="train_valid")
+    seq = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(cfg))
+    seq.setup()
+    flat = RecBoleDataModule("tiny", model="MVAE", config_dict=cfg)
+    flat.setup()
+    s, m = seq.tables, flat.tables
+    assert s.form == "block" and seq.config["MODEL_TYPE"].name == "GENERAL"
+    for phase in ("valid", "test"):
+        a, b = s.split(phase), m.split(phase)
+        assert np.array_equal(a.users, b.users)
+        assert (a.positives != b.positives).nnz == 0 and (a.exclude != b.exclude).nnz == 0
+    u = int(s.test.users[0])
+    assert sorted(s.train[u]) == sorted(m.train[u].indices)
+    # test users are scored from train + valid, in time order; MVAE from the same items
+    assert s.test.inputs[u].tolist() == s.train[u].tolist() + s._valid_seqs[u].tolist()
+    assert set(flat.tables.rows([u], "test")["input"][0].nonzero().view(-1).tolist()) == set(s.test.inputs[u].tolist())
+
+
+# -- both doors ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["next_item", "block"])
+def test_both_doors_give_the_same_numbers(tiny_config, protocol):
+    extra = {} if protocol == "next_item" else {
+        "eval_args": {"split": {"RS": [0.6, 0.2, 0.2]}, "order": "TO", "group_by": "user", "mode": "full"},
+        "test_input": "train_valid"}
+    cfg = _svae_config(tiny_config, epochs=2, **extra)
+    result = recbole_ext.run_recbole(model="SVAE", dataset="tiny", config_dict=cfg)
+    assert result["test_result"]["ndcg@10"] > 0
+    state = torch.load(result["saved_model_file"], weights_only=False)["state_dict"]
+    dm = RecBoleDataModule("tiny", model="SVAE", config_dict=cfg)
+    dm.setup()
+    lm = SVAE(n_items=dm.n_items, **SMALL)
+    lm.load_state_dict({k[len("module."):]: v for k, v in state.items()})
+    out = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(lm, datamodule=dm,
+                                                                                      verbose=False)[0]
+    assert len(result["test_result"]) == 14
+    for key, value in result["test_result"].items():
+        assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key
+
+
+def test_exclude_history_masks_every_seen_item(tiny_config):
+    dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, exclude_history=True))
+    dm.setup()
+    t = dm.tables
+    u = int(t.test.users[0])
+    excluded = set(t.test.exclude[u].indices)
+    assert excluded == set(t.train[u].tolist()) | set(t.test.inputs[u].tolist())
+    assert not excluded & set(t.test.positives[u].indices)
+    plain = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config))
+    plain.setup()
+    assert "exclude" not in plain.tables.rows([u], "test")      # RecBole's sequential rule: nothing excluded
+
+
+def test_lightning_training_logs_the_kl_weight(tiny_config):
+    dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config))
+    model = SVAE(**SMALL, total_anneal_steps=10)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(model, datamodule=dm)
+    metrics = trainer.callback_metrics
+    assert 0 < float(metrics["train/kl_weight_epoch"]) <= 0.2 + 1e-6
+    assert torch.isfinite(metrics["train/loss_epoch"]) and "valid/ndcg@10" in metrics
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+def test_dataset_without_timestamps_is_a_clear_error(tmp_path, tiny_config):
+    root = tmp_path / "data"
+    (root / "notime").mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token"] + [f"u{u}\ti{(u * 7 + j) % 30}" for u in range(20) for j in range(8)]
+    (root / "notime" / "notime.inter").write_text("\n".join(lines) + "\n")
+    cfg = _svae_config(dict(tiny_config, data_path=str(root)))
+    with pytest.raises(ConfigError, match="notime.inter has no field 'timestamp'"):
+        make_config("SVAE", "notime", config_dict=cfg)
+    # a file that has the time field: it is loaded even where load_col leaves it out
+    config = make_config("SVAE", "tiny", config_dict=dict(_svae_config(tiny_config),
+                                                          load_col={"inter": ["user_id", "item_id"]}))
+    assert config["load_col"]["inter"] == ["user_id", "item_id", "timestamp"]
+
+
+def test_random_order_is_a_clear_error(tiny_config):
+    cfg = _svae_config(tiny_config, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO",
+                                               "group_by": "user", "mode": "full"})
+    with pytest.raises(ConfigError, match="order is 'RO'; set it to 'TO'"):
+        make_config("SVAE", "tiny", config_dict=cfg)
+
+
+def test_command_line_error_is_one_line(tmp_path, tiny_root):
+    out = subprocess.run([sys.executable, "-m", "recbole_ext", "--model=SVAE", "--dataset=tiny",
+                          f"--data_path={tiny_root}", "--TIME_FIELD=when"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "sequential model" in out.stderr and "Traceback" not in out.stderr
+
+
+# -- DDP -----------------------------------------------------------------------------------------
+
+def test_ddp_two_processes_give_identical_test_metrics(tmp_path):
+    root = str(write_tiny_dataset(str(tmp_path), name="odd", n_users=61, n_items=50))
+    os.chdir(tmp_path)
+    dm = RecBoleDataModule("odd", model="SVAE", config_dict=dict(FAST, data_path=root, topk=[5, 10]),
+                           train_batch_size=16)
+    model = SVAE(**SMALL)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    ckpt = str(tmp_path / "odd.ckpt")
+    trainer.save_checkpoint(ckpt)
+    results = {}
+    for devices in (1, 2):
+        out = str(tmp_path / f"m{devices}.json")
+        proc = subprocess.run([sys.executable, os.path.join(HERE, "scripts", "ddp_test_metrics.py"), ckpt, root,
+                               str(devices), out, "SVAE"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[devices] = json.load(open(out))
+    assert results[2]["world_size"] == 2 and len(results[1]["metrics"]) == 14
+    for key, value in results[1]["metrics"].items():
+        assert results[2]["metrics"][key] == pytest.approx(value, abs=1e-6), key
