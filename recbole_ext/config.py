@@ -200,9 +200,9 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, lightni
     from recbole_ext.registry import MODELS
 
     if config["model"] in MODELS:
+        MODELS[config["model"]].adapt_config(config)   # first: a model's own reason is the clearer message
         if config["eval_args"]["order"] == "TO":
             require_time_field(config, "eval_args.order is 'TO' (time order)")
-        MODELS[config["model"]].adapt_config(config)
     check_hparams(config, selection=not lightning_door)
     return config
 
