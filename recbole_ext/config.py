@@ -67,6 +67,31 @@ def _patch_config() -> None:
     _load_internal_config_dict._genrec_fixed = True
     Config._load_internal_config_dict = _load_internal_config_dict
 
+    set_defaults = Config._set_default_parameters
+    if getattr(set_defaults, "_genrec_models", False):
+        return
+
+    def _set_default_parameters(self):
+        set_defaults(self)
+        from recbole_ext.registry import is_genrec_model
+
+        if is_genrec_model(self.model_class):
+            adapt_model_config(self)
+
+    _set_default_parameters._genrec_models = True
+    Config._set_default_parameters = _set_default_parameters
+
+
+def adapt_model_config(config) -> None:
+    """A lightning-genrec model's own config checks / adjustments (``adapt_config``), then the
+    time field wherever ``eval_args.order`` is ``TO``.  Runs inside RecBole's ``Config``, so
+    ``recbole.quick_start.run_recbole`` gets them too."""
+    from recbole_ext.registry import MODELS
+
+    MODELS[config["model"]].adapt_config(config)   # first: a model's own reason is the clearer message
+    if (config["eval_args"] or {}).get("order") == "TO":
+        require_time_field(config, "eval_args.order is 'TO' (time order)")
+
 
 _RECBOLE_SUBPACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
                         "knowledge_aware_recommender")
@@ -134,11 +159,14 @@ def check_dataset_files(config) -> None:
 
 def require_time_field(config, why: str) -> None:
     """Raise :class:`ConfigError` (starting with ``why``) unless the dataset's ``.inter`` file
-    has ``TIME_FIELD``; make sure ``load_col`` loads it (RecBole's default loads user and item only)."""
+    has ``TIME_FIELD``; make sure ``load_col`` loads it (RecBole's default loads user and item only).
+    A missing file is left to the dataset checks."""
     time_field, name = config["TIME_FIELD"], config["dataset"]
     path = os.path.join(config["data_path"], f"{name}.inter")
     if config["benchmark_filename"]:
         path = os.path.join(config["data_path"], f"{name}.{config['benchmark_filename'][0]}.inter")
+    if not os.path.isfile(path):
+        return
     with open(path, encoding="utf-8") as f:
         header = [c.split(":")[0] for c in f.readline().rstrip("\n").split(config["field_separator"] or "\t")]
     if not time_field or time_field not in header:
@@ -197,12 +225,6 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, lightni
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = before
     check_dataset_files(config)
-    from recbole_ext.registry import MODELS
-
-    if config["model"] in MODELS:
-        MODELS[config["model"]].adapt_config(config)   # first: a model's own reason is the clearer message
-        if config["eval_args"]["order"] == "TO":
-            require_time_field(config, "eval_args.order is 'TO' (time order)")
     check_hparams(config, selection=not lightning_door)
     return config
 

@@ -6,7 +6,11 @@ import pytest
 import pytorch_lightning as pl
 
 import recbole_ext
-from lightning_genrec import MVAE, RecBoleDataModule, comet_logger
+from lightning_genrec import MVAE, SVAE, RecBoleDataModule, comet_logger
+
+SMALL = {"MVAE": lambda: MVAE(mlp_hidden_size=[32], latent_dimension=8, topk=[5, 10], total_anneal_steps=20),
+         "SVAE": lambda: SVAE(embedding_size=16, rnn_size=16, hidden_size=16, latent_dimension=8, topk=[5, 10],
+                              total_anneal_steps=20)}
 
 
 def _archive_records(path):
@@ -25,12 +29,13 @@ def _archive_records(path):
     return params, metrics
 
 
-def test_lightning_run_writes_offline_archive_with_its_values(tiny_config, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_lightning_run_writes_offline_archive_with_its_values(name, tiny_config, tmp_path, monkeypatch):
     monkeypatch.delenv("COMET_API_KEY", raising=False)
     logger = comet_logger(project="genrec-test", offline_directory=str(tmp_path / "comet"))
     assert logger is not None and not logger.online
-    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=16)
-    model = MVAE(mlp_hidden_size=[32], latent_dimension=8, topk=[5, 10], total_anneal_steps=20)
+    dm = RecBoleDataModule("tiny", model=name, config_dict=tiny_config, train_batch_size=16)
+    model = SMALL[name]()
     trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=logger, log_every_n_steps=1,
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=dm)
