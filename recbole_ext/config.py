@@ -192,6 +192,12 @@ def check_hparams(config, selection: bool = True) -> None:
     if cls is None:
         return
     cls.check_hparams(**hparams_from_config(cls, config))
+    from lightning_genrec.data import TEST_INPUTS
+
+    if config["test_input"] not in (None, *TEST_INPUTS):
+        raise ConfigError(f"test_input={config['test_input']!r}: use 'train' (test users are scored from their "
+                          "training interactions, RecBole's convention) or 'train_valid' (also from their "
+                          "validation interactions).")
     modes = config["eval_args"]["mode"]
     if any(mode != "full" for mode in modes.values()):
         raise ConfigError(f"{config['model']} ranks all items, but eval_args.mode is {modes}; "

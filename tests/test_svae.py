@@ -244,6 +244,11 @@ def test_random_order_is_a_clear_error(tiny_config):
         make_config("SVAE", "tiny", config_dict=cfg)
 
 
+def test_unknown_test_input_is_a_clear_error(tiny_config):
+    with pytest.raises(ConfigError, match="test_input='everything'"):
+        make_config("MVAE", "tiny", config_dict=dict(tiny_config, test_input="everything"))
+
+
 def test_command_line_error_is_one_line(tmp_path, tiny_root):
     out = subprocess.run([sys.executable, "-m", "recbole_ext", "--model=SVAE", "--dataset=tiny",
                           f"--data_path={tiny_root}", "--TIME_FIELD=when"],
