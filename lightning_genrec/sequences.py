@@ -101,6 +101,7 @@ class SequenceTables:
         self.valid: SeqEvalSplit | None = None
         self.test: SeqEvalSplit | None = None
         self._valid_seqs: Ragged | None = None   # block form: validation items in time order
+        self._train_valid: Ragged | None = None  # block form: train then validation items (cached)
         self.uid_field = self.iid_field = self.list_field = self.length_field = None
         self._units: np.ndarray | None = None
 
@@ -161,9 +162,11 @@ class SequenceTables:
         inputs = [lists[i, :lengths[i]].astype(np.int64) for i in range(len(users))]
         positives = _csr_from_lists(self.n_users, self.n_items, users, inter[self.iid_field].numpy().reshape(-1, 1))
         exclude = None
-        if self.exclude_history:
+        if self.exclude_history:   # RecBole's rule for general models: everything seen, except the positives
             exclude = _csr_from_lists(self.n_users, self.n_items, users,
                                       [np.concatenate([self.train[u], s]) for u, s in zip(users, inputs)])
+            exclude = (exclude - exclude.multiply(positives)).tocsr()
+            exclude.eliminate_zeros()
         return SeqEvalSplit(users, inputs, positives, exclude)
 
     def _block_split(self, loader, phase) -> SeqEvalSplit:
@@ -174,6 +177,7 @@ class SequenceTables:
         exclude = _csr_from_lists(self.n_users, self.n_items, users, loader.uid2history_item[users])
         if phase == "valid":
             self._valid_seqs = Ragged.group(self.n_users, *_time_ordered(loader._dataset, loader._dataset.inter_feat))
+            self._train_valid = None
         history = self._history(phase)
         inputs = [history[u][-self.max_len:] for u in users]
         return SeqEvalSplit(users, inputs, positives, exclude)
@@ -183,7 +187,9 @@ class SequenceTables:
         if phase == "test" and self.test_input == "train_valid":
             if self._valid_seqs is None:
                 raise ValueError("test_input='train_valid' needs the validation split")
-            return self.train.concat(self._valid_seqs)
+            if self._train_valid is None:
+                self._train_valid = self.train.concat(self._valid_seqs)
+            return self._train_valid
         return self.train
 
     def split(self, phase: str) -> SeqEvalSplit:
@@ -246,8 +252,11 @@ class SequenceTables:
             if self.exclude_history:
                 lists = seq.numpy()
                 hist = [np.concatenate([self.train[x], lists[i, :length[i]]]) for i, x in enumerate(u)]
-                batch["exclude"] = torch.from_numpy(_csr_from_lists(len(u), self.n_items, range(len(u)),
-                                                                    hist).toarray() > 0)
+                exclude = _csr_from_lists(len(u), self.n_items, range(len(u)), hist).toarray() > 0
+                targets = interaction[self.iid_field].cpu().numpy() if self.iid_field in interaction else None
+                if targets is not None:          # the row's own target is never excluded (as above)
+                    exclude[np.arange(len(u)), targets] = False
+                batch["exclude"] = torch.from_numpy(exclude)
             return batch
         history = self._history(phase)
         inputs = [history[x][-self.max_len:] for x in u]

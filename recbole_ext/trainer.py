@@ -114,7 +114,7 @@ class LightningTrainer(Trainer):
         self._valid_data = valid_data
         module, tables = self.model.module, self.model.tables
         validate = bool(valid_data) and self.eval_step > 0
-        if validate:
+        if valid_data:   # also without validation epochs: test_input='train_valid' reads it
             tables.add_split(valid_data, "valid")
 
         monitor = f"valid/{self.valid_metric}"

@@ -47,9 +47,10 @@ def test_next_k_targets_are_the_following_items_counted_once():
     assert next_k_targets(seq, steps=4, k=1)[0, :, 0].tolist() == [6, 7, 6, 8]   # k=1: plain next item
 
 
-def test_loss_is_the_authors_per_sequence_loss_averaged_over_the_batch():
-    """Dense reference: the authors' multi-hot NLL over the next k items / k, summed over steps,
-    plus beta * the step-averaged KL -- computed one sequence at a time (their batch size 1)."""
+def test_loss_is_the_per_sequence_loss_averaged_over_the_batch():
+    """Dense reference, one sequence at a time (the authors' batch size 1): multi-hot NLL over
+    the next k items summed over steps, / k (the documented divisor; the authors' differs only
+    for sequences with fewer than k items after the first), plus beta * the step-averaged KL."""
     torch.manual_seed(0)
     n_items, k, beta = 30, 3, 0.37
     net = SeqVAE(n_items, 8, 8, 8, 4).eval()
@@ -74,7 +75,7 @@ def test_loss_is_the_authors_per_sequence_loss_averaged_over_the_batch():
     assert loss.item() == pytest.approx(torch.stack(reference).mean().item(), rel=1e-5)
 
 
-def test_padding_changes_no_score_and_no_gradient():
+def test_padding_changes_no_score_and_no_loss():
     torch.manual_seed(1)
     net = SeqVAE(40, 8, 12, 8, 4).eval()
     short = torch.tensor([[4, 9, 2]])
@@ -96,9 +97,12 @@ def test_padding_changes_no_score_and_no_gradient():
 
 
 def test_empty_history_is_scored_from_the_initial_state():
+    torch.manual_seed(2)
     net = SeqVAE(20, 4, 6, 4, 2).eval()
-    scores = net.last_step_logits(torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 0]))
-    assert torch.isfinite(scores).all() and torch.equal(scores[0], scores[1])
+    scores = net.last_step_logits(torch.tensor([[0, 0, 0], [3, 4, 0]]), torch.tensor([0, 2]))
+    mu, _ = net.encoder(torch.zeros(1, 6)).chunk(2, dim=-1)       # the GRU's initial state h0 = 0
+    torch.testing.assert_close(scores[0], net.decoder(mu)[0])
+    assert not torch.allclose(scores[0], scores[1])
 
 
 # -- data: RecBole's sequential split ----------------------------------------------------
@@ -158,9 +162,39 @@ def test_block_form_is_mvaes_split_in_time_order(tiny_config):
         assert (a.positives != b.positives).nnz == 0 and (a.exclude != b.exclude).nnz == 0
     u = int(s.test.users[0])
     assert sorted(s.train[u]) == sorted(m.train[u].indices)
-    # test users are scored from train + valid, in time order; MVAE from the same items
-    assert s.test.inputs[u].tolist() == s.train[u].tolist() + s._valid_seqs[u].tolist()
+    # test users are scored from train + valid (the first 80 %), in time order (read from the file)
+    from recbole_ext.config import load_data
+
+    ds = load_data(seq.config)[0]
+    token = ds.id2token(ds.uid_field, u)
+    ordered = [int(ds.token2id(ds.iid_field, i)) for i in _time_ordered_items(seq.config["data_path"].rsplit("/", 1)[0])[token]]
+    n_input = len(s.train[u]) + len(s._valid_seqs[u])
+    assert s.test.inputs[u].tolist() == ordered[:n_input] and n_input < len(ordered)
     assert set(flat.tables.rows([u], "test")["input"][0].nonzero().view(-1).tolist()) == set(s.test.inputs[u].tolist())
+
+
+def test_sequences_follow_timestamps_not_file_order(tmp_path, tiny_config):
+    """Rows written newest first, with ties: sequences follow the timestamps (ties: file order)."""
+    root = tmp_path / "data"
+    (root / "shuffled").mkdir(parents=True)
+    rows = []
+    for u in range(12):
+        for t in range(10):
+            rows.append((f"u{u}", f"i{(u * 3 + t * 7) % 25}", 100 + 10 * (t // 2)))   # pairs share a timestamp
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"] + [f"{u}\t{i}\t{t}" for u, i, t in reversed(rows)]
+    (root / "shuffled" / "shuffled.inter").write_text("\n".join(lines) + "\n")
+    dm = RecBoleDataModule("shuffled", model="SVAE", config_dict=_svae_config(dict(tiny_config, data_path=str(root))))
+    dm.setup()
+    from recbole_ext.config import load_data
+
+    ds = load_data(dm.config)[0]
+    for u in range(12):
+        mine = [r for r in reversed(rows) if r[0] == f"u{u}"]
+        expected = [i for _, i, _ in sorted(mine, key=lambda r: r[2])]       # stable: ties keep file order
+        uid = int(ds.token2id(ds.uid_field, f"u{u}"))
+        got = [ds.id2token(ds.iid_field, i) for i in dm.tables.train[uid]]
+        assert got == expected[:-2]
+        assert ds.id2token(ds.iid_field, int(dm.tables.test.positives[uid].indices[0])) == expected[-1]
 
 
 # -- both doors ----------------------------------------------------------------------------

@@ -15,7 +15,10 @@ What is the paper's (and the authors' notebook ``noveens/svae_cf``):
     * per sequence: NLL = -sum over steps and target items of log softmax, divided
       by k (summed over steps, not averaged); KL summed over the latent
       dimensions, averaged over steps; loss = NLL + beta * KL, beta annealed
-      linearly to 0.2 (the same schedule code as MVAE);
+      linearly to 0.2 (the same schedule code as MVAE).  (The authors divide by
+      the number of targets at the first step, which is k unless the sequence
+      has at most k items after its first; here it is always k, so a short
+      sequence's NLL is not scaled up.);
     * Adam, learning rate 1e-3, weight decay 5e-3;
     * a user's scores are the last step's logits.
 
@@ -23,7 +26,9 @@ Where we differ from the authors' code, on purpose:
     * batches of padded sequences instead of one sequence at a time.  The GRU
       runs left to right, so right-padding never reaches a real step, and the
       loss masks padded steps; a batch's loss is the mean of the per-sequence
-      losses above, so batch size 1 gives the authors' loss exactly;
+      losses above, so batch size 1 gives the per-sequence loss of the authors'
+      loop (with the divisor above, for sequences of at most
+      ``MAX_ITEM_LIST_LENGTH`` steps);
     * z = mu when scoring (the authors' notebook samples at test time);
     * beta follows the global step (the authors' counter restarts every epoch);
     * long training sequences are cut into windows of ``MAX_ITEM_LIST_LENGTH``
