@@ -38,6 +38,13 @@ PROTOCOLS = {"next_item": os.path.join(ROOT, "configs", "protocols", "ml100k_nex
              "block": os.path.join(ROOT, "configs", "protocols", "ml100k_future_block.yaml")}
 MVAE_ML100K = os.path.join(ROOT, "configs", "protocols", "ml100k_mvae.yaml")
 ROWS = {"next_item": ["SVAE", "GRU4Rec", "SASRec"], "block": ["SVAE", "MVAE", "Pop"], "speed": ["SVAE"]}
+# rows that are a model with different settings: name -> (model, config overrides)
+VARIANTS = {
+    # the next-item protocol's 10-epoch cap (set by RecBole's GRU4Rec / SASRec epoch cost) lifted for SVAE:
+    # trained until RecBole's early stopping (10 validations without improvement), 100 epochs at most
+    "SVAE-converged": ("SVAE", {"epochs": 100, "stopping_step": 10}),
+}
+EXTRA_ROWS = {"next_item": ["SVAE-converged"]}   # run with --models; not part of the default run
 SEEDS = [2020, 2021, 2022]
 # RecBole's SASRec takes ~150-250 s an epoch here (2 CPU cores): one seed only, by time budget
 SEED_LIMIT = {"SASRec": 1}
@@ -68,9 +75,10 @@ def run_one(part: str, row: str, seed: int, epochs: int | None = None) -> dict:
     from lightning_genrec.sequences import SequenceTables
     from recbole_ext.config import load_data, make_config
 
-    files = [PROTOCOLS[part]] + ([MVAE_ML100K] if row == "MVAE" else [])
-    overrides = {"seed": seed, "state": "WARNING", **({"epochs": epochs} if epochs else {})}
-    config = make_config(row, "ml-100k", files, overrides)
+    model, variant = VARIANTS.get(row, (row, {}))
+    files = [PROTOCOLS[part]] + ([MVAE_ML100K] if model == "MVAE" else [])
+    overrides = {**variant, "seed": seed, "state": "WARNING", **({"epochs": epochs} if epochs else {})}
+    config = make_config(model, "ml-100k", files, overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, train, valid, test = load_data(config)
@@ -150,6 +158,10 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "ml100k_svae"))
     parser.add_argument("--epochs", type=int, help="cap every model's epochs (smoke runs; default: the protocol's)")
+    parser.add_argument("--models", nargs="+", help="only these rows (default: every row of each part; "
+                        "extra rows: " + ", ".join(r for rs in EXTRA_ROWS.values() for r in rs) + ")")
+    parser.add_argument("--append", action="store_true",
+                        help="merge into the existing results at --out (same part, row and seed: replaced)")
     parser.add_argument("--render", metavar="CSV", help="only rewrite the .md from a results CSV of this script")
     parser.add_argument("--one", nargs=3, metavar=("PART", "MODEL", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--speed", nargs=2, type=int, metavar=("BATCH", "SEED"), help=argparse.SUPPRESS)
@@ -175,8 +187,9 @@ def main() -> None:
                 print(f"{row['model']:20s}: epoch {row['epoch_s']:.1f}s peak RSS {row['peak_rss_mb']:.0f} MB",
                       flush=True)
             continue
+        names = [m for m in ROWS[part] + EXTRA_ROWS.get(part, []) if m in args.models] if args.models else ROWS[part]
         for i, seed in enumerate(args.seeds):
-            for model in ROWS[part]:
+            for model in names:
                 if i >= SEED_LIMIT.get(model, len(args.seeds)):
                     continue
                 row = _subprocess(["--one", part, model, str(seed)] + (["--epochs", str(args.epochs)] if args.epochs else []))
@@ -184,7 +197,14 @@ def main() -> None:
                 key = REPORT[part][0]
                 print(f"{part:9s} {model:8s} seed {seed}: {key} {row[key]:.4f} to-best {row['time_to_best_s']:.1f}s "
                       f"fit {row['fit_s']:.1f}s epochs {row['epochs']}", flush=True)
-    write(rows, args.out, " ".join(sys.argv[1:]))
+    command = " ".join(sys.argv[1:])
+    if args.append and os.path.exists(args.out + ".csv"):
+        with open(args.out + ".csv") as f:
+            old = [{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+        new_keys = {(r["part"], r["model"], r["seed"]) for r in rows}
+        rows = [r for r in old if (r["part"], r["model"], r["seed"]) not in new_keys] + rows
+        command = f"{_command_of(args.out) or ''}` then `python benchmarks/ml100k_svae.py {command}"
+    write(rows, args.out, command)
 
 
 def _number(v: str):
@@ -257,9 +277,11 @@ def write(rows: list[dict], out: str, argv: str, csv_too: bool = True) -> None:
                      "stopping, ended training.")
         base = {"next_item": "GRU4Rec", "block": "MVAE"}[part]
         key = REPORT[part][0]
-        if "SVAE" in models and base in models:
-            lines += ["", f"Per seed, SVAE / {base} test {key}: " + ", ".join(
-                f"{s}: {_pick(rows, part, 'SVAE', s)[key] / _pick(rows, part, base, s)[key]:.3f}x" for s in seeds)]
+        for svae in [m for m in models if m.startswith("SVAE")]:
+            if base in models:
+                common = [s for s in seeds if _has(rows, part, svae, s) and _has(rows, part, base, s)]
+                lines += ["", f"Per seed, {svae} / {base} test {key}: " + ", ".join(
+                    f"{s}: {_pick(rows, part, svae, s)[key] / _pick(rows, part, base, s)[key]:.3f}x" for s in common)]
         if part == "next_item" and "SASRec" in models and "SVAE" in models:
             sas_seeds = sorted({r["seed"] for r in rows if r["part"] == part and r["model"] == "SASRec"})
             lines.append(f"Per seed, SVAE / SASRec test {key}: " + ", ".join(
@@ -282,6 +304,10 @@ def write(rows: list[dict], out: str, argv: str, csv_too: bool = True) -> None:
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _has(rows, part, model, seed):
+    return any(r["part"] == part and r["model"] == model and r["seed"] == seed for r in rows)
 
 
 def _pick(rows, part, model, seed):
