@@ -278,6 +278,16 @@ def test_random_order_is_a_clear_error(tiny_config):
         make_config("SVAE", "tiny", config_dict=cfg)
 
 
+@pytest.mark.parametrize("bad", [{"next_k": 0}, {"anneal_schedule": "cosine"}, {"learning_rate": -1.0},
+                                 {"rnn_size": 2.5}])
+def test_invalid_hyperparameters_are_named(bad):
+    from lightning_genrec import HyperparameterError
+
+    name = next(iter(bad))
+    with pytest.raises(HyperparameterError, match=f"invalid hyperparameter {name}="):
+        SVAE(**bad)
+
+
 def test_unknown_test_input_is_a_clear_error(tiny_config):
     with pytest.raises(ConfigError, match="test_input='everything'"):
         make_config("MVAE", "tiny", config_dict=dict(tiny_config, test_input="everything"))

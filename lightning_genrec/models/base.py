@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 
+from lightning_genrec.annealing import SCHEDULES
 from lightning_genrec.data import InteractionTables
 from lightning_genrec.metrics import TopKMetrics
 
@@ -37,6 +38,20 @@ def positive_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
+# name -> (test, what is allowed); shared by every model that has the hyperparameter
+COMMON_CHECKS = {
+    "n_items": (lambda v: v is None or positive_int(v), "a positive integer or None"),
+    "learning_rate": (lambda v: v > 0.0, "> 0"),
+    "weight_decay": (lambda v: v >= 0.0, ">= 0"),
+    "topk": (lambda v: len(v) > 0 and all(positive_int(k) for k in v), "a list of positive integers"),
+}
+ANNEAL_CHECKS = {
+    "anneal_cap": (lambda v: v >= 0.0, ">= 0"),
+    "total_anneal_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+    "anneal_schedule": (lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
+}
+
+
 class GenRecModule(pl.LightningModule):
     """Base LightningModule for the generative recommenders.
 
@@ -48,6 +63,8 @@ class GenRecModule(pl.LightningModule):
 
     tables_class = InteractionTables
     sequential = False
+    #: the model's own hyperparameter checks, on top of ``COMMON_CHECKS``: name -> (test, allowed)
+    HPARAM_CHECKS: dict = {}
 
     def __init__(self):
         super().__init__()
@@ -66,6 +83,10 @@ class GenRecModule(pl.LightningModule):
     @classmethod
     def check_hparams(cls, **hparams) -> None:
         """Validate hyperparameters (called by ``__init__`` and by the RecBole door before data loads)."""
+        checks = {**COMMON_CHECKS, **cls.HPARAM_CHECKS}
+        for name, value in hparams.items():
+            if name in checks:
+                check_hparam(name, value, *checks[name])
 
     @classmethod
     def adapt_config(cls, config) -> None:

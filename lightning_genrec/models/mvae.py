@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.annealing import SCHEDULES, kl_weight
-from lightning_genrec.models.base import GenRecModule, check_hparam, positive_int
+from lightning_genrec.annealing import kl_weight
+from lightning_genrec.models.base import ANNEAL_CHECKS, GenRecModule, positive_int
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
 
@@ -117,24 +117,13 @@ class MVAE(GenRecModule):
         if n_items is not None:
             self.build()
 
-    @classmethod
-    def check_hparams(cls, **h) -> None:
-        checks = {
-            "n_items": (lambda v: v is None or positive_int(v), "a positive integer or None"),
-            "mlp_hidden_size": (lambda v: all(positive_int(d) for d in v), "a list of positive integers"),
-            "latent_dimension": (positive_int, "a positive integer"),
-            "dropout_prob": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-            "activation": (lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
-            "anneal_cap": (lambda v: v >= 0.0, ">= 0"),
-            "total_anneal_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-            "anneal_schedule": (lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
-            "learning_rate": (lambda v: v > 0.0, "> 0"),
-            "weight_decay": (lambda v: v >= 0.0, ">= 0"),
-            "topk": (lambda v: len(v) > 0 and all(positive_int(k) for k in v), "a list of positive integers"),
-        }
-        for name, value in h.items():
-            if name in checks:
-                check_hparam(name, value, *checks[name])
+    HPARAM_CHECKS = {
+        "mlp_hidden_size": (lambda v: all(positive_int(d) for d in v), "a list of positive integers"),
+        "latent_dimension": (positive_int, "a positive integer"),
+        "dropout_prob": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+        "activation": (lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
+        **ANNEAL_CHECKS,
+    }
 
     def build(self) -> None:
         h = self.hparams

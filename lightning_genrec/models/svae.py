@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.annealing import SCHEDULES, kl_weight
-from lightning_genrec.models.base import GenRecModule, check_hparam, positive_int
+from lightning_genrec.annealing import kl_weight
+from lightning_genrec.models.base import ANNEAL_CHECKS, GenRecModule, positive_int
 from lightning_genrec.sequences import SequenceTables
 
 
@@ -159,25 +159,14 @@ class SVAE(GenRecModule):
         if n_items is not None:
             self.build()
 
-    @classmethod
-    def check_hparams(cls, **h) -> None:
-        checks = {
-            "n_items": (lambda v: v is None or positive_int(v), "a positive integer or None"),
-            "embedding_size": (positive_int, "a positive integer"),
-            "rnn_size": (positive_int, "a positive integer"),
-            "hidden_size": (positive_int, "a positive integer"),
-            "latent_dimension": (positive_int, "a positive integer"),
-            "next_k": (positive_int, "a positive integer (1 = next item only)"),
-            "anneal_cap": (lambda v: v >= 0.0, ">= 0"),
-            "total_anneal_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-            "anneal_schedule": (lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
-            "learning_rate": (lambda v: v > 0.0, "> 0"),
-            "weight_decay": (lambda v: v >= 0.0, ">= 0"),
-            "topk": (lambda v: len(v) > 0 and all(positive_int(k) for k in v), "a list of positive integers"),
-        }
-        for name, value in h.items():
-            if name in checks:
-                check_hparam(name, value, *checks[name])
+    HPARAM_CHECKS = {
+        "embedding_size": (positive_int, "a positive integer"),
+        "rnn_size": (positive_int, "a positive integer"),
+        "hidden_size": (positive_int, "a positive integer"),
+        "latent_dimension": (positive_int, "a positive integer"),
+        "next_k": (positive_int, "a positive integer (1 = next item only)"),
+        **ANNEAL_CHECKS,
+    }
 
     @classmethod
     def adapt_config(cls, config) -> None:
