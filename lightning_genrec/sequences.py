@@ -62,10 +62,9 @@ class Ragged:
         return Ragged.from_lists([np.concatenate([self[u], other[u]]) for u in range(len(self.ptr) - 1)])
 
 
-def pad(seqs, width: int | None = None) -> torch.Tensor:
-    """``(B, width)`` int64, right-padded with RecBole's padding id 0."""
-    width = width if width is not None else max([len(s) for s in seqs] + [1])
-    out = np.zeros((len(seqs), max(width, 1)), dtype=np.int64)
+def pad(seqs) -> torch.Tensor:
+    """``(B, longest)`` int64, right-padded with RecBole's padding id 0 (at least one column)."""
+    out = np.zeros((len(seqs), max([len(s) for s in seqs] + [1])), dtype=np.int64)
     for i, s in enumerate(seqs):
         out[i, :len(s)] = s
     return torch.from_numpy(out)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 import torch
 
-from lightning_genrec.annealing import SCHEDULES
+from lightning_genrec.annealing import SCHEDULES, kl_weight
 from lightning_genrec.data import InteractionTables
 from lightning_genrec.metrics import TopKMetrics
 
@@ -161,3 +161,19 @@ class GenRecModule(pl.LightningModule):
 
     def on_test_epoch_end(self):
         self._log_metrics(self.test_metrics, "test")
+
+
+class VAEModule(GenRecModule):
+    """What the VAEs share: the KL weight from the annealing schedule (a pure function of
+    ``global_step``, so it resumes from checkpoints) and the per-step ELBO logging."""
+
+    def kl_weight(self) -> float:
+        h = self.hparams
+        return kl_weight(h.anneal_schedule, self.global_step, h.anneal_cap, h.total_anneal_steps)
+
+    def log_elbo(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor, beta: float, n: int) -> None:
+        """Stop on a non-finite loss; log loss, NLL, KL and the KL weight (``n``: batch size)."""
+        self.check_finite(loss)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log_dict({"train/nll": nll, "train/kl": kl}, on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/kl_weight", beta, on_step=True, on_epoch=True, batch_size=n)

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.annealing import kl_weight
-from lightning_genrec.models.base import ANNEAL_CHECKS, GenRecModule, positive_int
+from lightning_genrec.models.base import ANNEAL_CHECKS, VAEModule, positive_int
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
 
@@ -84,7 +83,7 @@ def mvae_loss(logits, mu, logvar, x, beta: float):
     return nll + beta * kl, nll, kl
 
 
-class MVAE(GenRecModule):
+class MVAE(VAEModule):
     """Mult-VAE as a LightningModule.
 
     Args:
@@ -129,10 +128,6 @@ class MVAE(GenRecModule):
         h = self.hparams
         self.net = MultVAE(h.n_items, h.mlp_hidden_size, h.latent_dimension, h.dropout_prob, h.activation)
 
-    def kl_weight(self) -> float:
-        h = self.hparams
-        return kl_weight(h.anneal_schedule, self.global_step, h.anneal_cap, h.total_anneal_steps)
-
     def forward(self, x: torch.Tensor):
         return self.net(x)
 
@@ -141,11 +136,7 @@ class MVAE(GenRecModule):
         logits, mu, logvar = self.net(x)
         beta = self.kl_weight()
         loss, nll, kl = mvae_loss(logits, mu, logvar, x, beta)
-        self.check_finite(loss)
-        n = x.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log_dict({"train/nll": nll, "train/kl": kl}, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/kl_weight", beta, on_step=True, on_epoch=True, batch_size=n)
+        self.log_elbo(loss, nll, kl, beta, x.shape[0])
         return loss
 
     def score(self, batch):

@@ -43,8 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.annealing import kl_weight
-from lightning_genrec.models.base import ANNEAL_CHECKS, GenRecModule, positive_int
+from lightning_genrec.models.base import ANNEAL_CHECKS, VAEModule, positive_int
 from lightning_genrec.sequences import SequenceTables
 
 
@@ -118,7 +117,7 @@ def svae_loss(logits, mu, logvar, targets, length, k: int, beta: float):
     return (nll + beta * kl).mean(), nll.mean(), kl.mean()
 
 
-class SVAE(GenRecModule):
+class SVAE(VAEModule):
     """SVAE as a LightningModule.
 
     Trains on :class:`~lightning_genrec.sequences.SequenceTables`: padded windows of
@@ -197,10 +196,6 @@ class SVAE(GenRecModule):
         if hasattr(tables, "lookahead"):   # training windows must carry k targets past their end
             tables.lookahead = max(tables.lookahead, self.hparams.next_k)
 
-    def kl_weight(self) -> float:
-        h = self.hparams
-        return kl_weight(h.anneal_schedule, self.global_step, h.anneal_cap, h.total_anneal_steps)
-
     def forward(self, seq: torch.Tensor):
         return self.net(seq)
 
@@ -211,11 +206,7 @@ class SVAE(GenRecModule):
         targets = next_k_targets(seq, steps, self.hparams.next_k)
         beta = self.kl_weight()
         loss, nll, kl = svae_loss(logits, mu, logvar, targets, length, self.hparams.next_k, beta)
-        self.check_finite(loss)
-        n = seq.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log_dict({"train/nll": nll, "train/kl": kl}, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/kl_weight", beta, on_step=True, on_epoch=True, batch_size=n)
+        self.log_elbo(loss, nll, kl, beta, seq.shape[0])
         return loss
 
     def score(self, batch):
