@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -41,40 +40,12 @@ REPORT = ["ndcg@20", "recall@20", "ndcg@10", "recall@10", "mrr@20", "precision@2
 
 def run_one(row: str, seed: int) -> dict:
     """Train + evaluate one table row in this process; return timings and metrics."""
-    import resource
-
-    import recbole_ext  # noqa: F401
-    from recbole.utils import get_model, get_trainer, init_logger, init_seed
-
-    from recbole_ext.config import load_data, make_config
+    from recbole_ext.config import make_config
+    from timed_run import timed_run
 
     model, files, overrides = VARIANTS.get(row, (row, [], {}))
     config = make_config(model, "ml-100k", [PROTOCOL, *files], {**overrides, "seed": seed, "state": "WARNING"})
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    _, train, valid, test = load_data(config)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    net = get_model(config["model"])(config, train._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-    validations = []
-    start = time.perf_counter()
-
-    def on_valid(epoch, score):
-        validations.append((epoch, time.perf_counter() - start, score))
-
-    best_score, _ = trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=on_valid)
-    fit_seconds = time.perf_counter() - start
-    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
-    if validations:
-        best = max(validations, key=lambda v: v[2])
-        best_epoch, to_best = best[0], best[1]
-        epochs = validations[-1][0] + 1
-    else:  # Pop, EASE, ItemKNN: one pass
-        best_epoch, to_best, epochs = 0, fit_seconds, 1
-    return {"model": row, "seed": seed, "fit_s": fit_seconds, "time_to_best_s": to_best,
-            "epochs": epochs, "best_epoch": best_epoch, "s_per_epoch": fit_seconds / max(epochs, 1),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "best_valid": float(best_score), **{k: float(v) for k, v in result.items()}}
+    return {"model": row, "seed": seed, **timed_run(config)}
 
 
 def main() -> None:

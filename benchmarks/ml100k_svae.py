@@ -68,48 +68,26 @@ def _exclusion_wrapper(net, tables):
 
 
 def run_one(part: str, row: str, seed: int, epochs: int | None = None) -> dict:
-    import resource
-
-    import recbole_ext  # noqa: F401
-    from recbole.utils import get_model, get_trainer, init_logger, init_seed
-
     from lightning_genrec.sequences import SequenceTables
-    from recbole_ext.config import load_data, make_config
+    from recbole_ext.config import make_config
+    from timed_run import timed_run
 
     model, variant = VARIANTS.get(row, (row, {}))
     files = [PROTOCOLS[part]] + ([MVAE_ML100K] if model == "MVAE" else [])
     overrides = {**variant, "seed": seed, "state": "WARNING", **({"epochs": epochs} if epochs else {})}
     config = make_config(model, "ml-100k", files, overrides)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    _, train, valid, test = load_data(config)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    net = get_model(config["model"])(config, train._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
-    validations = []
-    start = time.perf_counter()
 
-    def on_valid(epoch, score):
-        validations.append((epoch, time.perf_counter() - start, score))
-
-    best_score, _ = trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=on_valid)
-    fit_seconds = time.perf_counter() - start
-    result = {k: float(v) for k, v in trainer.evaluate(test, load_best_model=True, show_progress=False).items()}
-    if part == "next_item":
+    def excluded(trainer, net, train, test):
+        """Next-item: the same trained model re-scored with each user's seen items excluded."""
+        if part != "next_item":
+            return {}
         tables = SequenceTables.from_train_dataset(train._dataset, config)
         tables.exclude_history = True
         net.full_sort_predict = _exclusion_wrapper(net, tables)
-        excluded = trainer.evaluate(test, load_best_model=False, show_progress=False)
-        result.update({f"x:{k}": float(v) for k, v in excluded.items()})
-    if validations:
-        best = max(validations, key=lambda v: v[2])
-        best_epoch, to_best, epochs = best[0], best[1], validations[-1][0] + 1
-    else:  # Pop: one pass
-        best_epoch, to_best, epochs = 0, fit_seconds, 1
-    return {"part": part, "model": row, "seed": seed, "fit_s": fit_seconds, "time_to_best_s": to_best,
-            "epochs": epochs, "best_epoch": best_epoch, "s_per_epoch": fit_seconds / max(epochs, 1),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "best_valid": float(best_score), **result}
+        again = trainer.evaluate(test, load_best_model=False, show_progress=False)
+        return {f"x:{k}": float(v) for k, v in again.items()}
+
+    return {"part": part, "model": row, "seed": seed, **timed_run(config, excluded)}
 
 
 def run_speed(batch_size: int, seed: int) -> dict:
