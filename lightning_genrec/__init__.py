@@ -7,9 +7,10 @@ import recbole_ext  # noqa: F401  (compat fixes + RecBole registration, before r
 from lightning_genrec.comet import comet_logger
 from lightning_genrec.data import InteractionTables, RecBoleDataModule
 from lightning_genrec.metrics import TopKMetrics
-from lightning_genrec.models import MODELS, MVAE, SVAE, GenRecModule, HyperparameterError
+from lightning_genrec.content import ContentTables
+from lightning_genrec.models import CVAE, MODELS, MVAE, SVAE, GenRecModule, HyperparameterError
 from lightning_genrec.sequences import SequenceTables
 
 __version__ = "0.1.0"
-__all__ = ["MODELS", "MVAE", "SVAE", "GenRecModule", "HyperparameterError", "InteractionTables",
+__all__ = ["CVAE", "ContentTables", "MODELS", "MVAE", "SVAE", "GenRecModule", "HyperparameterError", "InteractionTables",
            "RecBoleDataModule", "SequenceTables", "TopKMetrics", "comet_logger"]

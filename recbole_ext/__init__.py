@@ -1,7 +1,8 @@
 """The bridge between RecBole and lightning-genrec.
 
 ``import recbole_ext`` makes RecBole 1.2.1 work on today's numpy / pandas /
-torch (:mod:`recbole_ext.compat`), teaches RecBole's evaluator ``Novelty``,
+torch (:mod:`recbole_ext.compat`), teaches RecBole's evaluator ``Novelty``
+and its datasets the cold-start item split (:mod:`recbole_ext.cold_start`),
 and registers the lightning-genrec models so that RecBole's own entry points
 know them::
 
@@ -13,11 +14,13 @@ from recbole_ext import compat
 
 compat.apply()
 
+from recbole_ext import cold_start  # noqa: E402
 from recbole_ext.config import _patch_config, make_config  # noqa: E402
 from recbole_ext.metrics import register_metrics  # noqa: E402
 from recbole_ext.registry import register_all  # noqa: E402
 
 _patch_config()
+cold_start.apply()
 register_metrics()
 register_all()
 

@@ -225,6 +225,19 @@ def _honour_data_path() -> None:
     Config._set_default_parameters = _set_default_parameters
 
 
+def _quiet_inplace_fillna() -> None:
+    """Item 5 under pandas 2: RecBole's ``feat[field].fillna(..., inplace=True)`` still fills
+    (pandas < 3), but warns once per float / token field of every ``.item`` / ``.user`` file it
+    loads that it will stop doing so in pandas 3.  The pin makes the warning noise; silence
+    exactly those warnings (and the one ``token_seq`` length count gives), from that module."""
+    import warnings
+
+    for message in ("A value is trying to be set on a copy",      # fillna(inplace=True), item 5
+                    "using <built-in function len> in Series.agg"):  # token_seq lengths, item 4
+        warnings.filterwarnings("ignore", message=message, category=FutureWarning,
+                                module=r"recbole\.data\.dataset\.dataset")
+
+
 def apply() -> None:
     """Apply every fix once; safe to call many times."""
     global _APPLIED
@@ -236,4 +249,5 @@ def apply() -> None:
     _collector_fix()
     _no_download()
     _honour_data_path()
+    _quiet_inplace_fillna()
     _APPLIED = True

@@ -231,6 +231,9 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, lightni
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = before
     check_dataset_files(config)
+    from recbole_ext.cold_start import cold_item_settings
+
+    cold_item_settings(config)   # raises on an invalid cold-start item protocol, before data loads
     check_hparams(config, selection=not lightning_door)
     return config
 

@@ -1,0 +1,391 @@
+"""Collaborative Variational Autoencoder: a content VAE tied to matrix factorisation.
+
+Reference:
+    Xiaopeng Li and James She. "Collaborative Variational Autoencoder for
+    Recommender Systems." KDD 2017.
+
+The model (the paper's, and the authors' ``eelxpeng/CollaborativeVAE``):
+    * item j's content x_j in [0, 1]^D (``lightning_genrec.content``) -> inference network
+      D -> 200 -> 100 (sigmoid) -> mu, log sigma^2 (K = 50): q(z_j | x_j); generation network
+      z -> 100 (its own weights) -> 200 -> D with the inference weights transposed (tied, and the
+      first inference bias reused, as the authors do) -> Bernoulli logits;
+    * latent users u_i ~ N(0, lambda_u^-1 I); items v_j = v*_j + z_j with the offset
+      v*_j ~ N(0, lambda_v^-1 I), so v_j is pulled towards its content code;
+    * ratings R_ij ~ N(u_i^T v_j, C_ij^-1), C_ij = a (observed) or b (every other pair);
+    * the VAE minimises, per item, sigmoid cross-entropy summed over the D columns
+      + beta * KL(q || N(0, I)) + (lambda_v / lambda_r) ||v_j - z_j||^2 (z sampled)
+      + reg_weight * sum ||W||^2 over the tied weights (the authors' 2e-4 L2 term);
+    * U and V have closed forms given the rest (alternating least squares with the dense
+      b-confidence, every unobserved pair included, no negative sampling):
+        u_i = (b V^T V + (a - b) V_i^T V_i + lambda_u I)^-1  a sum_{j in i} v_j
+        v_j = (b U^T U + (a - b) U_j^T U_j + lambda_v I)^-1 (a sum_{i in j} u_i + lambda_v theta_j)
+      with theta_j = E[z_j] = mu(x_j) and V^T V over the items that have training interactions;
+    * schedule per epoch: one pass of VAE minibatches (backprop, Adam 1e-3), theta <- mu(X),
+      one ALS sweep (U, then V); V starts at theta; optional pre-training of the content VAE;
+    * prediction: u_i^T v_j = u_i^T (v*_j + E[z_j]).
+
+Where this implementation departs, and why:
+    * **Cold items.** An item without training interactions never enters ALS: v*_j = 0 and
+      v_j = E[z_j], so its score comes from its content alone (the prior mean of the offset).
+      The authors' code instead shrinks such items by (b U^T U + lambda_v I)^-1, treating
+      them as rated zero by everyone -- which a new item is not.
+    * **U is not stored.** A user's vector is the U-step applied to the user's input row with
+      the current V (``fold_in``).  For training users and ``test_input: train`` it is
+      exactly the U of an ALS sweep; it also scores users from train + validation rows
+      (``test_input: train_valid``).  Each epoch's sweep recomputes U this way before the
+      V-step, so the alternation is the authors'; prediction uses u fitted to the final V
+      (the authors' U is one V-step older).
+    * **Pre-training** trains the whole content VAE (reconstruction + KL + L2, masking noise
+      ``pretrain_corruption`` on the input) for ``pretrain_epochs`` epochs, where the authors
+      pre-train a stacked denoising autoencoder layer by layer and then the VAE.
+    * The VAE trains on the content of the items that have training interactions only, so
+      held-out (cold) items are never seen in training.
+    * ``anneal_*`` (KL weight, constant 1 by default as in the paper) is available like in
+      the other VAEs.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_genrec.content import ContentTables
+from lightning_genrec.models.base import ANNEAL_CHECKS, VAEModule, positive_int
+from lightning_genrec.models.mvae import ACTIVATIONS
+
+log = logging.getLogger(__name__)
+
+
+class ContentVAE(nn.Module):
+    """The content VAE with tied generation weights: ``forward(x) -> (logits, mu, logvar, z)``."""
+
+    def __init__(self, n_content: int, hidden: Sequence[int] = (200, 100), latent: int = 50,
+                 activation: str = "sigmoid"):
+        super().__init__()
+        dims = [n_content, *hidden]
+        self.act = ACTIVATIONS[activation]()
+        self.encoder = nn.ModuleList(nn.Linear(d_in, d_out) for d_in, d_out in zip(dims[:-1], dims[1:]))
+        self.mu = nn.Linear(dims[-1], latent)
+        self.logvar = nn.Linear(dims[-1], latent)
+        self.generator_in = nn.Linear(latent, dims[-1])       # the only untied generation layer
+        self.out_bias = nn.Parameter(torch.zeros(n_content))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def encode(self, x: torch.Tensor):
+        h = x
+        for layer in self.encoder:
+            h = self.act(layer(h))
+        return self.mu(h), self.logvar(h)                       # (B, K), (B, K)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.generator_in(z))                      # (B, H_last)
+        for k in reversed(range(len(self.encoder))):
+            h = h @ self.encoder[k].weight                      # transposed inference weights
+            if k > 0:
+                h = self.act(h + self.encoder[k - 1].bias)
+        return h + self.out_bias                                # (B, D) logits
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None):
+        mu, logvar = self.encode(x)
+        if noise is None:
+            noise = torch.randn_like(mu)
+        z = mu + noise * torch.exp(0.5 * logvar)
+        return self.decode(z), mu, logvar, z
+
+    def tied_weight_norm(self) -> torch.Tensor:
+        return sum(layer.weight.pow(2).sum() for layer in self.encoder)
+
+
+def vae_terms(net: ContentVAE, logits, mu, logvar, x):
+    """(reconstruction, KL, L2): per-item sums, mean over the batch; L2 = sum ||W||^2 of tied weights."""
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1).mean()
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=1).mean()
+    return recon, kl, net.tied_weight_norm()
+
+
+def _mm(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return torch.sparse.mm(x, m) if x.is_sparse else x @ m
+
+
+def outer_rows(m: torch.Tensor) -> torch.Tensor:
+    """``(N, K) -> (N, K*K)``: each row's outer product with itself, flattened."""
+    return (m[:, :, None] * m[:, None, :]).reshape(m.shape[0], -1)
+
+
+def fold_in(x: torch.Tensor, V: torch.Tensor, gram: torch.Tensor, a: float, b: float, lambda_u: float,
+            V_outer: torch.Tensor | None = None) -> torch.Tensor:
+    """The ALS U-step for input rows ``x`` (B, I) (dense or sparse, binary) given item
+    vectors ``V`` (I, K) and ``gram`` = V^T V over the training items:
+    u = (b gram + (a - b) V_x^T V_x + lambda_u I)^-1 a sum_{j in x} v_j.  Returns (B, K)."""
+    K = V.shape[1]
+    V_outer = outer_rows(V) if V_outer is None else V_outer
+    eye = torch.eye(K, dtype=V.dtype, device=V.device)
+    A = (b * gram + lambda_u * eye) + (a - b) * _mm(x, V_outer).view(-1, K, K)   # (B, K, K)
+    rhs = a * _mm(x, V)                                                           # (B, K)
+    return torch.linalg.solve(A, rhs)
+
+
+def item_step(R: torch.Tensor, U: torch.Tensor, theta: torch.Tensor, rated: torch.Tensor, a: float, b: float,
+              lambda_v: float) -> torch.Tensor:
+    """The ALS V-step: ``R`` (U, I) sparse binary, ``U`` (U, K), ``theta`` (I, K).  Items with
+    training interactions (``rated``) get their closed form; the others keep v_j = theta_j."""
+    K = U.shape[1]
+    Rt = R.t().coalesce() if R.is_sparse else R.t()
+    eye = torch.eye(K, dtype=U.dtype, device=U.device)
+    A = (b * U.t() @ U + lambda_v * eye) + (a - b) * _mm(Rt, outer_rows(U)).view(-1, K, K)   # (I, K, K)
+    rhs = a * _mm(Rt, U) + lambda_v * theta                                                  # (I, K)
+    V = torch.linalg.solve(A, rhs)
+    return torch.where(rated[:, None], V, theta)
+
+
+class CVAE(VAEModule):
+    """Collaborative VAE (Li & She, KDD 2017) as a LightningModule.
+
+    Trains on items: each epoch is one pass of content-VAE minibatches over the items that
+    have training interactions, then one ALS sweep of U and V on the whole training matrix.
+    The data form is :class:`~lightning_genrec.content.ContentTables` (item content from the
+    config's ``content_fields``, ``content_min_count``).
+
+    Args:
+        n_items: number of items; ``None`` = taken from the data at fit time.
+        n_content: width D of the item content rows; ``None`` = taken from the data.
+        mlp_hidden_size: inference network hidden layers (the generation network mirrors them
+            with tied weights). Default ``[200, 100]``.
+        latent_dimension: K, the size of z and of the user / item vectors. Default 50.
+        activation: of the hidden layers: sigmoid (default, the authors'), tanh, relu, leakyrelu.
+        lambda_u: precision of the user prior. Default 0.1.
+        lambda_v: precision of the item offset prior (how tightly v_j follows z_j). Default 10.
+        lambda_r: rating precision scale in the coupling weight lambda_v / lambda_r. Default 1.
+        confidence_a: confidence of an observed interaction. Default 1.
+        confidence_b: confidence of every unobserved pair. Default 0.01.
+        reg_weight: weight of the L2 term on the tied weights. Default 2e-4.
+        learning_rate: Adam step size for the VAE. Default 1e-3.
+        pretrain_epochs: epochs of content-VAE pre-training before the joint training. Default 20.
+        pretrain_corruption: masking-noise share of the input during pre-training. Default 0.3.
+        pretrain_batch_size: items per pre-training batch. Default 128.
+        anneal_cap: KL weight beta (the largest, if annealed). Default 1.0.
+        total_anneal_steps: minibatches for beta to reach ``anneal_cap``. Default 0 (constant).
+        anneal_schedule: ``constant`` (default), ``linear`` or ``cyclical``.
+        topk: cut-offs for the evaluation metrics. Default ``[10, 20]``.
+    """
+
+    tables_class = ContentTables
+
+    HPARAM_CHECKS = {
+        "n_content": (lambda v: v is None or positive_int(v), "a positive integer or None"),
+        "mlp_hidden_size": (lambda v: len(v) > 0 and all(positive_int(d) for d in v),
+                            "a non-empty list of positive integers"),
+        "latent_dimension": (positive_int, "a positive integer"),
+        "activation": (lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
+        "lambda_u": (lambda v: v > 0.0, "> 0"),
+        "lambda_v": (lambda v: v > 0.0, "> 0"),
+        "lambda_r": (lambda v: v > 0.0, "> 0"),
+        "confidence_a": (lambda v: v > 0.0, "> 0"),
+        "confidence_b": (lambda v: v >= 0.0, ">= 0"),
+        "reg_weight": (lambda v: v >= 0.0, ">= 0"),
+        "pretrain_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
+        "pretrain_corruption": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+        "pretrain_batch_size": (positive_int, "a positive integer"),
+        **ANNEAL_CHECKS,
+    }
+
+    def __init__(self, n_items: int | None = None, n_content: int | None = None,
+                 mlp_hidden_size: Sequence[int] = (200, 100), latent_dimension: int = 50,
+                 activation: str = "sigmoid", lambda_u: float = 0.1, lambda_v: float = 10.0, lambda_r: float = 1.0,
+                 confidence_a: float = 1.0, confidence_b: float = 0.01, reg_weight: float = 2e-4,
+                 learning_rate: float = 1e-3, pretrain_epochs: int = 20, pretrain_corruption: float = 0.3,
+                 pretrain_batch_size: int = 128, anneal_cap: float = 1.0, total_anneal_steps: int = 0,
+                 anneal_schedule: str = "constant", topk: Sequence[int] = (10, 20)):
+        super().__init__()
+        self.check_hparams(n_items=n_items, n_content=n_content, mlp_hidden_size=mlp_hidden_size,
+                           latent_dimension=latent_dimension, activation=activation, lambda_u=lambda_u,
+                           lambda_v=lambda_v, lambda_r=lambda_r, confidence_a=confidence_a,
+                           confidence_b=confidence_b, reg_weight=reg_weight, learning_rate=learning_rate,
+                           pretrain_epochs=pretrain_epochs, pretrain_corruption=pretrain_corruption,
+                           pretrain_batch_size=pretrain_batch_size, anneal_cap=anneal_cap,
+                           total_anneal_steps=total_anneal_steps, anneal_schedule=anneal_schedule, topk=topk)
+        if confidence_b > confidence_a:
+            from lightning_genrec.models.base import HyperparameterError
+
+            raise HyperparameterError(f"invalid hyperparameters confidence_b={confidence_b!r} > confidence_a="
+                                      f"{confidence_a!r}: an observed interaction must weigh at least as much "
+                                      "as an unobserved pair.")
+        mlp_hidden_size, topk = list(mlp_hidden_size), list(topk)
+        self.save_hyperparameters()
+        self.net: ContentVAE | None = None
+        self._tables: ContentTables | None = None
+        self._cache: dict = {}
+        if n_items is not None and n_content is not None:
+            self.build()
+
+    @classmethod
+    def adapt_config(cls, config) -> None:
+        """CVAE reads item content: the ``.item`` file must have the ``content_fields``, which
+        are added to ``load_col`` (RecBole's ml-100k default loads interactions only)."""
+        from lightning_genrec.content import content_fields_of, item_file_fields, missing_content_message
+        from recbole_ext.config import ConfigError
+
+        fields = content_fields_of(config)
+        available = item_file_fields(config)
+        if available is None:
+            import os
+
+            if not os.path.isfile(os.path.join(config["data_path"], f"{config['dataset']}.inter")):
+                return                              # a missing dataset is reported by the dataset checks
+        if available is None or any(f not in available for f in fields):
+            raise ConfigError(missing_content_message(config["model"], config["dataset"], fields, available))
+        load_col = config["load_col"]
+        if isinstance(load_col, dict):
+            item_cols = list(load_col.get("item") or [config["ITEM_ID_FIELD"]])
+            load_col["item"] = item_cols + [f for f in fields if f not in item_cols]
+
+    def build(self) -> None:
+        h = self.hparams
+        if h.n_content is None:
+            raise RuntimeError("CVAE does not know the width of the item content: pass n_content=... or train "
+                               "with a RecBoleDataModule(model='CVAE').")
+        self.net = ContentVAE(h.n_content, h.mlp_hidden_size, h.latent_dimension, h.activation)
+        K = h.latent_dimension
+        # V with v_j = theta_j for items without training interactions; which items have them;
+        # whether V was initialised / the VAE pre-trained (so a resumed fit skips both)
+        self.register_buffer("item_factors", torch.zeros(h.n_items, K))
+        self.register_buffer("rated", torch.zeros(h.n_items, dtype=torch.bool))
+        self.register_buffer("progress", torch.zeros(2, dtype=torch.bool))   # [pretrained, factors ready]
+
+    def attach_data(self, tables) -> None:
+        if not isinstance(tables, ContentTables):
+            raise ValueError("CVAE needs item content: build its data with RecBoleDataModule(model='CVAE') "
+                             "(ContentTables), not the interaction-only tables of another model.")
+        width = tables.content.dim
+        if self.hparams.n_content is None:
+            self.hparams.n_content = width
+            if self.hparams.n_items is not None:
+                self.build()
+        elif self.hparams.n_content != width:
+            raise ValueError(f"CVAE was built for {self.hparams.n_content} content columns but the data has "
+                             f"{width}; use the same content_fields / content_min_count, or n_content=None.")
+        super().attach_data(tables)
+        self._tables = tables
+        self._cache = {}
+        self.rated.copy_(torch.from_numpy(tables.item_counts > 0))
+
+    # -- data on the model's device ----------------------------------------------
+    def _content(self) -> torch.Tensor:
+        if "content" not in self._cache or self._cache["content"].device != self.device:
+            self._cache["content"] = torch.from_numpy(self._tables.content.matrix).to(self.device)
+        return self._cache["content"]
+
+    def _train_matrix(self) -> torch.Tensor:
+        if "R" not in self._cache or self._cache["R"].device != self.device:
+            coo = self._tables.train.tocoo()
+            index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+            self._cache["R"] = torch.sparse_coo_tensor(index, torch.ones(coo.nnz, dtype=torch.float64),
+                                                       coo.shape, check_invariants=True).coalesce().to(self.device)
+        return self._cache["R"]
+
+    def _require_data(self, what: str) -> None:
+        if self._tables is None:
+            raise RuntimeError(f"CVAE {what} needs its training data: use a RecBoleDataModule(model='CVAE') or "
+                               "call model.attach_data(tables) first.")
+
+    # -- the collaborative part ---------------------------------------------------
+    @torch.no_grad()
+    def item_means(self) -> torch.Tensor:
+        """theta = E[z_j | x_j] for every item, ``(I, K)`` float64."""
+        self._require_data("item_means")
+        return self.net.encode(self._content())[0].double()
+
+    def _gram(self, V: torch.Tensor) -> torch.Tensor:
+        Vr = V[self.rated]
+        return Vr.t() @ Vr
+
+    @torch.no_grad()
+    def user_factors(self, x: torch.Tensor) -> torch.Tensor:
+        """u for input rows ``x`` (B, I), given the current V (the ALS U-step); ``(B, K)`` float64."""
+        h = self.hparams
+        key = (self.item_factors.data_ptr(), self.item_factors._version, self.rated.data_ptr(), self.rated._version)
+        if self._cache.get("fold_key") != key:
+            V = self.item_factors.double()
+            self._cache.update(fold_key=key, V=V, V_outer=outer_rows(V), gram=self._gram(V))
+        c = self._cache
+        return fold_in(x.double(), c["V"], c["gram"], h.confidence_a, h.confidence_b, h.lambda_u, c["V_outer"])
+
+    @torch.no_grad()
+    def als_sweep(self) -> None:
+        """theta <- mu(X); U <- U-step(R, V); V <- V-step(R, U, theta)."""
+        self._require_data("als_sweep")
+        h = self.hparams
+        theta = self.item_means()
+        R = self._train_matrix()
+        U = self.user_factors(R)
+        V = item_step(R, U, theta, self.rated, h.confidence_a, h.confidence_b, h.lambda_v)
+        self.item_factors.copy_(V.float())
+
+    @torch.no_grad()
+    def init_factors(self) -> None:
+        """V <- theta (the authors' start)."""
+        self.item_factors.copy_(self.item_means().float())
+        self.progress[1] = True
+
+    def pretrain(self) -> None:
+        """Pre-train the content VAE alone (denoising: masked input, clean target) on the
+        training items.  Its random draws come from a generator seeded by ``torch.initial_seed()``,
+        so every DDP process computes the same weights."""
+        self._require_data("pretrain")
+        h = self.hparams
+        X = self._content()
+        items = torch.from_numpy(np.flatnonzero(self._tables.item_counts > 0))
+        g = torch.Generator().manual_seed(torch.initial_seed() % (2 ** 63))
+        opt = torch.optim.Adam(self.net.parameters(), lr=h.learning_rate)
+        with torch.enable_grad():
+            for epoch in range(h.pretrain_epochs):
+                total = 0.0
+                for chunk in items[torch.randperm(len(items), generator=g)].split(h.pretrain_batch_size):
+                    x = X[chunk.to(X.device)]
+                    keep = (torch.rand(x.shape, generator=g) >= h.pretrain_corruption).to(x.device)
+                    noise = torch.randn(len(chunk), h.latent_dimension, generator=g).to(x.device)
+                    logits, mu, logvar, _ = self.net(x * keep, noise)
+                    recon, kl, l2 = vae_terms(self.net, logits, mu, logvar, x)
+                    loss = recon + kl + h.reg_weight * l2
+                    self.check_finite(loss)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(chunk)
+                log.info("CVAE pre-training epoch %d/%d: loss %.4f", epoch + 1, h.pretrain_epochs, total / len(items))
+        self.progress[0] = True
+
+    # -- Lightning hooks -----------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._require_data("training")
+        if not bool(self.progress[0]) and self.hparams.pretrain_epochs > 0:
+            self.pretrain()
+        if not bool(self.progress[1]):
+            self.init_factors()
+
+    def training_step(self, batch, batch_idx):
+        h = self.hparams
+        x, items = batch["content"], batch["item"]                     # (B, D), (B,)
+        logits, mu, logvar, z = self.net(x)
+        recon, kl, l2 = vae_terms(self.net, logits, mu, logvar, x)
+        coupling = (self.item_factors[items] - z).pow(2).sum(dim=1).mean()
+        beta = self.kl_weight()
+        loss = recon + beta * kl + (h.lambda_v / h.lambda_r) * coupling + h.reg_weight * l2
+        self.log_elbo(loss, recon, kl, beta, x.shape[0])
+        self.log("train/coupling", coupling, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if batch_idx == self.trainer.num_training_batches - 1:   # before Lightning validates the epoch
+            self.als_sweep()
+
+    def score(self, batch):
+        u = self.user_factors(batch["input"])                           # (B, K)
+        return (u @ self.item_factors.double().t()).float()             # (B, I)

@@ -1,0 +1,154 @@
+"""The cold-start item protocol: a split that holds out whole items.
+
+RecBole's splits (``eval_args.split``) divide each user's interactions, so
+every test item has been seen in training.  With ``cold_item_ratio`` set,
+``Dataset.build`` instead draws that share of the items (seeded by ``seed``);
+*all* their interactions leave training.  The held-out items are divided once
+more (``cold_item_valid_ratio``): the interactions of the first part form the
+validation split, those of the rest the test split -- so epochs are selected
+on other new items than the ones reported.  Training keeps every interaction
+of the remaining (warm) items.
+
+Evaluation (RecBole's full-sort loaders, so RecBole's evaluator and our
+``TopKMetrics`` alike) ranks, for each user with an interaction on the phase's
+held-out items, only those items (``cold_item_rank: cold``): every other item
+is added to the user's excluded history.  ``cold_item_rank: all`` ranks every
+item except the user's history instead.
+
+Config keys (all models; off unless ``cold_item_ratio`` is set):
+
+=======================  =======  ==========================================================
+``cold_item_ratio``      ``~``    share of items held out entirely, in (0, 1); ``~`` = off
+``cold_item_valid_ratio`` ``0.5`` share of the held-out items whose interactions validate
+``cold_item_rank``       ``cold`` ``cold``: rank only the phase's held-out items; ``all``: every item
+=======================  =======  ==========================================================
+
+``eval_args.split``, ``order`` and ``group_by`` are not used while the
+protocol is on (``eval_args.mode`` must stay ``full``).  Sequential
+models (RecBole's ``SequentialDataset``) are not supported: they need a
+user's items in time order and have no way to score an unseen item.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
+from recbole.data.dataset import Dataset
+from recbole.utils import ModelType
+
+from recbole_ext.config import ConfigError
+
+RANK_MODES = ("cold", "all")
+
+
+def cold_item_settings(config) -> tuple[float, float, str] | None:
+    """``(ratio, valid_ratio, rank)`` when the protocol is on, else ``None``; raises
+    :class:`~recbole_ext.config.ConfigError` for an invalid setting."""
+    ratio = config["cold_item_ratio"]
+    if ratio in (None, 0, 0.0, False):
+        return None
+    valid = config["cold_item_valid_ratio"]
+    valid = 0.5 if valid is None else valid
+    rank = config["cold_item_rank"] or "cold"
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
+        raise ConfigError(f"cold_item_ratio={ratio!r}: must be a share of the items in (0, 1), e.g. 0.2 "
+                          "(or ~ to turn the cold-start item protocol off).")
+    if isinstance(valid, bool) or not isinstance(valid, (int, float)) or not 0.0 < valid < 1.0:
+        raise ConfigError(f"cold_item_valid_ratio={valid!r}: must be in (0, 1): the share of the held-out items "
+                          "that form the validation split (the rest form the test split).")
+    if rank not in RANK_MODES:
+        raise ConfigError(f"cold_item_rank={rank!r}: use 'cold' (rank only the held-out items) or 'all' "
+                          "(rank every item).")
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        raise ConfigError(f"the cold-start item protocol (cold_item_ratio) is for general models; "
+                          f"{config['model']} is sequential. Remove cold_item_ratio, or use a general model.")
+    if config["benchmark_filename"]:
+        raise ConfigError("cold_item_ratio and benchmark_filename both define the split; use one of them.")
+    return float(ratio), float(valid), rank
+
+
+def draw_cold_items(item_ids: np.ndarray, ratio: float, valid_ratio: float, seed: int):
+    """``(valid_items, test_items)``: disjoint, sorted, drawn from ``item_ids`` with ``seed``.
+    Raises :class:`ConfigError` if either part would be empty."""
+    item_ids = np.unique(np.asarray(item_ids, dtype=np.int64))
+    rng = np.random.default_rng(seed)
+    n_cold = int(round(ratio * len(item_ids)))
+    n_valid = int(round(valid_ratio * n_cold))
+    if n_valid < 1 or n_cold - n_valid < 1:
+        raise ConfigError(f"cold_item_ratio={ratio} and cold_item_valid_ratio={valid_ratio} of {len(item_ids)} items "
+                          f"leave {n_valid} validation and {n_cold - n_valid} test items; both need at least one. "
+                          "Raise cold_item_ratio.")
+    cold = rng.permutation(item_ids)[:n_cold]
+    return np.sort(cold[:n_valid]), np.sort(cold[n_valid:])
+
+
+def _cold_build(self):
+    settings = cold_item_settings(self.config)
+    self._change_feat_format()
+    ratio, valid_ratio, rank = settings
+    items = self.inter_feat[self.iid_field].numpy()
+    valid_items, test_items = draw_cold_items(items, ratio, valid_ratio, self.config["seed"])
+    in_valid = torch.from_numpy(np.isin(items, valid_items))
+    in_test = torch.from_numpy(np.isin(items, test_items))
+    train_rows = torch.nonzero(~(in_valid | in_test)).view(-1)
+    parts = [self.copy(self.inter_feat[rows]) for rows in
+             (train_rows, torch.nonzero(in_valid).view(-1), torch.nonzero(in_test).view(-1))]
+    for part, phase_items in zip(parts, (None, valid_items, test_items)):
+        part.cold_items = {"valid": valid_items, "test": test_items}
+        part.rank_items = phase_items if (phase_items is not None and rank == "cold") else None
+    logging.getLogger().info(
+        f"cold-start item split: {len(valid_items)} validation and {len(test_items)} test items held out "
+        f"({len(train_rows)} training, {int(in_valid.sum())} validation, {int(in_test.sum())} test interactions); "
+        f"ranking {'only the held-out items' if rank == 'cold' else 'all items'}")
+    return parts
+
+
+_RECBOLE_BUILD = None   # RecBole's own Dataset.build, which warm protocols keep using
+
+
+def _patch_dataset() -> None:
+    global _RECBOLE_BUILD
+    original = Dataset.build
+    if getattr(original, "_genrec_cold", False):
+        return
+    _RECBOLE_BUILD = original
+
+    def build(self):
+        if cold_item_settings(self.config) is None:
+            return original(self)
+        return _cold_build(self)
+
+    build._genrec_cold = True
+    Dataset.build = build
+
+
+def restrict_to(loader, rank_items: np.ndarray) -> None:
+    """Add every item outside ``rank_items`` to each user's excluded history in ``loader``."""
+    others = np.setdiff1d(np.arange(1, loader._dataset.item_num), rank_items)
+    others_t = torch.from_numpy(others)
+    for uid in np.asarray(loader.uid_list, dtype=np.int64):
+        history = loader.uid2history_item[uid]
+        loader.uid2history_item[uid] = torch.unique(torch.cat([history, others_t]))
+
+
+def _patch_loader() -> None:
+    original = FullSortEvalDataLoader.__init__
+    if getattr(original, "_genrec_cold", False):
+        return
+
+    def __init__(self, config, dataset, sampler, shuffle=False):
+        original(self, config, dataset, sampler, shuffle=shuffle)
+        rank_items = getattr(dataset, "rank_items", None)
+        if rank_items is not None and not self.is_sequential:
+            restrict_to(self, rank_items)
+
+    __init__._genrec_cold = True
+    FullSortEvalDataLoader.__init__ = __init__
+
+
+def apply() -> None:
+    """Teach RecBole's ``Dataset.build`` and full-sort loader the cold-start item protocol."""
+    _patch_dataset()
+    _patch_loader()

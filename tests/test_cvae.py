@@ -1,0 +1,252 @@
+"""CVAE: the paper's content VAE, exact ALS closed forms, content from RecBole item fields, both doors."""
+import os
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import recbole_ext
+from lightning_genrec import CVAE, RecBoleDataModule
+from lightning_genrec.content import ContentTables, MissingContentError, item_content
+from lightning_genrec.models.base import HyperparameterError
+from lightning_genrec.models.cvae import ContentVAE, fold_in, item_step, outer_rows
+from recbole_ext.config import ConfigError, load_data, make_config
+
+from conftest import write_tiny_dataset
+
+SMALL = dict(mlp_hidden_size=[16, 8], latent_dimension=4, pretrain_epochs=2, topk=[5, 10])
+COLD = {"cold_item_ratio": 0.3, "cold_item_valid_ratio": 0.5}
+
+
+def _cvae_config(tiny_config, **extra):
+    return {**tiny_config, **SMALL, "content_fields": ["class"], "content_min_count": 1, **extra}
+
+
+# -- the content VAE -----------------------------------------------------------------------
+
+def test_generation_network_is_the_inference_network_transposed():
+    net = ContentVAE(30, (20, 10), 5)
+    # parameters: 2 inference layers, mu, logvar, the one untied generation layer, the output bias
+    assert sorted(n for n, _ in net.named_parameters()) == sorted([
+        "encoder.0.weight", "encoder.0.bias", "encoder.1.weight", "encoder.1.bias", "mu.weight", "mu.bias",
+        "logvar.weight", "logvar.bias", "generator_in.weight", "generator_in.bias", "out_bias"])
+    z = torch.randn(3, 5)
+    h = torch.sigmoid(net.generator_in(z))
+    h = torch.sigmoid(h @ net.encoder[1].weight + net.encoder[0].bias)     # 10 -> 20, tied
+    expected = h @ net.encoder[0].weight + net.out_bias                      # 20 -> 30, tied
+    assert torch.allclose(net.decode(z), expected)
+    mu, logvar = net.encode(torch.rand(3, 30))
+    assert mu.shape == logvar.shape == (3, 5)
+
+
+def test_z_is_mu_plus_scaled_noise():
+    net = ContentVAE(12, (8,), 3)
+    x, noise = torch.rand(4, 12), torch.randn(4, 3)
+    _, mu, logvar, z = net(x, noise)
+    assert torch.allclose(z, mu + noise * torch.exp(0.5 * logvar))
+
+
+# -- ALS: the closed forms are the minimisers of the paper's objective ---------------------
+
+def _dense_confidence(R, a, b):
+    return np.where(R > 0, a, b)
+
+
+def test_fold_in_is_the_exact_weighted_least_squares_user_step():
+    rng = np.random.default_rng(0)
+    n_users, n_items, K, a, b, lam = 6, 9, 3, 1.0, 0.01, 0.1
+    R = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
+    V = rng.normal(size=(n_items, K))
+    rated = np.ones(n_items, dtype=bool)
+    U = fold_in(torch.from_numpy(R), torch.from_numpy(V), torch.from_numpy(V.T @ V), a, b, lam).numpy()
+    C = _dense_confidence(R, a, b)
+    for i in range(n_users):   # argmin_u sum_j C_ij (R_ij - u.v_j)^2 + lam |u|^2
+        A = V.T @ (C[i][:, None] * V) + lam * np.eye(K)
+        assert np.allclose(U[i], np.linalg.solve(A, V.T @ (C[i] * R[i])))
+    assert rated.all()
+
+
+def test_item_step_is_the_exact_minimiser_and_keeps_unrated_items_at_theta():
+    rng = np.random.default_rng(1)
+    n_users, n_items, K, a, b, lam_v = 7, 8, 3, 1.0, 0.01, 10.0
+    R = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
+    R[:, 5] = 0.0                                                  # item 5 has no training interaction
+    rated = R.sum(axis=0) > 0
+    U, theta = rng.normal(size=(n_users, K)), rng.normal(size=(n_items, K))
+    Rs = torch.from_numpy(R).to_sparse()
+    V = item_step(Rs, torch.from_numpy(U), torch.from_numpy(theta), torch.from_numpy(rated), a, b, lam_v).numpy()
+    C = _dense_confidence(R, a, b)
+    for j in np.flatnonzero(rated):  # argmin_v sum_i C_ij (R_ij - u_i.v)^2 + lam_v |v - theta_j|^2
+        A = U.T @ (C[:, j][:, None] * U) + lam_v * np.eye(K)
+        assert np.allclose(V[j], np.linalg.solve(A, U.T @ (C[:, j] * R[:, j]) + lam_v * theta[j]))
+    assert np.allclose(V[5], theta[5])
+
+
+def test_outer_rows():
+    m = torch.randn(4, 3)
+    assert torch.allclose(outer_rows(m).view(4, 3, 3), torch.einsum("nk,nl->nkl", m, m))
+
+
+# -- content from RecBole item fields -------------------------------------------------------
+
+def test_content_is_multi_hot_of_the_item_fields(tiny_config):
+    config = make_config("CVAE", "tiny", config_dict=_cvae_config(tiny_config))
+    dataset, train, _, _ = load_data(config)
+    content = item_content(dataset, ["class"])
+    assert content.dim == 4 and sorted(content.columns) == ["class=Action", "class=Comedy", "class=Drama",
+                                                             "class=Horror"]
+    tokens = dataset.field2id_token["item_id"]
+    for item in (1, 7, 40):
+        i = int(tokens[item][1:])                         # the tiny file: genres i*4//80 and (i+1)%4
+        genres = {["Action", "Comedy", "Drama", "Horror"][g] for g in (i * 4 // 80, (i + 1) % 4)}
+        on = {c.split("=")[1] for c, v in zip(content.columns, content.matrix[item]) if v == 1.0}
+        assert on == genres
+    assert (content.matrix[0] == 0).all()                 # padding item
+
+
+def test_rare_tokens_and_float_fields(tmp_path, tiny_config):
+    root = write_tiny_dataset(str(tmp_path), item_file=False)
+    with open(os.path.join(root, "tiny", "tiny.item"), "w") as f:
+        f.write("item_id:token\tclass:token_seq\tprice:float\n")
+        for i in range(80):
+            f.write(f"i{i}\t{'Rare' if i == 0 else 'Common'}\t{10.0 + i}\n")
+    config = make_config("CVAE", "tiny", config_dict=_cvae_config(dict(tiny_config, data_path=root),
+                                                                   content_fields=["class", "price"]))
+    dataset, _, _, _ = load_data(config)
+    content = item_content(dataset, ["class", "price"], min_count=2)
+    assert content.columns == ["class=Common", "price"]  # 'Rare' is on one item only
+    price = content.matrix[1:, 1]
+    assert price.min() == 0.0 and price.max() == 1.0
+
+
+def test_missing_content_fields_are_named(tiny_config):
+    with pytest.raises(ConfigError, match=r"looked for the item fields class, plot.*no field plot.*its fields: "
+                                          r"item_id, class"):
+        make_config("CVAE", "tiny", config_dict=_cvae_config(tiny_config, content_fields=["class", "plot"]))
+
+
+def test_dataset_without_item_file_is_a_clear_error(tmp_path, tiny_config):
+    root = write_tiny_dataset(str(tmp_path), item_file=False)
+    with pytest.raises(ConfigError, match="has no tiny.item file"):
+        make_config("CVAE", "tiny", config_dict=_cvae_config(dict(tiny_config, data_path=root)))
+    with pytest.raises(MissingContentError, match="looked for the item fields class"):
+        config = make_config("MVAE", "tiny", config_dict=dict(tiny_config, data_path=root))
+        item_content(load_data(config)[0], ["class"], model="CVAE")
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def _datamodule(tiny_config, **extra):
+    dm = RecBoleDataModule("tiny", model="CVAE", config_dict=_cvae_config(tiny_config, **COLD, **extra))
+    dm.setup()
+    return dm
+
+
+def test_trains_over_items_and_vae_never_sees_held_out_items(tiny_config):
+    dm = _datamodule(tiny_config)
+    tables = dm.tables
+    assert isinstance(tables, ContentTables)
+    units = tables.train_units()
+    assert set(units) == set(np.flatnonzero(tables.item_counts > 0))
+    held_out = np.flatnonzero(np.asarray(tables.valid.positives.sum(0)).ravel()
+                              + np.asarray(tables.test.positives.sum(0)).ravel())
+    assert not set(units) & set(held_out)
+    batch = tables.train_batch(units[:5])
+    assert batch["content"].shape == (5, tables.content.dim)
+
+
+def test_cold_items_are_scored_from_content_and_beat_chance(tiny_config, tmp_path):
+    # a larger tiny dataset: 200 items, so that 30 test items are not almost all relevant
+    root = write_tiny_dataset(str(tmp_path / "data"), n_users=100, n_items=200, per_user=25)
+    pl.seed_everything(0)
+    dm = _datamodule(dict(tiny_config, data_path=root), epochs=10)
+    model = CVAE(**SMALL)
+    trainer = pl.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    rated = torch.from_numpy(dm.tables.item_counts > 0)
+    # v_j = E[z_j] exactly for items without training interactions
+    theta = model.item_means().float()
+    assert torch.allclose(model.item_factors[~rated], theta[~rated], atol=1e-6)
+    assert not torch.allclose(model.item_factors[rated], theta[rated], atol=1e-3)
+    tested = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
+    # the same users with random scores over the same candidates
+    from lightning_genrec.metrics import TopKMetrics
+
+    split = dm.tables.split("test")
+    batch = dm.tables.rows(split.users, "test")
+    random = TopKMetrics(dm.n_items, [5, 10])
+    scores = torch.rand(batch["target"].shape, generator=torch.Generator().manual_seed(0))
+    scores = scores.masked_fill(batch["exclude"], -float("inf"))
+    scores[:, 0] = -float("inf")
+    random.update(scores, batch["target"])
+    assert tested > 1.5 * float(random.compute()["ndcg@10"])
+
+
+def test_user_vectors_are_the_als_user_step_on_the_input_row(tiny_config):
+    dm = _datamodule(tiny_config)
+    model = CVAE(**SMALL)
+    model.attach_data(dm.tables)
+    model.init_factors()
+    model.als_sweep()
+    users = dm.tables.split("test").users[:4]
+    x = torch.from_numpy(dm.tables.train[users].toarray())
+    V = model.item_factors.double()
+    Vr = V[model.rated]
+    u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1)
+    assert torch.allclose(model.user_factors(x), u)
+    scores = model.score({"input": x})
+    assert torch.allclose(scores, (u @ V.t()).float(), atol=1e-5)
+
+
+def test_both_doors_give_the_same_numbers(tiny_config):
+    cfg = _cvae_config(tiny_config, **COLD, epochs=2)
+    result = recbole_ext.run_recbole(model="CVAE", dataset="tiny", config_dict=cfg)
+    state = torch.load(result["saved_model_file"], weights_only=False)["state_dict"]
+    dm = RecBoleDataModule("tiny", model="CVAE", config_dict=cfg)
+    dm.setup()
+    lm = CVAE(n_items=dm.n_items, n_content=dm.tables.content.dim, **SMALL)
+    lm.load_state_dict({k[len("module."):]: v for k, v in state.items()})
+    out = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(lm, datamodule=dm,
+                                                                                      verbose=False)[0]
+    assert len(result["test_result"]) == 14 and result["test_result"]["ndcg@10"] > 0
+    for key, value in result["test_result"].items():
+        assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key
+
+
+def test_recboles_own_run_recbole_and_warm_split(tiny_config):
+    from recbole.quick_start import run_recbole
+
+    result = run_recbole(model="CVAE", dataset="tiny", config_dict=_cvae_config(tiny_config, epochs=1))
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
+
+
+def test_checkpoint_round_trip_gives_identical_scores(tiny_config, tmp_path):
+    dm = _datamodule(tiny_config, epochs=2)
+    model = CVAE(**SMALL)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    path = str(tmp_path / "cvae.ckpt")
+    trainer.save_checkpoint(path)
+    loaded = CVAE.load_from_checkpoint(path)
+    x = torch.from_numpy(dm.tables.train[dm.tables.split("test").users].toarray())
+    assert torch.equal(model.score({"input": x}), loaded.score({"input": x}))
+    assert bool(loaded.progress.all())   # a resumed fit neither pre-trains nor re-initialises V again
+
+
+def test_needs_content_tables(tiny_config):
+    dm = RecBoleDataModule("tiny", model="MVAE", config_dict=tiny_config)
+    dm.setup()
+    with pytest.raises(ValueError, match="CVAE needs item content"):
+        CVAE(**SMALL).attach_data(dm.tables)
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"lambda_v": 0.0}, "lambda_v=0.0"), ({"confidence_b": 2.0}, "confidence_b=2.0"),
+    ({"pretrain_corruption": 1.0}, "pretrain_corruption=1.0"), ({"mlp_hidden_size": []}, "mlp_hidden_size"),
+])
+def test_invalid_hyperparameters_are_named(bad, words):
+    with pytest.raises(HyperparameterError, match=words):
+        CVAE(**bad)
