@@ -1,0 +1,84 @@
+"""What the part-based benchmark scripts share: one run per fresh subprocess, results CSVs
+that can be merged (``--append``) and re-rendered (``--render``), mean ± std cells."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+
+def run_subprocess(script: str, args: list[str]) -> dict:
+    """``python script *args`` in an empty temporary directory; the dict it prints after ``RESULT ``."""
+    with tempfile.TemporaryDirectory() as work:
+        out = subprocess.run([sys.executable, os.path.abspath(script), *args], cwd=work, capture_output=True,
+                             text=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode != 0 or not line:
+        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
+        raise SystemExit(f"{os.path.basename(script)} {' '.join(args)} failed")
+    return json.loads(line[0][7:])
+
+
+def number(v: str):
+    """A CSV cell back as int / float where it is one."""
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+
+def read_rows(path: str) -> list[dict]:
+    with open(path) as f:
+        return [{k: number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
+def write_csv(rows: list[dict], path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` rows without the (part, model, seed) keys of ``new``, then ``new``."""
+    keys = {(r["part"], r["model"], r["seed"]) for r in new}
+    return [r for r in old if (r["part"], r["model"], r["seed"]) not in keys] + new
+
+
+def command_of(out: str, script: str) -> str | None:
+    """The arguments recorded in an existing .md (so --render / --append keep the command that made the numbers)."""
+    prefix = f"Command: `python benchmarks/{script}"
+    try:
+        with open(out + ".md") as f:
+            for line in f:
+                if line.startswith(prefix):
+                    return line.strip()[len(prefix):-1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def mean_std(rows, part, model, key, fmt="%.4f") -> str:
+    vals = [r[key] for r in rows if r["part"] == part and r["model"] == model and key in r]
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return (fmt % vals[0]) + " (1 seed)"
+    return (fmt + " ± " + fmt) % (statistics.mean(vals), statistics.stdev(vals))
+
+
+def has(rows, part, model, seed) -> bool:
+    return any(r["part"] == part and r["model"] == model and r["seed"] == seed for r in rows)
+
+
+def pick(rows, part, model, seed) -> dict:
+    return next(r for r in rows if r["part"] == part and r["model"] == model and r["seed"] == seed)
