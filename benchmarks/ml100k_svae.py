@@ -23,16 +23,15 @@ Writes benchmarks/results/ml100k_svae.{csv,md} (see --out).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
+from bench_io import command_of, has, mean_std, merge, pick, read_rows, run_subprocess, write_csv
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = "ml100k_svae.py"
 ROOT = os.path.dirname(HERE)
 PROTOCOLS = {"next_item": os.path.join(ROOT, "configs", "protocols", "ml100k_next_item.yaml"),
              "block": os.path.join(ROOT, "configs", "protocols", "ml100k_future_block.yaml")}
@@ -120,17 +119,6 @@ def run_speed(batch_size: int, seed: int) -> dict:
             "epoch_s": seconds[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _subprocess(args: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as work:
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=work, capture_output=True,
-                             text=True)
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-    if out.returncode != 0 or not line:
-        sys.stderr.write(out.stdout[-3000:] + out.stderr[-3000:])
-        raise SystemExit(f"{' '.join(args)} failed")
-    return json.loads(line[0][7:])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=["next_item", "block", "speed"], choices=list(ROWS))
@@ -152,16 +140,15 @@ def main() -> None:
         print("RESULT " + json.dumps(run_speed(*args.speed)))
         return
     if args.render:
-        with open(args.render) as f:
-            rows = [{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-        write(rows, args.out, _command_of(args.out) or "", csv_too=False)
+        rows = read_rows(args.render)
+        write(rows, args.out, command_of(args.out, SCRIPT) or "", csv_too=False)
         return
 
     rows = []
     for part in args.parts:
         if part == "speed":
             for batch in (0, 1):   # 0: the default train_batch_size
-                row = _subprocess(["--speed", str(batch), str(args.seeds[0])])
+                row = run_subprocess(__file__, ["--speed", str(batch), str(args.seeds[0])])
                 rows.append(row)
                 print(f"{row['model']:20s}: epoch {row['epoch_s']:.1f}s peak RSS {row['peak_rss_mb']:.0f} MB",
                       flush=True)
@@ -171,58 +158,21 @@ def main() -> None:
             for model in names:
                 if i >= SEED_LIMIT.get(model, len(args.seeds)):
                     continue
-                row = _subprocess(["--one", part, model, str(seed)] + (["--epochs", str(args.epochs)] if args.epochs else []))
+                row = run_subprocess(__file__, ["--one", part, model, str(seed)] + (["--epochs", str(args.epochs)] if args.epochs else []))
                 rows.append(row)
                 key = REPORT[part][0]
                 print(f"{part:9s} {model:8s} seed {seed}: {key} {row[key]:.4f} to-best {row['time_to_best_s']:.1f}s "
                       f"fit {row['fit_s']:.1f}s epochs {row['epochs']}", flush=True)
     command = " ".join(sys.argv[1:])
     if args.append and os.path.exists(args.out + ".csv"):
-        with open(args.out + ".csv") as f:
-            old = [{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-        new_keys = {(r["part"], r["model"], r["seed"]) for r in rows}
-        rows = [r for r in old if (r["part"], r["model"], r["seed"]) not in new_keys] + rows
-        command = f"{_command_of(args.out) or ''}` then `python benchmarks/ml100k_svae.py {command}"
+        rows = merge(read_rows(args.out + ".csv"), rows)
+        command = f"{command_of(args.out, SCRIPT) or ''}` then `python benchmarks/ml100k_svae.py {command}"
     write(rows, args.out, command)
 
 
-def _number(v: str):
-    try:
-        return int(v)
-    except ValueError:
-        try:
-            return float(v)
-        except ValueError:
-            return v
-
-
-def _command_of(out: str) -> str | None:
-    """The arguments recorded in an existing .md (so --render keeps the command that made the numbers)."""
-    try:
-        with open(out + ".md") as f:
-            for line in f:
-                if line.startswith("Command: `python benchmarks/ml100k_svae.py"):
-                    return line.strip()[len("Command: `python benchmarks/ml100k_svae.py"):-1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _ms(rows, part, model, key, fmt="%.4f"):
-    vals = [r[key] for r in rows if r["part"] == part and r["model"] == model]
-    if len(vals) == 1:
-        return (fmt % vals[0]) + " (1 seed)"
-    return (fmt + " ± " + fmt) % (statistics.mean(vals), statistics.stdev(vals))
-
-
 def write(rows: list[dict], out: str, argv: str, csv_too: bool = True) -> None:
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    keys = list(dict.fromkeys(k for r in rows for k in r))
     if csv_too:
-        with open(out + ".csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
+        write_csv(rows, out + ".csv")
     seeds = sorted({r["seed"] for r in rows if r["part"] != "speed"})
     lines = ["# SVAE on ml-100k", "", "Command: `" + " ".join(["python benchmarks/ml100k_svae.py", argv]).strip()
              + "`", f"Seeds: {seeds} (mean ± std); each run in a fresh process on the same machine, one after "
@@ -240,15 +190,15 @@ def write(rows: list[dict], out: str, argv: str, csv_too: bool = True) -> None:
         lines += [f"## {titles[part]}", "", "| model | " + " | ".join(REPORT[part]) + " |",
                   "|---" * (len(REPORT[part]) + 1) + "|"]
         for m in models:
-            lines.append(f"| {m} | " + " | ".join(_ms(rows, part, m, k) for k in REPORT[part]) + " |")
+            lines.append(f"| {m} | " + " | ".join(mean_std(rows, part, m, k) for k in REPORT[part]) + " |")
         lines += ["", "| model | time to best valid (s) | fit (s) | epochs | best epoch (0-based), per seed | "
                   "s / epoch (incl. validation) | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
         for m in models:
             mine = [r for r in rows if r["part"] == part and r["model"] == m]
             best = ", ".join(f"{r['best_epoch']}" + (" (last)" if r["epochs"] > 1 and r["best_epoch"] == r["epochs"] - 1
                                                     else "") for r in mine)
-            cells = [_ms(rows, part, m, k, "%.1f") for k in ("time_to_best_s", "fit_s", "epochs")]
-            cells += [best, _ms(rows, part, m, "s_per_epoch", "%.3f"), _ms(rows, part, m, "peak_rss_mb", "%.0f")]
+            cells = [mean_std(rows, part, m, k, "%.1f") for k in ("time_to_best_s", "fit_s", "epochs")]
+            cells += [best, mean_std(rows, part, m, "s_per_epoch", "%.3f"), mean_std(rows, part, m, "peak_rss_mb", "%.0f")]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
         lines.append("\"(last)\": the best validation was the last epoch run, i.e. the epoch cap, not early "
@@ -257,13 +207,13 @@ def write(rows: list[dict], out: str, argv: str, csv_too: bool = True) -> None:
         key = REPORT[part][0]
         for svae in [m for m in models if m.startswith("SVAE")]:
             if base in models:
-                common = [s for s in seeds if _has(rows, part, svae, s) and _has(rows, part, base, s)]
+                common = [s for s in seeds if has(rows, part, svae, s) and has(rows, part, base, s)]
                 lines += ["", f"Per seed, {svae} / {base} test {key}: " + ", ".join(
-                    f"{s}: {_pick(rows, part, svae, s)[key] / _pick(rows, part, base, s)[key]:.3f}x" for s in common)]
+                    f"{s}: {pick(rows, part, svae, s)[key] / pick(rows, part, base, s)[key]:.3f}x" for s in common)]
         if part == "next_item" and "SASRec" in models and "SVAE" in models:
             sas_seeds = sorted({r["seed"] for r in rows if r["part"] == part and r["model"] == "SASRec"})
             lines.append(f"Per seed, SVAE / SASRec test {key}: " + ", ".join(
-                f"{s}: {_pick(rows, part, 'SVAE', s)[key] / _pick(rows, part, 'SASRec', s)[key]:.3f}x"
+                f"{s}: {pick(rows, part, 'SVAE', s)[key] / pick(rows, part, 'SASRec', s)[key]:.3f}x"
                 for s in sas_seeds) + f" (SASRec: seeds {sas_seeds} only, by time budget)")
         lines.append("")
     speed = [r for r in rows if r["part"] == "speed"]
@@ -282,14 +232,6 @@ def write(rows: list[dict], out: str, argv: str, csv_too: bool = True) -> None:
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _has(rows, part, model, seed):
-    return any(r["part"] == part and r["model"] == model and r["seed"] == seed for r in rows)
-
-
-def _pick(rows, part, model, seed):
-    return next(r for r in rows if r["part"] == part and r["model"] == model and r["seed"] == seed)
 
 
 if __name__ == "__main__":
