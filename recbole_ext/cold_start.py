@@ -1,8 +1,8 @@
 """The cold-start item protocol: a split that holds out whole items.
 
 RecBole's splits (``eval_args.split``) divide each user's interactions, so
-every test item has been seen in training.  With ``cold_item_ratio`` set,
-``Dataset.build`` instead draws that share of the items (seeded by ``seed``);
+every test item has been seen in training.  With ``cold_item_split: true``,
+``Dataset.build`` instead draws ``cold_item_ratio`` of the items (seeded by ``seed``);
 *all* their interactions leave training.  The held-out items are divided once
 more (``cold_item_valid_ratio``): the interactions of the first part form the
 validation split, those of the rest the test split -- so epochs are selected
@@ -15,18 +15,23 @@ held-out items, only those items (``cold_item_rank: cold``): every other item
 is added to the user's excluded history.  ``cold_item_rank: all`` ranks every
 item except the user's history instead.
 
-Config keys (all models; off unless ``cold_item_ratio`` is set):
+Config keys (any general model; off unless ``cold_item_split`` is true):
 
-=======================  =======  ==========================================================
-``cold_item_ratio``      ``~``    share of items held out entirely, in (0, 1); ``~`` = off
-``cold_item_valid_ratio`` ``0.5`` share of the held-out items whose interactions validate
-``cold_item_rank``       ``cold`` ``cold``: rank only the phase's held-out items; ``all``: every item
-=======================  =======  ==========================================================
+========================= ========= ==========================================================
+``cold_item_split``       ``false`` ``true``: use this protocol instead of ``eval_args.split``
+``cold_item_ratio``       ``0.2``   share of items held out entirely, in (0, 1)
+``cold_item_valid_ratio`` ``0.5``   share of the held-out items whose interactions validate
+``cold_item_rank``        ``cold``  ``cold``: rank only the phase's held-out items; ``all``: every item
+========================= ========= ==========================================================
 
 ``eval_args.split``, ``order`` and ``group_by`` are not used while the
-protocol is on (``eval_args.mode`` must stay ``full``).  Sequential
-models (RecBole's ``SequentialDataset``) are not supported: they need a
-user's items in time order and have no way to score an unseen item.
+protocol is on; ``eval_args.mode`` must be ``full`` (only RecBole's full-sort
+loader learns the candidate sets).  Sequential, context-aware and knowledge
+models are refused: they need RecBole's other datasets and loaders, and a
+sequential model has no way to score an unseen item.
+
+The exclusion lists grow as users x non-candidate items: fine for ml-100k-sized
+data (about 1.3 M entries a phase), heavy for millions of users.
 """
 from __future__ import annotations
 
@@ -41,32 +46,49 @@ from recbole.utils import ModelType
 from recbole_ext.config import ConfigError
 
 RANK_MODES = ("cold", "all")
+DEFAULT_RATIO = 0.2
+DEFAULT_VALID_RATIO = 0.5
+
+
+def _share(name, value, default, what):
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ConfigError(f"{name}={value!r}: must be in (0, 1): {what}.")
+    return float(value)
 
 
 def cold_item_settings(config) -> tuple[float, float, str] | None:
-    """``(ratio, valid_ratio, rank)`` when the protocol is on, else ``None``; raises
-    :class:`~recbole_ext.config.ConfigError` for an invalid setting."""
-    ratio = config["cold_item_ratio"]
-    if ratio in (None, 0, 0.0, False):
+    """``(ratio, valid_ratio, rank)`` when ``cold_item_split`` is on, else ``None``; raises
+    :class:`~recbole_ext.config.ConfigError` for an invalid setting (before any data loads
+    when called from :func:`recbole_ext.config.make_config`)."""
+    switch = config["cold_item_split"]
+    if switch in (None, False):
         return None
-    valid = config["cold_item_valid_ratio"]
-    valid = 0.5 if valid is None else valid
+    if switch is not True:
+        raise ConfigError(f"cold_item_split={switch!r}: use true (hold out whole items) or false.")
+    ratio = _share("cold_item_ratio", config["cold_item_ratio"], DEFAULT_RATIO,
+                   "the share of the items held out entirely (default 0.2)")
+    valid = _share("cold_item_valid_ratio", config["cold_item_valid_ratio"], DEFAULT_VALID_RATIO,
+                   "the share of the held-out items whose interactions validate (the rest test; default 0.5)")
     rank = config["cold_item_rank"] or "cold"
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-        raise ConfigError(f"cold_item_ratio={ratio!r}: must be a share of the items in (0, 1), e.g. 0.2 "
-                          "(or ~ to turn the cold-start item protocol off).")
-    if isinstance(valid, bool) or not isinstance(valid, (int, float)) or not 0.0 < valid < 1.0:
-        raise ConfigError(f"cold_item_valid_ratio={valid!r}: must be in (0, 1): the share of the held-out items "
-                          "that form the validation split (the rest form the test split).")
     if rank not in RANK_MODES:
         raise ConfigError(f"cold_item_rank={rank!r}: use 'cold' (rank only the held-out items) or 'all' "
                           "(rank every item).")
-    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
-        raise ConfigError(f"the cold-start item protocol (cold_item_ratio) is for general models; "
-                          f"{config['model']} is sequential. Remove cold_item_ratio, or use a general model.")
+    model_type = config["MODEL_TYPE"]
+    if model_type not in (ModelType.GENERAL, ModelType.TRADITIONAL):
+        raise ConfigError(f"the cold-start item protocol (cold_item_split) is for general models; {config['model']} "
+                          f"is a {model_type.name.lower()} model. Remove cold_item_split, or use a general model.")
+    modes = (config["eval_args"] or {}).get("mode") or {}
+    modes = modes if isinstance(modes, dict) else {"valid": modes, "test": modes}
+    if any(m != "full" for m in modes.values()):
+        raise ConfigError(f"the cold-start item protocol ranks the held-out items in full, but eval_args.mode is "
+                          f"{modes}; set eval_args: {{mode: full}}.")
     if config["benchmark_filename"]:
-        raise ConfigError("cold_item_ratio and benchmark_filename both define the split; use one of them.")
-    return float(ratio), float(valid), rank
+        raise ConfigError("cold_item_split and benchmark_filename both define the split; use one of them.")
+    if config["save_dataloaders"]:
+        raise ConfigError("cold_item_split with save_dataloaders: RecBole would reuse saved loaders without "
+                          "checking the cold-start settings; set save_dataloaders: false.")
+    return ratio, valid, rank
 
 
 def draw_cold_items(item_ids: np.ndarray, ratio: float, valid_ratio: float, seed: int):
@@ -79,7 +101,7 @@ def draw_cold_items(item_ids: np.ndarray, ratio: float, valid_ratio: float, seed
     if n_valid < 1 or n_cold - n_valid < 1:
         raise ConfigError(f"cold_item_ratio={ratio} and cold_item_valid_ratio={valid_ratio} of {len(item_ids)} items "
                           f"leave {n_valid} validation and {n_cold - n_valid} test items; both need at least one. "
-                          "Raise cold_item_ratio.")
+                          "Raise cold_item_ratio, or use a dataset with more items.")
     cold = rng.permutation(item_ids)[:n_cold]
     return np.sort(cold[:n_valid]), np.sort(cold[n_valid:])
 

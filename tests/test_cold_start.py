@@ -7,11 +7,11 @@ from lightning_genrec import RecBoleDataModule
 from recbole_ext import cold_start
 from recbole_ext.config import ConfigError, load_data, make_config
 
-COLD = {"cold_item_ratio": 0.3, "cold_item_valid_ratio": 0.5}
+COLD = {"cold_item_split": True, "cold_item_ratio": 0.3, "cold_item_valid_ratio": 0.5}
 
 
 def _split(tiny_config, model="MVAE", **extra):
-    config = make_config(model, "tiny", config_dict=dict(tiny_config, **COLD, **extra))
+    config = make_config(model, "tiny", config_dict={**tiny_config, **COLD, **extra})
     return config, load_data(config)
 
 
@@ -86,30 +86,53 @@ def test_datamodule_and_metrics_see_the_cold_candidates(tiny_config):
         batch = tables.rows(split.users[:3], phase)
         ranked = ~batch["exclude"]
         ranked[:, 0] = False
-        for row in ranked:
-            assert set(np.flatnonzero(row.numpy())) <= set(range(1, tables.n_items))
-            assert set(phase_items) <= set(np.flatnonzero(row.numpy()))
+        for row in ranked:   # exactly the phase's held-out items (every one of them has a positive somewhere)
+            assert set(np.flatnonzero(row.numpy())) == set(phase_items)
             assert not (row.numpy() & (tables.item_counts > 0)).any()   # no training item is ranked
 
 
-def test_recbole_models_run_on_the_protocol(tiny_config):
-    result = recbole_ext.run_recbole(model="Pop", dataset="tiny", config_dict=dict(tiny_config, **COLD))
-    # Pop has no signal on never-seen items: every candidate scores 0
-    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+def test_recbole_models_rank_only_held_out_items(tiny_config):
+    # RecBole's Pop: the most popular *training* items -- none of which is a candidate under the protocol
+    cold = recbole_ext.run_recbole(model="Pop", dataset="tiny", config_dict=dict(tiny_config, **COLD))
+    _, (_, train, _, test) = _split(tiny_config)
+    n_test_items, n_items = len(_items(test)), train._dataset.item_num
+    assert cold["test_result"]["itemcoverage@10"] * n_items <= n_test_items + 1e-6
+    assert cold["test_result"]["recall@10"] > 0
+    # ranking every item, Pop's lists are warm items only, so no held-out positive is ever hit
+    everything = recbole_ext.run_recbole(model="Pop", dataset="tiny",
+                                         config_dict=dict(tiny_config, **COLD, cold_item_rank="all"))
+    assert everything["test_result"]["recall@10"] == 0.0
 
 
 @pytest.mark.parametrize("bad, words", [
     ({"cold_item_ratio": 1.5}, "cold_item_ratio=1.5"),
-    ({"cold_item_ratio": 0.2, "cold_item_valid_ratio": 0.0}, "cold_item_valid_ratio=0.0"),
-    ({"cold_item_ratio": 0.2, "cold_item_rank": "warm"}, "cold_item_rank='warm'"),
-    ({"cold_item_ratio": 0.01}, "Raise cold_item_ratio"),
+    ({"cold_item_valid_ratio": 0.0}, "cold_item_valid_ratio=0.0"),
+    ({"cold_item_rank": "warm"}, "cold_item_rank='warm'"),
+    ({"cold_item_split": "yes"}, "cold_item_split='yes'"),
+    ({"save_dataloaders": True}, "save_dataloaders"),
 ])
-def test_invalid_settings_are_clear_errors(tiny_config, bad, words):
-    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
-        config = make_config("MVAE", "tiny", config_dict=dict(tiny_config, **bad))
+def test_invalid_settings_are_clear_errors_before_data_loads(tiny_config, bad, words):
+    with pytest.raises(ConfigError, match=words):
+        make_config("MVAE", "tiny", config_dict={**tiny_config, "cold_item_split": True, **bad})
+
+
+def test_too_few_items_is_a_clear_error_when_the_split_is_drawn(tiny_config):
+    config = make_config("MVAE", "tiny", config_dict=dict(tiny_config, cold_item_split=True, cold_item_ratio=0.01))
+    with pytest.raises(ConfigError, match="Raise cold_item_ratio"):
         load_data(config)
 
 
-def test_sequential_models_are_refused(tiny_config):
-    with pytest.raises(ConfigError, match="sequential"):
-        make_config("GRU4Rec", "tiny", config_dict=dict(tiny_config, **COLD, train_neg_sample_args=None))
+def test_default_share_is_a_fifth_of_the_items(tiny_config):
+    _, (_, train, valid, test) = _split(tiny_config, cold_item_ratio=None, cold_item_valid_ratio=None)
+    n_items = len(_items(train) | _items(valid) | _items(test))
+    assert len(_items(valid) | _items(test)) == round(0.2 * n_items)
+
+
+@pytest.mark.parametrize("model, extra, words", [
+    ("GRU4Rec", {"train_neg_sample_args": None}, "sequential model"),
+    ("MVAE", {"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "uni100"}},
+     "mode"),
+])
+def test_models_and_modes_the_protocol_cannot_serve_are_refused(tiny_config, model, extra, words):
+    with pytest.raises(ConfigError, match=words):
+        make_config(model, "tiny", config_dict=dict(tiny_config, **COLD, **extra))

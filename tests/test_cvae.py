@@ -16,7 +16,7 @@ from recbole_ext.config import ConfigError, load_data, make_config
 from conftest import write_tiny_dataset
 
 SMALL = dict(mlp_hidden_size=[16, 8], latent_dimension=4, pretrain_epochs=2, topk=[5, 10])
-COLD = {"cold_item_ratio": 0.3, "cold_item_valid_ratio": 0.5}
+COLD = {"cold_item_split": True, "cold_item_ratio": 0.3, "cold_item_valid_ratio": 0.5}
 
 
 def _cvae_config(tiny_config, **extra):
@@ -57,14 +57,19 @@ def test_fold_in_is_the_exact_weighted_least_squares_user_step():
     rng = np.random.default_rng(0)
     n_users, n_items, K, a, b, lam = 6, 9, 3, 1.0, 0.01, 0.1
     R = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
-    V = rng.normal(size=(n_items, K))
+    R[:, 2] = 1.0                           # an input item that is not a training item (e.g. a validation item)
     rated = np.ones(n_items, dtype=bool)
-    U = fold_in(torch.from_numpy(R), torch.from_numpy(V), torch.from_numpy(V.T @ V), a, b, lam).numpy()
-    C = _dense_confidence(R, a, b)
-    for i in range(n_users):   # argmin_u sum_j C_ij (R_ij - u.v_j)^2 + lam |u|^2
+    rated[2] = False
+    V = rng.normal(size=(n_items, K))
+    gram = V[rated].T @ V[rated]
+    U = fold_in(torch.from_numpy(R), torch.from_numpy(V), torch.from_numpy(gram), a, b, lam,
+                rated=torch.from_numpy(rated)).numpy()
+    # argmin_u sum_j C_ij (R_ij - u.v_j)^2 + lam |u|^2 over the training items, plus the user's other
+    # input items at confidence a
+    C = np.where(rated, _dense_confidence(R, a, b), np.where(R > 0, a, 0.0))
+    for i in range(n_users):
         A = V.T @ (C[i][:, None] * V) + lam * np.eye(K)
         assert np.allclose(U[i], np.linalg.solve(A, V.T @ (C[i] * R[i])))
-    assert rated.all()
 
 
 def test_item_step_is_the_exact_minimiser_and_keeps_unrated_items_at_theta():
@@ -194,7 +199,7 @@ def test_user_vectors_are_the_als_user_step_on_the_input_row(tiny_config):
     x = torch.from_numpy(dm.tables.train[users].toarray())
     V = model.item_factors.double()
     Vr = V[model.rated]
-    u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1)
+    u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1, rated=model.rated)
     assert torch.allclose(model.user_factors(x), u)
     scores = model.score({"input": x})
     assert torch.allclose(scores, (u @ V.t()).float(), atol=1e-5)
@@ -236,6 +241,49 @@ def test_checkpoint_round_trip_gives_identical_scores(tiny_config, tmp_path):
     assert bool(loaded.progress.all())   # a resumed fit neither pre-trains nor re-initialises V again
 
 
+def test_validation_sees_the_epochs_als_sweep(tiny_config, tmp_path):
+    # the sweep runs on the last training batch, before Lightning validates the epoch: the score logged
+    # by fit is the fitted model's score
+    dm = _datamodule(tiny_config)
+    model = CVAE(**SMALL)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    logged = float(trainer.callback_metrics["valid/ndcg@10"])
+    assert int(model.sweeps) == 1
+    again = trainer.validate(model, datamodule=dm, verbose=False)[0]["valid/ndcg@10"]
+    assert logged == pytest.approx(again, abs=1e-7)
+
+
+def test_resumed_fit_neither_pretrains_nor_reinitialises(tiny_config, tmp_path, monkeypatch):
+    dm = _datamodule(tiny_config)
+    model = CVAE(**SMALL)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    path = str(tmp_path / "one.ckpt")
+    trainer.save_checkpoint(path)
+    calls = []
+    monkeypatch.setattr(CVAE, "pretrain", lambda self: calls.append("pretrain"))
+    monkeypatch.setattr(CVAE, "init_factors", lambda self: calls.append("init"))
+    resumed = CVAE(**SMALL)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(resumed, datamodule=dm, ckpt_path=path)
+    assert calls == [] and int(resumed.sweeps) == 2
+
+
+def test_an_unfitted_model_refuses_to_evaluate(tiny_config):
+    dm = _datamodule(tiny_config)
+    with pytest.raises(RuntimeError, match="has not been fitted"):
+        pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(CVAE(**SMALL), datamodule=dm)
+
+
+def test_invalid_content_min_count_is_named(tiny_config):
+    with pytest.raises(ConfigError, match="content_min_count='x'"):
+        make_config("CVAE", "tiny", config_dict=_cvae_config(tiny_config, content_min_count="x"))
+
+
 def test_needs_content_tables(tiny_config):
     dm = RecBoleDataModule("tiny", model="MVAE", config_dict=tiny_config)
     dm.setup()
@@ -250,3 +298,20 @@ def test_needs_content_tables(tiny_config):
 def test_invalid_hyperparameters_are_named(bad, words):
     with pytest.raises(HyperparameterError, match=words):
         CVAE(**bad)
+
+
+def test_ddp_processes_keep_identical_vae_and_item_factors(tmp_path):
+    import subprocess
+    import sys
+
+    root = str(write_tiny_dataset(str(tmp_path), name="odd", n_users=61, n_items=50))
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "ddp_train_cvae.py")
+    prefix = str(tmp_path / "cvae")
+    proc = subprocess.run([sys.executable, script, root, "2", prefix], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(f"{prefix}.rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert r0["world_size"] == 2
+    assert torch.equal(r0["item_factors"], r1["item_factors"]) and r0["item_factors"].abs().sum() > 0
+    for key, value in r0["net"].items():
+        assert torch.equal(value, r1["net"][key]), key

@@ -120,14 +120,20 @@ def outer_rows(m: torch.Tensor) -> torch.Tensor:
 
 
 def fold_in(x: torch.Tensor, V: torch.Tensor, gram: torch.Tensor, a: float, b: float, lambda_u: float,
-            V_outer: torch.Tensor | None = None) -> torch.Tensor:
+            rated: torch.Tensor | None = None, V_outer: torch.Tensor | None = None) -> torch.Tensor:
     """The ALS U-step for input rows ``x`` (B, I) (dense or sparse, binary) given item
-    vectors ``V`` (I, K) and ``gram`` = V^T V over the training items:
-    u = (b gram + (a - b) V_x^T V_x + lambda_u I)^-1 a sum_{j in x} v_j.  Returns (B, K)."""
+    vectors ``V`` (I, K) and ``gram`` = V^T V over the training items (``rated``, default all):
+    u = (b gram + sum_{j in x} w_j v_j v_j^T + lambda_u I)^-1 a sum_{j in x} v_j, with
+    w_j = a - b for a training item (its b is in ``gram``) and a for any other input item
+    (e.g. a validation item under ``test_input: train_valid``).  Returns (B, K)."""
     K = V.shape[1]
-    V_outer = outer_rows(V) if V_outer is None else V_outer
+    if V_outer is None:
+        w = torch.full((V.shape[0],), a - b, dtype=V.dtype, device=V.device)
+        if rated is not None:
+            w = torch.where(rated, w, torch.full_like(w, a))
+        V_outer = outer_rows(V) * w[:, None]
     eye = torch.eye(K, dtype=V.dtype, device=V.device)
-    A = (b * gram + lambda_u * eye) + (a - b) * _mm(x, V_outer).view(-1, K, K)   # (B, K, K)
+    A = (b * gram + lambda_u * eye) + _mm(x, V_outer).view(-1, K, K)             # (B, K, K)
     rhs = a * _mm(x, V)                                                           # (B, K)
     return torch.linalg.solve(A, rhs)
 
@@ -233,6 +239,10 @@ class CVAE(VAEModule):
         from recbole_ext.config import ConfigError
 
         fields = content_fields_of(config)
+        min_count = config["content_min_count"]
+        if min_count is not None and (isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1):
+            raise ConfigError(f"content_min_count={min_count!r}: must be an integer >= 1 (the number of training "
+                              "items a token needs to join the content vocabulary).")
         available = item_file_fields(config)
         if available is None:
             import os
@@ -258,6 +268,7 @@ class CVAE(VAEModule):
         self.register_buffer("item_factors", torch.zeros(h.n_items, K))
         self.register_buffer("rated", torch.zeros(h.n_items, dtype=torch.bool))
         self.register_buffer("progress", torch.zeros(2, dtype=torch.bool))   # [pretrained, factors ready]
+        self.register_buffer("sweeps", torch.zeros((), dtype=torch.long))    # epochs whose ALS sweep ran
 
     def attach_data(self, tables) -> None:
         if not isinstance(tables, ContentTables):
@@ -278,8 +289,10 @@ class CVAE(VAEModule):
 
     # -- data on the model's device ----------------------------------------------
     def _content(self) -> torch.Tensor:
-        if "content" not in self._cache or self._cache["content"].device != self.device:
-            self._cache["content"] = torch.from_numpy(self._tables.content.matrix).to(self.device)
+        cached = self._cache.get("content")
+        if cached is None or cached.device != self.device or cached.dtype != self.net.mu.weight.dtype:
+            dtype = self.net.mu.weight.dtype
+            self._cache["content"] = torch.from_numpy(self._tables.content.matrix).to(self.device, dtype)
         return self._cache["content"]
 
     def _train_matrix(self) -> torch.Tensor:
@@ -313,9 +326,12 @@ class CVAE(VAEModule):
         key = (self.item_factors.data_ptr(), self.item_factors._version, self.rated.data_ptr(), self.rated._version)
         if self._cache.get("fold_key") != key:
             V = self.item_factors.double()
-            self._cache.update(fold_key=key, V=V, V_outer=outer_rows(V), gram=self._gram(V))
+            a, b = h.confidence_a, h.confidence_b
+            w = torch.where(self.rated, torch.full_like(V[:, 0], a - b), torch.full_like(V[:, 0], a))
+            self._cache.update(fold_key=key, V=V, V_outer=outer_rows(V) * w[:, None], gram=self._gram(V))
         c = self._cache
-        return fold_in(x.double(), c["V"], c["gram"], h.confidence_a, h.confidence_b, h.lambda_u, c["V_outer"])
+        return fold_in(x.double(), c["V"], c["gram"], h.confidence_a, h.confidence_b, h.lambda_u,
+                       V_outer=c["V_outer"])
 
     @torch.no_grad()
     def als_sweep(self) -> None:
@@ -336,8 +352,7 @@ class CVAE(VAEModule):
 
     def pretrain(self) -> None:
         """Pre-train the content VAE alone (denoising: masked input, clean target) on the
-        training items.  Its random draws come from a generator seeded by ``torch.initial_seed()``,
-        so every DDP process computes the same weights."""
+        training items, with its own Adam and a generator seeded by ``torch.initial_seed()``."""
         self._require_data("pretrain")
         h = self.hparams
         X = self._content()
@@ -367,8 +382,22 @@ class CVAE(VAEModule):
         self._require_data("training")
         if not bool(self.progress[0]) and self.hparams.pretrain_epochs > 0:
             self.pretrain()
+            self._same_weights_on_every_process()
         if not bool(self.progress[1]):
             self.init_factors()
+        if int(self.sweeps) < self.trainer.current_epoch:
+            # resumed from a checkpoint saved on an epoch's last batch before its sweep ran
+            self.als_sweep()
+            self.sweeps.fill_(self.trainer.current_epoch)
+
+    def _same_weights_on_every_process(self) -> None:
+        """Under DDP, every process continues from rank 0's pre-trained VAE (pre-training runs
+        outside DDP, and processes seeded differently would otherwise diverge; from here on
+        DDP keeps the weights equal and each ALS sweep is the same computation everywhere)."""
+        if self.trainer.world_size <= 1:
+            return
+        state = self.trainer.strategy.broadcast({k: v.cpu() for k, v in self.net.state_dict().items()}, src=0)
+        self.net.load_state_dict(state)
 
     def training_step(self, batch, batch_idx):
         h = self.hparams
@@ -385,6 +414,13 @@ class CVAE(VAEModule):
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if batch_idx == self.trainer.num_training_batches - 1:   # before Lightning validates the epoch
             self.als_sweep()
+            self.sweeps.fill_(self.current_epoch + 1)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage in ("validate", "test", "predict") and not bool(self.progress[1]):
+            raise RuntimeError("CVAE has not been fitted: its item factors are still zeros, so every score would "
+                               "be 0. Train it first (trainer.fit) or load a fitted checkpoint.")
 
     def score(self, batch):
         u = self.user_factors(batch["input"])                           # (B, K)
