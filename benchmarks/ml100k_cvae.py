@@ -29,7 +29,7 @@ import resource
 import sys
 import time
 
-from bench_io import command_of, has, mean_std, merge, pick, read_rows, run_subprocess, write_csv
+from bench_io import has, mean_std, merge, pick, read_rows, run_subprocess, write_csv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -131,7 +131,7 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.epochs)))
         return
     if args.render:
-        write(read_rows(args.out + ".csv"), args.out, command_of(args.out, SCRIPT) or "")
+        write(read_rows(args.out + ".csv"), args.out, _recorded_command(args.out) or "(unknown)")
         return
     rows = []
     for part in args.parts:
@@ -143,25 +143,36 @@ def main() -> None:
                 rows.append(row)
                 print(f"{part:4s} {model:10s} seed {seed}: ndcg@20 {row['ndcg@20']:.4f} recall@20 "
                       f"{row['recall@20']:.4f} fit {row['fit_s']:.1f}s epochs {row['epochs']}", flush=True)
-    command = " ".join(sys.argv[1:])
+    command = f"`{' '.join(['python', 'benchmarks/' + SCRIPT, *sys.argv[1:]])}`"
     if args.append and os.path.exists(args.out + ".csv"):
         rows = merge(read_rows(args.out + ".csv"), rows)
-        command = f"{command_of(args.out, SCRIPT) or ''}` then `python benchmarks/{SCRIPT} {command}"
+        command = f"{_recorded_command(args.out) or '(unknown)'} then {command}"
     write_csv(rows, args.out + ".csv")
     write(rows, args.out, command)
 
 
+def _recorded_command(out: str) -> str | None:
+    """The ``Command:`` line of an existing .md (what made the rows being merged or re-rendered)."""
+    try:
+        with open(out + ".md") as f:
+            return next((line[len("Command: "):].strip() for line in f if line.startswith("Command: ")), None)
+    except OSError:
+        return None
+
+
 def write(rows: list[dict], out: str, argv: str) -> None:
     seeds = sorted({r["seed"] for r in rows})
-    lines = ["# CVAE on ml-100k", "", f"Command: `python benchmarks/{SCRIPT} {argv}`".replace(" `", "`"),
+    lines = ["# CVAE on ml-100k", "", f"Command: {argv}",
              f"Seeds: {seeds} (mean ± std); each run in a fresh process on the same machine, one after another; "
-             "2 CPU cores, no GPU.", ""]
+             "2 CPU cores, no GPU. CVAE's fit time includes its 20 pre-training epochs.", ""]
+    rows = sorted(rows, key=lambda r: r["seed"])
     titles = {"cold": "Cold-start items (configs/protocols/ml100k_cold_items.yaml: 20 % of the items held out "
                       "entirely, drawn with the seed; half validate, half test; each user ranks only the held-out "
                       "items of the phase; selection on valid NDCG@20)",
               "warm": "Warm split (RecBole's default: RS 8:1:1 per user, full ranking; selection on valid NDCG@20)"}
     for part in ("cold", "warm"):
-        models = list(dict.fromkeys(r["model"] for r in rows if r["part"] == part))
+        present = {r["model"] for r in rows if r["part"] == part}
+        models = [m for m in ROWS[part] if m in present] + sorted(present - set(ROWS[part]))
         if not models:
             continue
         keys = REPORT[part] + ["best_valid"]
@@ -169,14 +180,14 @@ def write(rows: list[dict], out: str, argv: str) -> None:
                   "|---" * (len(keys) + 1) + "|"]
         for m in models:
             lines.append(f"| {m} | " + " | ".join(mean_std(rows, part, m, k) for k in keys) + " |")
-        lines += ["", "| model | fit (s) | epochs | best epoch (0-based), per seed | s / epoch (incl. validation) "
-                  "| peak RSS (MB) |", "|---|---|---|---|---|---|"]
+        lines += ["", "| model | fit (s) | epochs | best epoch (0-based), per seed | s / epoch (incl. validation), "
+                  "per seed | peak RSS (MB) |", "|---|---|---|---|---|---|"]
         for m in models:
             mine = [r for r in rows if r["part"] == part and r["model"] == m]
             best = ", ".join(str(r["best_epoch"]) for r in mine)
+            per_epoch = ", ".join("%.3f" % r["s_per_epoch"] for r in mine)
             lines.append(f"| {m} | {mean_std(rows, part, m, 'fit_s', '%.1f')} | {mean_std(rows, part, m, 'epochs', '%.1f')}"
-                         f" | {best} | {mean_std(rows, part, m, 's_per_epoch', '%.3f')} | "
-                         f"{mean_std(rows, part, m, 'peak_rss_mb', '%.0f')} |")
+                         f" | {best} | {per_epoch} | {mean_std(rows, part, m, 'peak_rss_mb', '%.0f')} |")
         base = {"cold": "ContentKNN", "warm": "MVAE"}[part]
         if "CVAE" in models and base in models:
             common = [s for s in seeds if has(rows, part, "CVAE", s) and has(rows, part, base, s)]
