@@ -46,6 +46,7 @@ Where this implementation departs, and why:
 from __future__ import annotations
 
 import logging
+import os
 from typing import Sequence
 
 import numpy as np
@@ -54,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.content import ContentTables
-from lightning_genrec.models.base import ANNEAL_CHECKS, VAEModule, positive_int
+from lightning_genrec.models.base import ANNEAL_CHECKS, HyperparameterError, VAEModule, positive_int
 from lightning_genrec.models.mvae import ACTIVATIONS
 
 log = logging.getLogger(__name__)
@@ -218,8 +219,6 @@ class CVAE(VAEModule):
                            pretrain_batch_size=pretrain_batch_size, anneal_cap=anneal_cap,
                            total_anneal_steps=total_anneal_steps, anneal_schedule=anneal_schedule, topk=topk)
         if confidence_b > confidence_a:
-            from lightning_genrec.models.base import HyperparameterError
-
             raise HyperparameterError(f"invalid hyperparameters confidence_b={confidence_b!r} > confidence_a="
                                       f"{confidence_a!r}: an observed interaction must weigh at least as much "
                                       "as an unobserved pair.")
@@ -245,8 +244,6 @@ class CVAE(VAEModule):
                               "items a token needs to join the content vocabulary).")
         available = item_file_fields(config)
         if available is None:
-            import os
-
             if not os.path.isfile(os.path.join(config["data_path"], f"{config['dataset']}.inter")):
                 return                              # a missing dataset is reported by the dataset checks
         if available is None or any(f not in available for f in fields):
@@ -285,7 +282,8 @@ class CVAE(VAEModule):
         super().attach_data(tables)
         self._tables = tables
         self._cache = {}
-        self.rated.copy_(torch.from_numpy(tables.item_counts > 0))
+        self.rated.zero_()
+        self.rated[torch.from_numpy(tables.train_items())] = True
 
     # -- data on the model's device ----------------------------------------------
     def _content(self) -> torch.Tensor:
@@ -356,7 +354,7 @@ class CVAE(VAEModule):
         self._require_data("pretrain")
         h = self.hparams
         X = self._content()
-        items = torch.from_numpy(np.flatnonzero(self._tables.item_counts > 0))
+        items = torch.from_numpy(self._tables.train_items())
         g = torch.Generator().manual_seed(torch.initial_seed() % (2 ** 63))
         opt = torch.optim.Adam(self.net.parameters(), lr=h.learning_rate)
         with torch.enable_grad():
