@@ -82,3 +82,24 @@ def has(rows, part, model, seed) -> bool:
 
 def pick(rows, part, model, seed) -> dict:
     return next(r for r in rows if r["part"] == part and r["model"] == model and r["seed"] == seed)
+
+
+def run_rows(script: str, jobs, extra_args: list[str] | None = None, key: str = "ndcg@20") -> list[dict]:
+    """Run ``script --one PART MODEL SEED`` for each ``(part, model, seed)`` of ``jobs``, one
+    after another in fresh processes; print a progress line per row; return the rows."""
+    rows = []
+    for part, model, seed in jobs:
+        row = run_subprocess(script, ["--one", part, model, str(seed), *(extra_args or [])])
+        rows.append(row)
+        print(f"{part:5s} {model:12s} seed {seed}: {key} {row[key]:.4f} fit {row['fit_s']:.1f}s "
+              f"epochs {row['epochs']}", flush=True)
+    return rows
+
+
+def recorded_command(out: str) -> str | None:
+    """The ``Command:`` line of an existing .md (what made the rows being merged or re-rendered)."""
+    try:
+        with open(out + ".md") as f:
+            return next((line[len("Command: "):].strip() for line in f if line.startswith("Command: ")), None)
+    except OSError:
+        return None

@@ -29,7 +29,7 @@ import resource
 import sys
 import time
 
-from bench_io import has, mean_std, merge, pick, read_rows, run_subprocess, write_csv
+from bench_io import has, mean_std, merge, pick, read_rows, recorded_command, run_rows, write_csv
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -131,33 +131,17 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.epochs)))
         return
     if args.render:
-        write(read_rows(args.out + ".csv"), args.out, _recorded_command(args.out) or "(unknown)")
+        write(read_rows(args.out + ".csv"), args.out, recorded_command(args.out) or "(unknown)")
         return
-    rows = []
-    for part in args.parts:
-        names = [m for m in ROWS[part] if not args.models or m in args.models]
-        for seed in args.seeds:
-            for model in names:
-                row = run_subprocess(__file__, ["--one", part, model, str(seed)]
-                                     + (["--epochs", str(args.epochs)] if args.epochs else []))
-                rows.append(row)
-                print(f"{part:4s} {model:10s} seed {seed}: ndcg@20 {row['ndcg@20']:.4f} recall@20 "
-                      f"{row['recall@20']:.4f} fit {row['fit_s']:.1f}s epochs {row['epochs']}", flush=True)
+    jobs = [(part, model, seed) for part in args.parts for seed in args.seeds
+            for model in ROWS[part] if not args.models or model in args.models]
+    rows = run_rows(__file__, jobs, ["--epochs", str(args.epochs)] if args.epochs else [])
     command = f"`{' '.join(['python', 'benchmarks/' + SCRIPT, *sys.argv[1:]])}`"
     if args.append and os.path.exists(args.out + ".csv"):
         rows = merge(read_rows(args.out + ".csv"), rows)
-        command = f"{_recorded_command(args.out) or '(unknown)'} then {command}"
+        command = f"{recorded_command(args.out) or '(unknown)'} then {command}"
     write_csv(rows, args.out + ".csv")
     write(rows, args.out, command)
-
-
-def _recorded_command(out: str) -> str | None:
-    """The ``Command:`` line of an existing .md (what made the rows being merged or re-rendered)."""
-    try:
-        with open(out + ".md") as f:
-            return next((line[len("Command: "):].strip() for line in f if line.startswith("Command: ")), None)
-    except OSError:
-        return None
 
 
 def write(rows: list[dict], out: str, argv: str) -> None:

@@ -1,0 +1,366 @@
+"""CFGAN: vector-wise GAN collaborative filtering with zero-reconstruction and partial masking.
+
+Reference:
+    Dong-Kyu Chae, Jin-Soo Kang, Sang-Wook Kim and Jung-Tae Lee. "CFGAN: A Generic
+    Collaborative Filtering Framework based on Generative Adversarial Networks." CIKM 2018.
+
+The model (the paper's final design, ZR + PM, and the authors' released TF code):
+    * rows are purchase vectors: users' rows over items (``mode: user``, the default) or
+      items' columns over users (``mode: item``, iCFGAN, which the authors' released
+      settings use); c is a row of the training matrix;
+    * generator G(c): c -> hidden (sigmoid) -> a real-valued vector over all columns,
+      linear output, no noise input (the authors feed the condition only);
+    * discriminator D(x, c): concat(c, x) -> hidden (sigmoid) -> one logit, the
+      probability that x is a real purchase vector given c;
+    * every round ("epoch" of the authors' loop), for each row, ``zr_ratio`` and
+      ``pm_ratio`` of its unobserved entries are drawn (two independent samples);
+    * D minimises BCE(D(c, c), 1) + BCE(D(c, G(c) * m), 0) + d_reg_weight * ||theta_D||^2 / 2,
+      where m = the observed entries plus the PM sample (partial masking), G detached;
+    * G minimises BCE(D(c, G(c) * m), 1) + zr_coefficient * mean_rows sum_{j in ZR} G(c)_j^2
+      (zero-reconstruction on the *unmasked* output) + g_reg_weight * ||theta_G||^2 / 2;
+    * each round: ``d_steps`` passes of D minibatches (``d_batch_size`` rows), then ``g_steps``
+      passes of G minibatches (``g_batch_size`` rows); separate Adam optimizers (1e-4);
+    * recommendation: items ranked by G(c_u) (user mode) or by the user's entry of G(c_j)
+      over the items j (item mode); training items excluded.
+
+Defaults are the authors' released ML-100K settings (G 400, D 125, one hidden layer each,
+ZR 70 %, PM 70 %, alpha 0.03, G batch 32 / D batch 64, 4 G and 2 D passes a round,
+reg_G 0.001, reg_D 0); those were released for the item-based mode.  One Lightning
+epoch is one round: the authors' 1000 "epochs" are 1000 / g_steps = 250 rounds.
+
+Where this implementation departs, and why:
+    * **Model selection** is on a validation split (RecBole's), once per round; the authors'
+      loop evaluates the *test* set after every G pass and reports a picked epoch.
+    * The ZR / PM samples are drawn with torch's seeded generator (the authors reseed numpy
+      with the wall-clock time), and each pass shuffles the rows afresh.
+    * Training runs the whole round inside one ``training_step`` (manual optimization, the
+      two optimizers alternating as in the authors' loop), so it runs on one device; a
+      multi-process strategy is refused with a clear error.
+    * **Collapse detection** (not in the authors' code): a non-finite loss, a discriminator
+      loss below ``collapse_d_loss`` for ``collapse_patience`` rounds in a row, or a generator
+      whose output no longer depends on its condition stops training with
+      :class:`GANCollapseError` instead of evaluating a collapsed model.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_genrec.data import InteractionTables
+from lightning_genrec.models.base import GenRecModule, positive_int
+
+MODES = ("user", "item")
+
+
+class GANCollapseError(RuntimeError):
+    """The GAN stopped learning (non-finite loss, a discriminator that always wins, or a
+    generator whose output ignores its condition)."""
+
+
+def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.Sigmoid()]
+    mods.append(nn.Linear(hidden if layers else d_in, d_out))
+    return nn.Sequential(*mods)
+
+
+class Generator(nn.Module):
+    """G(c) -> (B, N) real-valued scores; sigmoid hidden layers, linear output, no noise."""
+
+    def __init__(self, n: int, hidden: int = 400, layers: int = 1):
+        super().__init__()
+        self.net = _mlp(n, hidden, layers, n)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.net(c)
+
+
+class Discriminator(nn.Module):
+    """D(x, c) -> (B,) logits that x is the real purchase vector of condition c."""
+
+    def __init__(self, n: int, hidden: int = 125, layers: int = 1):
+        super().__init__()
+        self.net = _mlp(2 * n, hidden, layers, 1)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([c, x], dim=1)).squeeze(1)
+
+
+def sample_unobserved(rows: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """(R, N) bool: for each row, floor(ratio * #unobserved) of its zero entries, uniformly
+    without replacement (what the authors' per-row ``np.random.choice`` draws)."""
+    observed = rows > 0
+    n_pick = torch.floor((~observed).sum(dim=1) * ratio).long()                 # (R,)
+    keys = torch.rand(rows.shape, generator=generator).to(rows.device)
+    keys = keys.masked_fill(observed, 2.0)                                        # observed entries last
+    order = keys.argsort(dim=1)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(rows.shape[1], device=rows.device).expand_as(order))
+    return ranks < n_pick[:, None]
+
+
+def d_loss_fn(D: Discriminator, c, fake_masked):
+    """BCE(D(c, c), 1) + BCE(D(c, G(c) * m), 0), each averaged over the batch."""
+    real, fake = D(c, c), D(fake_masked, c)
+    return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+
+def g_loss_fn(D: Discriminator, c, out, mask, zr, alpha: float):
+    """BCE(D(c, G(c) * m), 1) + alpha * mean_rows sum_{j in ZR} G(c)_j^2 (on the unmasked output)."""
+    fake = D(out * mask, c)
+    loss = F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    return loss + alpha * (out.pow(2) * zr).sum(dim=1).mean() if alpha else loss
+
+
+class RoundTables(InteractionTables):
+    """:class:`~lightning_genrec.data.InteractionTables` whose training epoch is one unit: a
+    CFGAN round, which reads the whole training matrix (the model draws its own minibatches)."""
+
+    def train_units(self) -> np.ndarray:
+        return np.zeros(1, dtype=np.int64)
+
+    def train_batch(self, units) -> dict[str, torch.Tensor]:
+        return {"round": torch.as_tensor(np.asarray(units, dtype=np.int64))}
+
+
+class CFGAN(GenRecModule):
+    """CFGAN (Chae et al., CIKM 2018) as a LightningModule with manual optimization.
+
+    Args:
+        n_items: number of items; ``None`` = taken from the data at fit time.
+        n_users: number of users (RecBole's ``user_num``); ``None`` = taken from the data.
+        mode: ``user`` (rows are users' purchase vectors; default) or ``item`` (iCFGAN:
+            rows are items' vectors over users, the mode of the authors' released settings).
+        g_hidden_size: generator hidden units. Default 400.
+        d_hidden_size: discriminator hidden units. Default 125.
+        g_layers: generator hidden layers. Default 1.
+        d_layers: discriminator hidden layers. Default 1.
+        zr_ratio: share of each row's unobserved entries drawn for zero-reconstruction. Default 0.7.
+        pm_ratio: share of each row's unobserved entries drawn for partial masking. Default 0.7.
+        zr_coefficient: alpha, the weight of the ZR term. Default 0.03.
+        g_learning_rate: generator Adam step size. Default 1e-4.
+        d_learning_rate: discriminator Adam step size. Default 1e-4.
+        g_reg_weight: L2 weight (times ||theta_G||^2 / 2) on the generator. Default 0.001.
+        d_reg_weight: L2 weight on the discriminator. Default 0.
+        g_batch_size: rows per generator minibatch. Default 32.
+        d_batch_size: rows per discriminator minibatch. Default 64.
+        g_steps: generator passes over the rows per round. Default 4.
+        d_steps: discriminator passes over the rows per round (they come first). Default 2.
+        collapse_d_loss: a round-mean discriminator loss below this counts as D always winning.
+            Default 1e-3.
+        collapse_patience: rounds in a row of that before training stops as collapsed. Default 5.
+        topk: cut-offs for the evaluation metrics. Default ``[5, 20]``.
+    """
+
+    tables_class = RoundTables
+
+    HPARAM_CHECKS = {
+        "n_users": (lambda v: v is None or positive_int(v), "a positive integer or None"),
+        "mode": (lambda v: v in MODES, f"one of {list(MODES)}"),
+        "g_hidden_size": (positive_int, "a positive integer"),
+        "d_hidden_size": (positive_int, "a positive integer"),
+        "g_layers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+        "d_layers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
+        "zr_ratio": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+        "pm_ratio": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+        "zr_coefficient": (lambda v: v >= 0.0, ">= 0"),
+        "g_learning_rate": (lambda v: v > 0.0, "> 0"),
+        "d_learning_rate": (lambda v: v > 0.0, "> 0"),
+        "g_reg_weight": (lambda v: v >= 0.0, ">= 0"),
+        "d_reg_weight": (lambda v: v >= 0.0, ">= 0"),
+        "g_batch_size": (positive_int, "a positive integer"),
+        "d_batch_size": (positive_int, "a positive integer"),
+        "g_steps": (positive_int, "a positive integer"),
+        "d_steps": (positive_int, "a positive integer"),
+        "collapse_d_loss": (lambda v: v >= 0.0, ">= 0"),
+        "collapse_patience": (positive_int, "a positive integer"),
+    }
+
+    def __init__(self, n_items: int | None = None, n_users: int | None = None, mode: str = "user",
+                 g_hidden_size: int = 400, d_hidden_size: int = 125, g_layers: int = 1, d_layers: int = 1,
+                 zr_ratio: float = 0.7, pm_ratio: float = 0.7, zr_coefficient: float = 0.03,
+                 g_learning_rate: float = 1e-4, d_learning_rate: float = 1e-4, g_reg_weight: float = 0.001,
+                 d_reg_weight: float = 0.0, g_batch_size: int = 32, d_batch_size: int = 64, g_steps: int = 4,
+                 d_steps: int = 2, collapse_d_loss: float = 1e-3, collapse_patience: int = 5,
+                 topk: Sequence[int] = (5, 20)):
+        super().__init__()
+        self.check_hparams(n_items=n_items, n_users=n_users, mode=mode, g_hidden_size=g_hidden_size,
+                           d_hidden_size=d_hidden_size, g_layers=g_layers, d_layers=d_layers, zr_ratio=zr_ratio,
+                           pm_ratio=pm_ratio, zr_coefficient=zr_coefficient, g_learning_rate=g_learning_rate,
+                           d_learning_rate=d_learning_rate, g_reg_weight=g_reg_weight, d_reg_weight=d_reg_weight,
+                           g_batch_size=g_batch_size, d_batch_size=d_batch_size, g_steps=g_steps, d_steps=d_steps,
+                           collapse_d_loss=collapse_d_loss, collapse_patience=collapse_patience, topk=topk)
+        topk = list(topk)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator: Generator | None = None
+        self.discriminator: Discriminator | None = None
+        self._tables: InteractionTables | None = None
+        self._cache: dict = {}
+        if n_items is not None and (mode == "user" or n_users is not None):
+            self.build()
+
+    @classmethod
+    def adapt_config(cls, config) -> None:
+        """Item mode conditions on the training matrix only: ``test_input: train_valid`` is refused."""
+        from recbole_ext.config import ConfigError
+
+        if config["mode"] == "item" and config["test_input"] == "train_valid":
+            raise ConfigError("CFGAN mode 'item' scores from the items' training columns; test_input: "
+                              "train_valid (scoring test users from validation rows too) needs mode: user.")
+
+    # -- shape ---------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """Length of a row: items (user mode) or users (item mode)."""
+        h = self.hparams
+        return h.n_items if h.mode == "user" else h.n_users
+
+    def build(self) -> None:
+        h = self.hparams
+        if h.mode == "item" and h.n_users is None:
+            raise RuntimeError("CFGAN mode 'item' needs the number of users: pass n_users=... or train with a "
+                               "RecBoleDataModule.")
+        self.generator = Generator(self.width, h.g_hidden_size, h.g_layers)
+        self.discriminator = Discriminator(self.width, h.d_hidden_size, h.d_layers)
+        self.register_buffer("d_wins", torch.zeros((), dtype=torch.long))   # rounds in a row D has won outright
+
+    def attach_data(self, tables) -> None:
+        h = self.hparams
+        if h.n_users is None:
+            h.n_users = tables.n_users
+            if h.mode == "item" and h.n_items is not None and self.generator is None:
+                self.build()
+        elif h.mode == "item" and h.n_users != tables.n_users:
+            raise ValueError(f"CFGAN (item mode) was built for {h.n_users} users but the data has "
+                             f"{tables.n_users}; build it for this dataset (n_users=None sizes it).")
+        super().attach_data(tables)
+        self._tables = tables
+        self._cache = {}
+
+    def _matrix(self) -> torch.Tensor:
+        """The training matrix as dense rows on the model's device: (U, I) in user mode, (I, U) in
+        item mode, every id (RecBole's padding id 0 included: an all-zero row)."""
+        cached = self._cache.get("matrix")
+        if cached is None or cached.device != self.device:
+            if self._tables is None:
+                raise RuntimeError("CFGAN needs its training data: use a RecBoleDataModule or call "
+                                   "model.attach_data(tables) first.")
+            m = self._tables.train if self.hparams.mode == "user" else self._tables.train.T.tocsr()
+            cached = torch.from_numpy(m.toarray()).float().to(self.device)
+            self._cache["matrix"] = cached
+        return cached
+
+    def _rows(self) -> torch.Tensor:
+        """The rows a round trains on: users (or items) with at least one training interaction."""
+        cached = self._cache.get("rows")
+        matrix = self._matrix()
+        if cached is None or cached.device != matrix.device:
+            cached = matrix[matrix.sum(dim=1) > 0]
+            self._cache["rows"] = cached
+        return cached
+
+    # -- training: one round per step -------------------------------------------------------
+    def configure_optimizers(self):
+        """Two Adams.  The authors' L2 term reg * ||theta||^2 / 2 in the loss has the gradient
+        reg * theta, which is exactly what torch's (coupled, not AdamW) ``weight_decay`` adds."""
+        h = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.g_learning_rate, weight_decay=h.g_reg_weight)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.d_learning_rate, weight_decay=h.d_reg_weight)
+        return opt_g, opt_d
+
+    def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1:
+            raise RuntimeError("CFGAN trains a whole round (its alternating D and G minibatch passes) in one "
+                               "training_step, on one device; multi-process strategies are not supported. Use "
+                               "devices=1.")
+
+    def training_step(self, batch, batch_idx):
+        h = self.hparams
+        opt_g, opt_d = self.optimizers()
+        rows = self._rows()                                                     # (R, N)
+        g = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
+        zr = sample_unobserved(rows, h.zr_ratio, g).float()                     # (R, N)
+        mask = ((rows > 0) | sample_unobserved(rows, h.pm_ratio, g)).float()   # observed + PM
+        n = rows.shape[0]
+        d_total, d_batches = 0.0, 0
+        self.toggle_optimizer(opt_d)
+        for _ in range(h.d_steps):
+            for idx in torch.randperm(n, generator=g).to(self.device).split(h.d_batch_size):
+                c = rows[idx]
+                with torch.no_grad():
+                    fake = self.generator(c)
+                loss_d = d_loss_fn(self.discriminator, c, fake * mask[idx])
+                self._check_round(loss_d, "discriminator")
+                opt_d.zero_grad()
+                self.manual_backward(loss_d)
+                opt_d.step()
+                d_total, d_batches = d_total + loss_d.item(), d_batches + 1
+        self.untoggle_optimizer(opt_d)
+        g_total, g_batches = 0.0, 0
+        self.toggle_optimizer(opt_g)
+        for _ in range(h.g_steps):
+            for idx in torch.randperm(n, generator=g).to(self.device).split(h.g_batch_size):
+                c = rows[idx]
+                out = self.generator(c)
+                loss_g = g_loss_fn(self.discriminator, c, out, mask[idx], zr[idx], h.zr_coefficient)
+                self._check_round(loss_g, "generator")
+                opt_g.zero_grad()
+                self.manual_backward(loss_g)
+                opt_g.step()
+                g_total, g_batches = g_total + loss_g.item(), g_batches + 1
+        self.untoggle_optimizer(opt_g)
+        d_mean, g_mean = d_total / d_batches, g_total / g_batches
+        self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True,
+                      batch_size=1)
+        self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
+        self._detect_collapse(d_mean, rows)
+
+    def _check_round(self, loss: torch.Tensor, who: str) -> None:
+        if not torch.isfinite(loss):
+            raise GANCollapseError(f"CFGAN collapsed: the {who} loss became {loss.item()} in round "
+                                   f"{self.current_epoch}; training stopped and the model is not evaluated. "
+                                   "Try smaller g_learning_rate / d_learning_rate.")
+
+    @torch.no_grad()
+    def _detect_collapse(self, d_mean: float, rows: torch.Tensor) -> None:
+        h = self.hparams
+        if d_mean < h.collapse_d_loss:
+            self.d_wins += 1
+        else:
+            self.d_wins.zero_()
+        if int(self.d_wins) >= h.collapse_patience:
+            raise GANCollapseError(
+                f"CFGAN collapsed: the discriminator loss stayed below {h.collapse_d_loss} for {int(self.d_wins)} rounds "
+                f"(last {d_mean:.2e}, round {self.current_epoch}): D separates real from generated vectors "
+                "perfectly and G gets no gradient. Try a smaller d_learning_rate, fewer d_steps, or a larger "
+                "d_reg_weight.")
+        out = self.generator(rows[: min(len(rows), 256)])                       # (B, N)
+        spread = (out.max(dim=0).values - out.min(dim=0).values).max().item()
+        if spread < 1e-6 * max(1.0, out.abs().max().item()):
+            raise GANCollapseError(
+                f"CFGAN collapsed: in round {self.current_epoch} the generator gives the same vector for every "
+                "condition (mode collapse), so every user would get the same ranking. Training stopped; try "
+                "another seed or smaller learning rates.")
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score(self, batch):
+        if self.hparams.mode == "user":
+            return self.generator(batch["input"])                               # (B, I)
+        # item mode: every item's row through G once per set of weights, then the users' columns
+        key = tuple((p.data_ptr(), p._version) for p in self.generator.parameters())
+        if self._cache.get("item_key") != key:
+            with torch.no_grad():
+                self._cache["item_scores"] = self.generator(self._matrix()).t().contiguous()   # (U, I)
+            self._cache["item_key"] = key
+        scores = self._cache["item_scores"]
+        return scores[batch["user"].to(scores.device)]                          # (B, I)
+
+
+__all__ = ["CFGAN", "Discriminator", "GANCollapseError", "Generator", "RoundTables", "sample_unobserved"]

@@ -1,0 +1,221 @@
+"""CFGAN: the paper's G / D, ZR and PM, D-then-G rounds with two optimizers, collapse detection, both doors."""
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+import recbole_ext
+from lightning_genrec import CFGAN, RecBoleDataModule
+from lightning_genrec.metrics import TopKMetrics
+from lightning_genrec.models import cfgan as cfgan_module
+from lightning_genrec.models.base import HyperparameterError
+from lightning_genrec.models.cfgan import (Discriminator, GANCollapseError, Generator, d_loss_fn, g_loss_fn,
+                                           sample_unobserved)
+from recbole_ext.config import ConfigError, make_config
+
+SMALL = dict(g_hidden_size=32, d_hidden_size=16, g_batch_size=8, d_batch_size=16, topk=[5, 10])
+
+
+def _config(tiny_config, **extra):
+    return {**tiny_config, **{k: v for k, v in SMALL.items() if k != "topk"}, **extra}
+
+
+def _datamodule(tiny_config, **extra):
+    dm = RecBoleDataModule("tiny", model="CFGAN", config_dict=_config(tiny_config, **extra))
+    dm.setup()
+    return dm
+
+
+def _fit(model, dm, epochs, tmp_path):
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+# -- the networks and losses -------------------------------------------------------------------
+
+def test_generator_is_sigmoid_hidden_linear_output_without_noise():
+    G = Generator(10, hidden=6, layers=1)
+    assert [type(m).__name__ for m in G.net] == ["Linear", "Sigmoid", "Linear"]
+    c = torch.rand(3, 10)
+    assert torch.equal(G(c), G(c))                          # no noise: a function of the condition
+    D = Discriminator(10, hidden=4, layers=1)
+    assert D.net[0].in_features == 20 and D(torch.rand(3, 10), c).shape == (3,)
+
+
+def test_unobserved_samples_are_the_ratio_of_each_rows_zeros():
+    rows = (torch.rand(20, 50, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    picked = sample_unobserved(rows, 0.7, torch.Generator().manual_seed(1))
+    assert not (picked & (rows > 0)).any()
+    expected = torch.floor((rows == 0).sum(1) * 0.7).long()
+    assert torch.equal(picked.sum(1), expected)
+    again = sample_unobserved(rows, 0.7, torch.Generator().manual_seed(2))
+    assert not torch.equal(picked, again)                   # a fresh draw each round
+
+
+def test_losses_are_the_papers():
+    torch.manual_seed(0)
+    G, D = Generator(12, 8), Discriminator(12, 6)
+    c = (torch.rand(5, 12) < 0.4).float()
+    mask = ((c > 0) | (torch.rand(5, 12) < 0.5)).float()
+    zr = ((c == 0) & (torch.rand(5, 12) < 0.5)).float()
+    out = G(c)
+    real, fake = D(c, c), D(out.detach() * mask, c)
+    expected_d = F.binary_cross_entropy_with_logits(real, torch.ones(5)) + \
+        F.binary_cross_entropy_with_logits(fake, torch.zeros(5))
+    assert torch.allclose(d_loss_fn(D, c, out.detach() * mask), expected_d)
+    # ZR on the *unmasked* output, summed over the sampled entries, averaged over rows
+    zr_term = (out.pow(2) * zr).sum(1).mean()
+    expected_g = F.binary_cross_entropy_with_logits(D(out * mask, c), torch.ones(5)) + 0.03 * zr_term
+    assert torch.allclose(g_loss_fn(D, c, out, mask, zr, 0.03), expected_g)
+
+
+def test_l2_as_adam_weight_decay_is_the_gradient_of_the_authors_l2_term():
+    torch.manual_seed(0)
+    G = Generator(6, 4)
+    reg, c = 0.001, torch.rand(3, 6)
+    # the authors: loss + reg * ||theta||^2 / 2; here: Adam(weight_decay=reg) adds reg * theta to the gradient
+    loss = G(c).pow(2).mean()
+    with_term = torch.autograd.grad(loss + reg * sum(p.pow(2).sum() for p in G.parameters()) / 2,
+                                    list(G.parameters()))
+    plain = torch.autograd.grad(G(c).pow(2).mean(), list(G.parameters()))
+    for w, g, p in zip(with_term, plain, G.parameters()):
+        assert torch.allclose(w, g + reg * p)
+    opt = CFGAN().configure_optimizers.__func__(SimpleNamespace(
+        hparams=SimpleNamespace(g_learning_rate=1e-4, d_learning_rate=1e-4, g_reg_weight=reg, d_reg_weight=0.0),
+        generator=G, discriminator=Discriminator(6, 4)))
+    assert opt[0].defaults["weight_decay"] == reg and opt[1].defaults["weight_decay"] == 0.0
+
+
+def test_adversarial_gradient_reaches_the_generator():
+    torch.manual_seed(0)
+    G, D = Generator(12, 8), Discriminator(12, 6)
+    c = (torch.rand(5, 12) < 0.4).float()
+    out = G(c)
+    g_loss_fn(D, c, out, torch.ones_like(c), torch.zeros_like(c), 0.0).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.parameters())
+
+
+# -- the round -------------------------------------------------------------------------------------
+
+def test_a_round_is_d_passes_then_g_passes(tiny_config, tmp_path, monkeypatch):
+    calls = []
+    d_real, g_real = cfgan_module.d_loss_fn, cfgan_module.g_loss_fn
+    monkeypatch.setattr(cfgan_module, "d_loss_fn", lambda *a: calls.append("D") or d_real(*a))
+    monkeypatch.setattr(cfgan_module, "g_loss_fn", lambda *a: calls.append("G") or g_real(*a))
+    dm = _datamodule(tiny_config)
+    _fit(CFGAN(**SMALL), dm, 1, tmp_path)
+    rows = len(dm.tables.train_users())   # the users with training interactions
+    d_batches, g_batches = 2 * -(-rows // 16), 4 * -(-rows // 8)
+    assert calls == ["D"] * d_batches + ["G"] * g_batches
+
+
+def test_loss_stays_finite_and_ranking_beats_chance(tiny_config, tmp_path):
+    pl.seed_everything(0)
+    dm = _datamodule(tiny_config)
+    model = CFGAN(**SMALL, g_learning_rate=1e-3, d_learning_rate=1e-3)
+    trainer = _fit(model, dm, 15, tmp_path)
+    ours = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
+    split = dm.tables.split("test")
+    batch = dm.tables.rows(split.users, "test")
+    random = TopKMetrics(dm.n_items, [5, 10])
+    scores = torch.rand(batch["target"].shape, generator=torch.Generator().manual_seed(0))
+    scores = scores.masked_fill(batch["exclude"], -float("inf"))
+    scores[:, 0] = -float("inf")
+    random.update(scores, batch["target"])
+    assert ours > 1.5 * float(random.compute()["ndcg@10"])
+
+
+def test_item_mode_scores_are_the_users_entries_of_each_items_generated_vector(tiny_config, tmp_path):
+    dm = _datamodule(tiny_config, mode="item")
+    model = CFGAN(**SMALL, mode="item")
+    _fit(model, dm, 2, tmp_path)
+    assert model.generator.net[0].in_features == dm.tables.n_users
+    users = torch.as_tensor(dm.tables.split("test").users[:4])
+    with torch.no_grad():
+        items = torch.from_numpy(dm.tables.train.T.toarray()).float()
+        expected = model.generator(items).t()[users]
+    assert torch.allclose(model.score({"user": users, "input": None}), expected)
+
+
+def test_both_doors_give_the_same_numbers(tiny_config):
+    cfg = _config(tiny_config, epochs=2)
+    result = recbole_ext.run_recbole(model="CFGAN", dataset="tiny", config_dict=cfg)
+    state = torch.load(result["saved_model_file"], weights_only=False)["state_dict"]
+    dm = RecBoleDataModule("tiny", model="CFGAN", config_dict=cfg)
+    dm.setup()
+    lm = CFGAN(n_items=dm.n_items, **SMALL)
+    lm.load_state_dict({k[len("module."):]: v for k, v in state.items()})
+    out = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(lm, datamodule=dm,
+                                                                                      verbose=False)[0]
+    assert len(result["test_result"]) == 14 and result["test_result"]["ndcg@10"] > 0
+    for key, value in result["test_result"].items():
+        assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key
+
+
+# -- collapse ----------------------------------------------------------------------------------------
+
+def test_non_finite_loss_is_reported_as_collapse(tiny_config, tmp_path):
+    dm = _datamodule(tiny_config)
+    model = CFGAN(n_items=dm.n_items, **SMALL)
+    with torch.no_grad():
+        model.generator.net[0].weight[0, 0] = float("nan")
+    with pytest.raises(GANCollapseError, match="loss became nan"):
+        _fit(model, dm, 1, tmp_path)
+
+
+def test_discriminator_that_always_wins_is_reported(tiny_config, tmp_path):
+    dm = _datamodule(tiny_config)
+    model = CFGAN(**SMALL, collapse_d_loss=100.0, collapse_patience=2)   # every round counts as D winning
+    with pytest.raises(GANCollapseError, match="below 100.0 for 2 rounds"):
+        _fit(model, dm, 5, tmp_path)
+
+
+def test_generator_that_ignores_its_condition_is_reported(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(Generator, "forward", lambda self, c: self.net(torch.zeros_like(c)))
+    dm = _datamodule(tiny_config)
+    with pytest.raises(GANCollapseError, match="same vector for every condition"):
+        _fit(CFGAN(**SMALL), dm, 2, tmp_path)
+
+
+def test_collapse_on_the_command_line_is_one_line(tmp_path, tiny_root):
+    out = subprocess.run([sys.executable, "-m", "recbole_ext", "--model=CFGAN", "--dataset=tiny",
+                          f"--data_path={tiny_root}", "--comet=False", "--collapse_d_loss=100",
+                          "--collapse_patience=1", "--epochs=3", "--g_hidden_size=16", "--d_hidden_size=8"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "CFGAN collapsed" in out.stderr and "Traceback" not in out.stderr
+
+
+# -- configuration -------------------------------------------------------------------------------------
+
+def test_multi_process_training_is_refused():
+    fake = SimpleNamespace(trainer=SimpleNamespace(world_size=2))
+    with pytest.raises(RuntimeError, match="devices=1"):
+        CFGAN.on_fit_start(fake)
+
+
+def test_item_mode_with_validation_input_is_a_clear_error(tiny_config):
+    with pytest.raises(ConfigError, match="needs mode: user"):
+        make_config("CFGAN", "tiny", config_dict=_config(tiny_config, mode="item", test_input="train_valid"))
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"mode": "both"}, "mode='both'"), ({"zr_ratio": 1.5}, "zr_ratio=1.5"), ({"g_steps": 0}, "g_steps=0"),
+    ({"d_learning_rate": 0.0}, "d_learning_rate=0.0"),
+])
+def test_invalid_hyperparameters_are_named(bad, words):
+    with pytest.raises(HyperparameterError, match=words):
+        CFGAN(**bad)
+
+
+def test_yaml_defaults_are_the_authors_ml100k_settings():
+    m = CFGAN()
+    h = m.hparams
+    assert (h.g_hidden_size, h.d_hidden_size, h.zr_ratio, h.pm_ratio, h.zr_coefficient) == (400, 125, 0.7, 0.7, 0.03)
+    assert (h.g_learning_rate, h.d_learning_rate, h.g_batch_size, h.d_batch_size) == (1e-4, 1e-4, 32, 64)
+    assert (h.g_steps, h.d_steps, h.g_reg_weight, h.d_reg_weight, h.mode) == (4, 2, 0.001, 0.0, "user")
