@@ -143,19 +143,52 @@ def test_item_mode_scores_are_the_users_entries_of_each_items_generated_vector(t
     assert torch.allclose(model.score({"user": users, "input": None}), expected)
 
 
-def test_both_doors_give_the_same_numbers(tiny_config):
-    cfg = _config(tiny_config, epochs=2)
+@pytest.mark.parametrize("mode", ["user", "item"])
+def test_both_doors_give_the_same_numbers(tiny_config, mode):
+    cfg = _config(tiny_config, epochs=2, mode=mode)
     result = recbole_ext.run_recbole(model="CFGAN", dataset="tiny", config_dict=cfg)
     state = torch.load(result["saved_model_file"], weights_only=False)["state_dict"]
     dm = RecBoleDataModule("tiny", model="CFGAN", config_dict=cfg)
     dm.setup()
-    lm = CFGAN(n_items=dm.n_items, **SMALL)
+    lm = CFGAN(n_items=dm.n_items, n_users=dm.tables.n_users, mode=mode, **SMALL)
+    lm.attach_data(dm.tables)
     lm.load_state_dict({k[len("module."):]: v for k, v in state.items()})
     out = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(lm, datamodule=dm,
                                                                                       verbose=False)[0]
     assert len(result["test_result"]) == 14 and result["test_result"]["ndcg@10"] > 0
     for key, value in result["test_result"].items():
         assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key
+
+
+def test_each_phase_moves_only_its_own_network(tiny_config, tmp_path, monkeypatch):
+    seen = {"D": [], "G": []}
+
+    def snapshot(model):
+        return ([p.detach().clone() for p in model.generator.parameters()],
+                [p.detach().clone() for p in model.discriminator.parameters()])
+
+    model = CFGAN(**SMALL)
+    d_real, g_real = cfgan_module.d_loss_fn, cfgan_module.g_loss_fn
+    monkeypatch.setattr(cfgan_module, "d_loss_fn", lambda *a: seen["D"].append(snapshot(model)) or d_real(*a))
+    monkeypatch.setattr(cfgan_module, "g_loss_fn", lambda *a: seen["G"].append(snapshot(model)) or g_real(*a))
+    _fit(model, _datamodule(tiny_config), 1, tmp_path)
+    (g_first, d_first), (g_last, d_last) = seen["D"][0], seen["D"][-1]
+    assert all(torch.equal(a, b) for a, b in zip(g_first, g_last))        # D steps leave G alone
+    assert not all(torch.equal(a, b) for a, b in zip(d_first, d_last))
+    (g_first, d_first), (g_last, d_last) = seen["G"][0], seen["G"][-1]
+    assert all(torch.equal(a, b) for a, b in zip(d_first, d_last))        # G steps leave D alone
+    assert not all(torch.equal(a, b) for a, b in zip(g_first, g_last))
+
+
+def test_item_scores_follow_new_weights(tiny_config, tmp_path):
+    dm = _datamodule(tiny_config, mode="item")
+    model = CFGAN(**SMALL, mode="item")
+    _fit(model, dm, 1, tmp_path)
+    users = torch.as_tensor(dm.tables.split("test").users[:3])
+    before = model.score({"user": users, "input": None}).clone()
+    other = CFGAN(n_items=dm.n_items, n_users=dm.tables.n_users, mode="item", **SMALL)
+    model.load_state_dict(other.state_dict())
+    assert not torch.allclose(model.score({"user": users, "input": None}), before)
 
 
 # -- collapse ----------------------------------------------------------------------------------------

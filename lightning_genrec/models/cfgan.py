@@ -31,8 +31,12 @@ epoch is one round: the authors' 1000 "epochs" are 1000 / g_steps = 250 rounds.
 Where this implementation departs, and why:
     * **Model selection** is on a validation split (RecBole's), once per round; the authors'
       loop evaluates the *test* set after every G pass and reports a picked epoch.
-    * The ZR / PM samples are drawn with torch's seeded generator (the authors reseed numpy
-      with the wall-clock time), and each pass shuffles the rows afresh.
+    * ZR and PM are two independent draws, as the paper describes them.  The authors' code
+      reseeds numpy with the wall-clock second before each draw, so a row's ZR and PM draws
+      (same pool, same size) coincide in practice; ours come from torch's seeded generator
+      (reproducible), and each pass shuffles the rows afresh.
+    * A round trains on the rows that have training interactions; the authors' loop also
+      feeds all-zero rows (in item mode, items without training interactions).
     * Training runs the whole round inside one ``training_step`` (manual optimization, the
       two optimizers alternating as in the authors' loop), so it runs on one device; a
       multi-process strategy is refused with a clear error.
@@ -316,6 +320,7 @@ class CFGAN(GenRecModule):
                 opt_g.step()
                 g_total, g_batches = g_total + loss_g.item(), g_batches + 1
         self.untoggle_optimizer(opt_g)
+        self._cache.pop("item_key", None)
         d_mean, g_mean = d_total / d_batches, g_total / g_batches
         self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True,
                       batch_size=1)
@@ -339,9 +344,13 @@ class CFGAN(GenRecModule):
             raise GANCollapseError(
                 f"CFGAN collapsed: the discriminator loss stayed below {h.collapse_d_loss} for {int(self.d_wins)} rounds "
                 f"(last {d_mean:.2e}, round {self.current_epoch}): D separates real from generated vectors "
-                "perfectly and G gets no gradient. Try a smaller d_learning_rate, fewer d_steps, or a larger "
-                "d_reg_weight.")
+                "perfectly, so its verdict no longer tells G which entries look like purchases. Try a smaller "
+                "d_learning_rate, fewer d_steps, or a larger d_reg_weight (or raise collapse_patience).")
         out = self.generator(rows[: min(len(rows), 256)])                       # (B, N)
+        if not torch.isfinite(out).all():
+            raise GANCollapseError(f"CFGAN collapsed: in round {self.current_epoch} the generator's output became "
+                                   "non-finite; training stopped and the model is not evaluated. Try smaller "
+                                   "g_learning_rate / d_learning_rate.")
         spread = (out.max(dim=0).values - out.min(dim=0).values).max().item()
         if spread < 1e-6 * max(1.0, out.abs().max().item()):
             raise GANCollapseError(
@@ -361,6 +370,12 @@ class CFGAN(GenRecModule):
             self._cache["item_key"] = key
         scores = self._cache["item_scores"]
         return scores[batch["user"].to(scores.device)]                          # (B, I)
+
+    def on_validation_epoch_start(self) -> None:
+        self._cache.pop("item_key", None)   # weights may have been replaced without a version bump
+
+    def on_test_epoch_start(self) -> None:
+        self._cache.pop("item_key", None)
 
 
 __all__ = ["CFGAN", "Discriminator", "GANCollapseError", "Generator", "RoundTables", "sample_unobserved"]
