@@ -69,3 +69,18 @@ def ml100k(tmp_path_factory):
         return (config, *load_data(config))
     finally:
         os.chdir(cwd)
+
+
+def random_ndcg(tables, phase: str = "test", k: int = 10) -> float:
+    """NDCG@k of seeded uniform random scores over the same users and candidates as a model's ``phase``."""
+    import torch
+
+    from lightning_genrec.metrics import TopKMetrics
+
+    batch = tables.rows(tables.split(phase).users, phase)
+    scores = torch.rand(batch["target"].shape, generator=torch.Generator().manual_seed(0))
+    scores = scores.masked_fill(batch["exclude"], -float("inf"))
+    scores[:, 0] = -float("inf")
+    metrics = TopKMetrics(tables.n_items, [k])
+    metrics.update(scores, batch["target"])
+    return float(metrics.compute()[f"ndcg@{k}"])

@@ -13,7 +13,7 @@ from lightning_genrec.models.base import HyperparameterError
 from lightning_genrec.models.cvae import ContentVAE, fold_in, item_step, outer_rows
 from recbole_ext.config import ConfigError, load_data, make_config
 
-from conftest import write_tiny_dataset
+from conftest import random_ndcg, write_tiny_dataset
 
 SMALL = dict(mlp_hidden_size=[16, 8], latent_dimension=4, pretrain_epochs=2, topk=[5, 10])
 COLD = {"cold_item_split": True, "cold_item_ratio": 0.3, "cold_item_valid_ratio": 0.5}
@@ -177,16 +177,7 @@ def test_cold_items_are_scored_from_content_and_beat_chance(tiny_config, tmp_pat
     assert not torch.allclose(model.item_factors[rated], theta[rated], atol=1e-3)
     tested = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
     # the same users with random scores over the same candidates
-    from lightning_genrec.metrics import TopKMetrics
-
-    split = dm.tables.split("test")
-    batch = dm.tables.rows(split.users, "test")
-    random = TopKMetrics(dm.n_items, [5, 10])
-    scores = torch.rand(batch["target"].shape, generator=torch.Generator().manual_seed(0))
-    scores = scores.masked_fill(batch["exclude"], -float("inf"))
-    scores[:, 0] = -float("inf")
-    random.update(scores, batch["target"])
-    assert tested > 1.5 * float(random.compute()["ndcg@10"])
+    assert tested > 1.5 * random_ndcg(dm.tables)
 
 
 def test_user_vectors_are_the_als_user_step_on_the_input_row(tiny_config):
