@@ -84,3 +84,18 @@ def random_ndcg(tables, phase: str = "test", k: int = 10) -> float:
     metrics = TopKMetrics(tables.n_items, [k])
     metrics.update(scores, batch["target"])
     return float(metrics.compute()[f"ndcg@{k}"])
+
+
+def assert_doors_agree(result, model, datamodule) -> None:
+    """Load the best weights the RecBole door saved (``result`` of ``run_recbole``) into ``model``,
+    test them through Lightning's loop on ``datamodule``, and check all 14 test metrics equal RecBole's."""
+    import pytorch_lightning as pl
+    import torch
+
+    state = torch.load(result["saved_model_file"], weights_only=False)["state_dict"]
+    model.load_state_dict({k[len("module."):]: v for k, v in state.items()})
+    out = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(model, datamodule=datamodule,
+                                                                                      verbose=False)[0]
+    assert len(result["test_result"]) == 14
+    for key, value in result["test_result"].items():
+        assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 import recbole_ext
@@ -14,6 +13,8 @@ from lightning_genrec import MVAE
 from recbole_ext.compat import DatasetNotFoundError
 from recbole_ext.config import ConfigError, UnknownModelError, config_path, make_config
 from lightning_genrec.models.base import HyperparameterError
+
+from conftest import assert_doors_agree
 
 NEW_KEYS = {"novelty@5", "novelty@10", "itemcoverage@5", "itemcoverage@10", "giniindex@5", "giniindex@10"}
 
@@ -65,18 +66,9 @@ def test_both_doors_give_the_same_numbers(tiny_config, tmp_path):
     result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config)
     from lightning_genrec import RecBoleDataModule
 
-    path = result["saved_model_file"]
-    state = torch.load(path, weights_only=False)["state_dict"]
     dm = RecBoleDataModule("tiny", config_dict=tiny_config)
     dm.setup()
-    lm = MVAE(n_items=dm.n_items, topk=[5, 10])
-    lm.load_state_dict({k[len("module."):]: v for k, v in state.items()})
-    out = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(lm, datamodule=dm,
-                                                                                      verbose=False)[0]
-    recbole_side = result["test_result"]
-    assert len(recbole_side) == 14
-    for key, value in recbole_side.items():
-        assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key
+    assert_doors_agree(result, MVAE(n_items=dm.n_items, topk=[5, 10]), dm)
 
 
 def test_unknown_model_lists_known_models(tiny_config):
