@@ -293,39 +293,40 @@ class CFGAN(GenRecModule):
         zr = sample_unobserved(rows, h.zr_ratio, g).float()                     # (R, N)
         mask = ((rows > 0) | sample_unobserved(rows, h.pm_ratio, g)).float()   # observed + PM
         n = rows.shape[0]
-        d_total, d_batches = 0.0, 0
-        self.toggle_optimizer(opt_d)
-        for _ in range(h.d_steps):
-            for idx in torch.randperm(n, generator=g).to(self.device).split(h.d_batch_size):
-                c = rows[idx]
-                with torch.no_grad():
-                    fake = self.generator(c)
-                loss_d = d_loss_fn(self.discriminator, c, fake * mask[idx])
-                self._check_round(loss_d, "discriminator")
-                opt_d.zero_grad()
-                self.manual_backward(loss_d)
-                opt_d.step()
-                d_total, d_batches = d_total + loss_d.item(), d_batches + 1
-        self.untoggle_optimizer(opt_d)
-        g_total, g_batches = 0.0, 0
-        self.toggle_optimizer(opt_g)
-        for _ in range(h.g_steps):
-            for idx in torch.randperm(n, generator=g).to(self.device).split(h.g_batch_size):
-                c = rows[idx]
-                out = self.generator(c)
-                loss_g = g_loss_fn(self.discriminator, c, out, mask[idx], zr[idx], h.zr_coefficient)
-                self._check_round(loss_g, "generator")
-                opt_g.zero_grad()
-                self.manual_backward(loss_g)
-                opt_g.step()
-                g_total, g_batches = g_total + loss_g.item(), g_batches + 1
-        self.untoggle_optimizer(opt_g)
+
+        def d_loss(idx):
+            c = rows[idx]
+            with torch.no_grad():
+                fake = self.generator(c)                                        # G held fixed
+            return d_loss_fn(self.discriminator, c, fake * mask[idx])
+
+        def g_loss(idx):
+            c = rows[idx]
+            return g_loss_fn(self.discriminator, c, self.generator(c), mask[idx], zr[idx], h.zr_coefficient)
+
+        d_mean = self._phase(opt_d, h.d_steps, h.d_batch_size, d_loss, "discriminator", n, g)
+        g_mean = self._phase(opt_g, h.g_steps, h.g_batch_size, g_loss, "generator", n, g)
         self._cache.pop("item_key", None)
-        d_mean, g_mean = d_total / d_batches, g_total / g_batches
         self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True,
                       batch_size=1)
         self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
         self._detect_collapse(d_mean, rows)
+
+    def _phase(self, opt, passes: int, batch_size: int, loss_of, who: str, n: int, g: torch.Generator) -> float:
+        """``passes`` shuffled passes over the ``n`` rows in minibatches, one step of ``opt`` (the
+        other network's parameters toggled off) per minibatch; returns the mean minibatch loss."""
+        total, steps = 0.0, 0
+        self.toggle_optimizer(opt)
+        for _ in range(passes):
+            for idx in torch.randperm(n, generator=g).to(self.device).split(batch_size):
+                loss = loss_of(idx)
+                self._check_round(loss, who)
+                opt.zero_grad()
+                self.manual_backward(loss)
+                opt.step()
+                total, steps = total + loss.item(), steps + 1
+        self.untoggle_optimizer(opt)
+        return total / steps
 
     def _check_round(self, loss: torch.Tensor, who: str) -> None:
         if not torch.isfinite(loss):
