@@ -49,20 +49,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.data import InteractionTables
-from lightning_genrec.models.base import GenRecModule, positive_int
+from lightning_genrec.models.base import positive_int
+from lightning_genrec.models.gan import GANCollapseError, RoundGAN, RoundTables
 
 MODES = ("user", "item")
-
-
-class GANCollapseError(RuntimeError):
-    """The GAN stopped learning (non-finite loss, a discriminator that always wins, or a
-    generator whose output ignores its condition)."""
 
 
 def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
@@ -122,18 +117,7 @@ def g_loss_fn(D: Discriminator, c, out, mask, zr, alpha: float):
     return loss + alpha * (out.pow(2) * zr).sum(dim=1).mean() if alpha else loss
 
 
-class RoundTables(InteractionTables):
-    """:class:`~lightning_genrec.data.InteractionTables` whose training epoch is one unit: a
-    CFGAN round, which reads the whole training matrix (the model draws its own minibatches)."""
-
-    def train_units(self) -> np.ndarray:
-        return np.zeros(1, dtype=np.int64)
-
-    def train_batch(self, units) -> dict[str, torch.Tensor]:
-        return {"round": torch.as_tensor(np.asarray(units, dtype=np.int64))}
-
-
-class CFGAN(GenRecModule):
+class CFGAN(RoundGAN):
     """CFGAN (Chae et al., CIKM 2018) as a LightningModule with manual optimization.
 
     Args:
@@ -161,8 +145,6 @@ class CFGAN(GenRecModule):
         collapse_patience: rounds in a row of that before training stops as collapsed. Default 5.
         topk: cut-offs for the evaluation metrics. Default ``[5, 20]``.
     """
-
-    tables_class = RoundTables
 
     HPARAM_CHECKS = {
         "n_users": (lambda v: v is None or positive_int(v), "a positive integer or None"),
@@ -233,7 +215,7 @@ class CFGAN(GenRecModule):
                                "RecBoleDataModule.")
         self.generator = Generator(self.width, h.g_hidden_size, h.g_layers)
         self.discriminator = Discriminator(self.width, h.d_hidden_size, h.d_layers)
-        self.register_buffer("d_wins", torch.zeros((), dtype=torch.long))   # rounds in a row D has won outright
+        self.register_d_wins()
 
     def attach_data(self, tables) -> None:
         h = self.hparams
@@ -279,12 +261,6 @@ class CFGAN(GenRecModule):
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.d_learning_rate, weight_decay=h.d_reg_weight)
         return opt_g, opt_d
 
-    def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1:
-            raise RuntimeError("CFGAN trains a whole round (its alternating D and G minibatch passes) in one "
-                               "training_step, on one device; multi-process strategies are not supported. Use "
-                               "devices=1.")
-
     def training_step(self, batch, batch_idx):
         h = self.hparams
         opt_g, opt_d = self.optimizers()
@@ -310,54 +286,12 @@ class CFGAN(GenRecModule):
         self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True,
                       batch_size=1)
         self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
-        self._detect_collapse(d_mean, rows)
-
-    def _phase(self, opt, passes: int, batch_size: int, loss_of, who: str, n: int, g: torch.Generator) -> float:
-        """``passes`` shuffled passes over the ``n`` rows in minibatches, one step of ``opt`` (the
-        other network's parameters toggled off) per minibatch; returns the mean minibatch loss."""
-        total, steps = 0.0, 0
-        self.toggle_optimizer(opt)
-        for _ in range(passes):
-            for idx in torch.randperm(n, generator=g).to(self.device).split(batch_size):
-                loss = loss_of(idx)
-                self._check_round(loss, who)
-                opt.zero_grad()
-                self.manual_backward(loss)
-                opt.step()
-                total, steps = total + loss.item(), steps + 1
-        self.untoggle_optimizer(opt)
-        return total / steps
-
-    def _check_round(self, loss: torch.Tensor, who: str) -> None:
-        if not torch.isfinite(loss):
-            raise GANCollapseError(f"CFGAN collapsed: the {who} loss became {loss.item()} in round "
-                                   f"{self.current_epoch}; training stopped and the model is not evaluated. "
-                                   "Try smaller g_learning_rate / d_learning_rate.")
+        self._check_collapse(d_mean, rows)
 
     @torch.no_grad()
-    def _detect_collapse(self, d_mean: float, rows: torch.Tensor) -> None:
-        h = self.hparams
-        if d_mean < h.collapse_d_loss:
-            self.d_wins += 1
-        else:
-            self.d_wins.zero_()
-        if int(self.d_wins) >= h.collapse_patience:
-            raise GANCollapseError(
-                f"CFGAN collapsed: the discriminator loss stayed below {h.collapse_d_loss} for {int(self.d_wins)} rounds "
-                f"(last {d_mean:.2e}, round {self.current_epoch}): D separates real from generated vectors "
-                "perfectly, so its verdict no longer tells G which entries look like purchases. Try a smaller "
-                "d_learning_rate, fewer d_steps, or a larger d_reg_weight (or raise collapse_patience).")
-        out = self.generator(rows[: min(len(rows), 256)])                       # (B, N)
-        if not torch.isfinite(out).all():
-            raise GANCollapseError(f"CFGAN collapsed: in round {self.current_epoch} the generator's output became "
-                                   "non-finite; training stopped and the model is not evaluated. Try smaller "
-                                   "g_learning_rate / d_learning_rate.")
-        spread = (out.max(dim=0).values - out.min(dim=0).values).max().item()
-        if spread < 1e-6 * max(1.0, out.abs().max().item()):
-            raise GANCollapseError(
-                f"CFGAN collapsed: in round {self.current_epoch} the generator gives the same vector for every "
-                "condition (mode collapse), so every user would get the same ranking. Training stopped; try "
-                "another seed or smaller learning rates.")
+    def _check_collapse(self, d_mean: float, rows: torch.Tensor) -> None:
+        self._detect_collapse(d_mean, self.generator(rows[: min(len(rows), 256)]),
+                              "Try a smaller d_learning_rate, fewer d_steps, or a larger d_reg_weight")
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, batch):
