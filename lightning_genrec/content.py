@@ -58,17 +58,45 @@ def content_fields_of(config) -> tuple[str, ...]:
     return _fields_of(config["content_fields"] if config is not None and "content_fields" in config else None)
 
 
-def item_file_fields(config) -> list[str] | None:
-    """Field names in the dataset's ``.item`` file header, or ``None`` if there is no such file."""
+def item_file_header(config) -> dict[str, str] | None:
+    """``{field: type}`` of the dataset's ``.item`` file header, or ``None`` if there is no such file."""
     path = os.path.join(config["data_path"], f"{config['dataset']}.item")
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split(config["field_separator"] or "\t")
-    return [c.split(":")[0] for c in header]
+    return dict((c.split(":") + [""])[:2] for c in header)
 
 
-def missing_content_message(model: str, dataset: str, wanted, available) -> str:
+def item_file_fields(config) -> list[str] | None:
+    """Field names in the dataset's ``.item`` file header, or ``None`` if there is no such file."""
+    header = item_file_header(config)
+    return None if header is None else list(header)
+
+
+def require_item_fields(config, fields, kinds: tuple[str, ...] | None = None, what: str = "content_fields") -> None:
+    """Before data loads: raise ``ConfigError`` unless the ``.item`` file has ``fields`` (of one of
+    the ``kinds``, e.g. ``("token", "token_seq")``); add them to ``load_col`` (RecBole's ml-100k
+    default loads interactions only).  A missing dataset is left to the dataset checks."""
+    from recbole_ext.config import ConfigError
+
+    header = item_file_header(config)
+    if header is None and not os.path.isfile(os.path.join(config["data_path"], f"{config['dataset']}.inter")):
+        return
+    if header is None or any(f not in header for f in fields):
+        raise ConfigError(missing_content_message(config["model"], config["dataset"], fields,
+                                                  None if header is None else list(header), what))
+    wrong = [f"{f} ({header[f]})" for f in fields if kinds and header[f] not in kinds]
+    if wrong:
+        raise ConfigError(f"{config['model']}: the item field{'s' if len(wrong) > 1 else ''} {', '.join(wrong)} "
+                          f"cannot be used: {what} must be {' or '.join(kinds)} fields of {config['dataset']}.item.")
+    load_col = config["load_col"]
+    if isinstance(load_col, dict):
+        item_cols = list(load_col.get("item") or [config["ITEM_ID_FIELD"]])
+        load_col["item"] = item_cols + [f for f in fields if f not in item_cols]
+
+
+def missing_content_message(model: str, dataset: str, wanted, available, what: str = "content_fields") -> str:
     wanted = list(wanted)
     if available is None:
         where = f"dataset {dataset!r} has no {dataset}.item file"
@@ -76,8 +104,10 @@ def missing_content_message(model: str, dataset: str, wanted, available) -> str:
         missing = [f for f in wanted if f not in available]
         where = (f"{dataset}.item has no field{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                  f"(its fields: {', '.join(available)})")
-    return (f"{model} needs item content and looked for the item fields {', '.join(wanted)}, but {where}. "
-            "Set content_fields to token / token_seq / float fields of the .item file, or use a dataset "
+    return (f"{model} needs item {'content' if what == 'content_fields' else 'attributes'} and looked for the item "
+            f"fields {', '.join(wanted)}, but {where}. Set {what} to "
+            f"{'token / token_seq / float' if what == 'content_fields' else 'token / token_seq'} fields of the .item "
+            "file, or use a dataset "
             "with item features.")
 
 

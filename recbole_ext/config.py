@@ -185,6 +185,7 @@ _METRIC_NAMES = "NDCG, Recall, Precision, MRR, Novelty, ItemCoverage, GiniIndex"
 def check_hparams(config, selection: bool = True) -> None:
     """Validate a lightning-genrec model's hyperparameters and evaluation settings
     (with ``selection``, also that ``valid_metric`` is one the bridge trainer can select on)."""
+    from lightning_genrec.item_ranking import ITEM_METRICS
     from lightning_genrec.metrics import ALL_METRICS
     from recbole_ext.registry import MODELS, hparams_from_config
 
@@ -206,9 +207,13 @@ def check_hparams(config, selection: bool = True) -> None:
         return
     name, _, k = str(config["valid_metric"]).lower().partition("@")
     topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
-    if name not in ALL_METRICS or not k.isdigit() or int(k) not in topk:
+    item_on = cls.item_metrics if config["item_metrics"] is None else bool(config["item_metrics"])
+    names = ALL_METRICS + (tuple(f"item_{m}" for m in ITEM_METRICS) if item_on else ())
+    if name not in names or not k.isdigit() or int(k) not in topk:
+        item_text = (", or item -> users item_precision, item_ndcg, item_map" if item_on else
+                     " (item_ndcg etc. need item_metrics: true)" if name.startswith("item_") else "")
         raise ConfigError(f"valid_metric={config['valid_metric']!r} cannot select {config['model']}'s epochs: use "
-                          f"one of {_METRIC_NAMES} at a K in topk={topk} (e.g. NDCG@{max(topk)}).")
+                          f"one of {_METRIC_NAMES}{item_text} at a K in topk={topk} (e.g. NDCG@{max(topk)}).")
 
 
 def make_config(model, dataset, config_file_list=None, config_dict=None, lightning_door=False) -> Config:

@@ -45,6 +45,8 @@ class GenRecAdapter(GeneralRecommender):
         self.tables = self.lightning_class.tables_class.from_train_dataset(dataset, config)
         self.module = self.lightning_class(n_items=self.n_items, **hparams_from_config(self.lightning_class, config))
         self.module.attach_data(self.tables)
+        if "item_metrics" in config and config["item_metrics"] is not None:
+            self.module.item_metrics = bool(config["item_metrics"])
         self.eval_phase: str | None = None   # set by LightningTrainer: which split is being scored
 
     def calculate_loss(self, interaction):

@@ -9,7 +9,9 @@ checkpoint of the best epoch.  ``evaluate`` is
 RecBole's own, so test results come from RecBole's evaluator.
 
 Config keys it reads besides RecBole's: ``comet`` (bool, log to Comet),
-``comet_project``, ``comet_offline_directory``.
+``comet_project``, ``comet_offline_directory``.  For models with item -> users
+metrics on (LARA; any model with ``item_metrics: true``) ``evaluate`` adds
+``item_precision@K``, ``item_ndcg@K`` and ``item_map@K`` to RecBole's result.
 """
 from __future__ import annotations
 
@@ -149,11 +151,17 @@ class LightningTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        self.model.eval_phase = "valid" if eval_data is self._valid_data else "test"
+        phase = "valid" if eval_data is self._valid_data else "test"
+        self.model.eval_phase = phase
         try:
             result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
         finally:
             self.model.eval_phase = None
+        module, tables = self.model.module, self.model.tables
+        if result is not None and module.item_metrics:   # item -> users ranking beside RecBole's metrics
+            if getattr(tables, phase) is None:
+                tables.add_split(eval_data, phase)
+            result.update(module.item_results(phase))
         if result and eval_data is not self._valid_data and self.comet is not None:
             self.comet.log_metrics({f"test/{k}": float(v) for k, v in result.items()})
             self.end_comet()

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
 from lightning_genrec.data import InteractionTables
+from lightning_genrec.item_ranking import phase_item_metrics, scores_from_users
 from lightning_genrec.metrics import TopKMetrics
 
 
@@ -63,6 +65,10 @@ class GenRecModule(pl.LightningModule):
 
     tables_class = InteractionTables
     sequential = False
+    #: also rank users for each item (``item_precision@K``, ``item_ndcg@K``, ``item_map@K`` from
+    #: :mod:`lightning_genrec.item_ranking`) whenever a phase is evaluated; RecBole's config key
+    #: ``item_metrics`` overrides it per run (LARA: on by default)
+    item_metrics = False
     #: the model's own hyperparameter checks, on top of ``COMMON_CHECKS``: name -> (test, allowed)
     HPARAM_CHECKS: dict = {}
 
@@ -70,6 +76,7 @@ class GenRecModule(pl.LightningModule):
         super().__init__()
         self.val_metrics: TopKMetrics | None = None
         self.test_metrics: TopKMetrics | None = None
+        self._tables = None
 
     # -- to implement -------------------------------------------------------
     def build(self) -> None:
@@ -107,6 +114,7 @@ class GenRecModule(pl.LightningModule):
         elif n_items != tables.n_items:
             raise ValueError(f"{type(self).__name__} was built for {n_items} items but the data has "
                              f"{tables.n_items}; build the model for this dataset (n_items=None sizes it).")
+        self._tables = tables
         counts = torch.as_tensor(tables.item_counts)
         topk = list(self.hparams.topk)
         self.val_metrics = TopKMetrics(tables.n_items, topk, counts, tables.n_train_users)
@@ -151,9 +159,27 @@ class GenRecModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self.test_metrics.update(self.ranking_scores(batch), batch["target"])
 
+    def item_user_scores(self, items: np.ndarray, phase: str) -> torch.Tensor:
+        """(C, U) scores of every user for each of ``items``, users as the model scores them in
+        ``phase``.  Default: the user -> item scores of all users, transposed."""
+        def score(batch):
+            return self.score({k: v.to(self.device) for k, v in batch.items()})
+        return scores_from_users(score, self._tables, phase)(items)
+
+    @torch.no_grad()
+    def item_results(self, phase: str) -> dict[str, float]:
+        """Item -> users metrics of ``phase`` (see :mod:`lightning_genrec.item_ranking`)."""
+        if self._tables is None:
+            raise RuntimeError("item -> users metrics need the evaluation data: use a RecBoleDataModule or call "
+                               "model.attach_data(tables) first.")
+        return phase_item_metrics(self._tables, phase, lambda items: self.item_user_scores(items, phase),
+                                  self.hparams.topk)
+
     def _log_metrics(self, metrics: TopKMetrics, prefix: str) -> None:
-        values = metrics.compute()
-        self.log_dict({f"{prefix}/{k}": v.float() for k, v in values.items()}, sync_dist=True)
+        values = {k: v.float() for k, v in metrics.compute().items()}
+        if self.item_metrics:
+            values.update({k: torch.tensor(v) for k, v in self.item_results(prefix).items()})
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=True)
         metrics.reset()
 
     def on_validation_epoch_end(self):

@@ -53,7 +53,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.data import InteractionTables
 from lightning_genrec.models.base import positive_int
 from lightning_genrec.models.gan import GANCollapseError, RoundGAN, RoundTables
 
@@ -187,7 +186,6 @@ class CFGAN(RoundGAN):
         self.automatic_optimization = False
         self.generator: Generator | None = None
         self.discriminator: Discriminator | None = None
-        self._tables: InteractionTables | None = None
         self._cache: dict = {}
         if n_items is not None and (mode == "user" or n_users is not None):
             self.build()
@@ -227,7 +225,6 @@ class CFGAN(RoundGAN):
             raise ValueError(f"CFGAN (item mode) was built for {h.n_users} users but the data has "
                              f"{tables.n_users}; build it for this dataset (n_users=None sizes it).")
         super().attach_data(tables)
-        self._tables = tables
         self._cache = {}
 
     def _matrix(self) -> torch.Tensor:

@@ -46,7 +46,6 @@ Where this implementation departs, and why:
 from __future__ import annotations
 
 import logging
-import os
 from typing import Sequence
 
 import numpy as np
@@ -234,24 +233,14 @@ class CVAE(VAEModule):
     def adapt_config(cls, config) -> None:
         """CVAE reads item content: the ``.item`` file must have the ``content_fields``, which
         are added to ``load_col`` (RecBole's ml-100k default loads interactions only)."""
-        from lightning_genrec.content import content_fields_of, item_file_fields, missing_content_message
+        from lightning_genrec.content import content_fields_of, require_item_fields
         from recbole_ext.config import ConfigError
 
-        fields = content_fields_of(config)
         min_count = config["content_min_count"]
         if min_count is not None and (isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1):
             raise ConfigError(f"content_min_count={min_count!r}: must be an integer >= 1 (the number of training "
                               "items a token needs to join the content vocabulary).")
-        available = item_file_fields(config)
-        if available is None:
-            if not os.path.isfile(os.path.join(config["data_path"], f"{config['dataset']}.inter")):
-                return                              # a missing dataset is reported by the dataset checks
-        if available is None or any(f not in available for f in fields):
-            raise ConfigError(missing_content_message(config["model"], config["dataset"], fields, available))
-        load_col = config["load_col"]
-        if isinstance(load_col, dict):
-            item_cols = list(load_col.get("item") or [config["ITEM_ID_FIELD"]])
-            load_col["item"] = item_cols + [f for f in fields if f not in item_cols]
+        require_item_fields(config, content_fields_of(config))
 
     def build(self) -> None:
         h = self.hparams

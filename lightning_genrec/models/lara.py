@@ -1,0 +1,411 @@
+"""LARA: adversarial attribute-to-user generation for new-item recommendation.
+
+Reference:
+    Changfeng Sun, Han Liu, Meng Liu, Zhaochun Ren, Tian Gan and Liqiang Nie. "LARA:
+    Attribute-to-feature Adversarial Learning for New-item Recommendation." WSDM 2020.
+
+The model (the paper, and the authors' released TF code):
+    * **attributes.** Each binary item attribute k (ml-100k: each genre; in general each
+      token of the configured ``attribute_fields``, token / token_seq item fields) has
+      two embeddings, one for "present" (id 2k + 1) and one for "absent" (id 2k): an item
+      is the A attribute embeddings of size ``attribute_dim`` (the absent ones included);
+    * **generator.** Its own attribute embedding table; the A embeddings (the per-attribute
+      partial profiles) are concatenated and combined by tanh ``hidden_size`` -> tanh
+      ``hidden_size`` -> tanh A: the item's generated user, a vector in attribute space;
+    * **real users** are fixed vectors, not learned: a user is the attribute counts of the
+      items in their training history, normalised to sum 1 (ml-100k: the user's genre
+      shares).  This is what the authors' release feeds the discriminator;
+    * **discriminator.** A separate attribute embedding table; concat(item attributes,
+      user) -> tanh ``hidden_size`` -> tanh ``hidden_size`` -> A logits (a vector output,
+      each entry with its own BCE, averaged);
+    * **losses.** For a training pair (item i with attributes a, user u who interacted
+      with it) and a user u' who did not interact with i:
+      D minimises BCE(D(a, u), 1) + BCE(D(a, G(a)), 0) + BCE(D(a, u'), 0) (G held fixed);
+      G minimises BCE(D(a, G(a)), 1) (D held fixed).  Two Adam optimizers (1e-4);
+    * **a round** (one Lightning epoch, the authors' "iteration") is ``d_steps`` full passes
+      of D over the training pairs in minibatches of ``batch_size`` (1024), then ``g_steps``
+      passes of G (1 and 1, as released);
+    * **recommendation (item -> users).** For an item, users are ranked by the inner product
+      of its generated user G(a) with each user's *raw* attribute counts (as the authors'
+      evaluation does).  The same similarity, transposed, scores items for a user, so the
+      model also runs through RecBole's user -> item full-ranking evaluator;
+      ``item_precision@K``, ``item_ndcg@K`` and ``item_map@K`` (the paper's P, NDCG and MAP
+      in the item -> users direction, :mod:`lightning_genrec.item_ranking`) are computed
+      beside RecBole's metrics at every evaluation, and ``item_ndcg@20`` selects the round.
+
+Where this implementation departs, and why:
+    * **Model selection** is on a validation split (RecBole's; under the cold-start item
+      protocol its own held-out items); the authors report each metric's best round on test.
+    * **Negatives.** The authors pair each training pair with a row of a pre-built list of
+      non-interacting (user, item) pairs, with that item's attributes; here u' is drawn
+      afresh each round, uniformly among the users with training interactions who have
+      not interacted with the pair's own item -- the item's attributes are then scored
+      with a real interacting and a real non-interacting user, as the paper's loss reads.
+    * The last, partial minibatch of a pass is trained on (the authors' loop repeats the
+      previous full one); Xavier-uniform weights with zero biases (the authors draw the
+      biases with Xavier too); the authors' L2 weight ``alpha`` is 0 in their release and
+      not exposed.
+    * **Items without attributes** (none of the vocabulary's tokens; the vocabulary is
+      fitted on the training items) are not trained on, and their interactions do not
+      count in the user vectors; how many were skipped is logged.  Such an item, when new,
+      is scored from its all-"absent" code.
+    * Metrics use RecBole's normalisations (see :mod:`lightning_genrec.item_ranking`).
+    * A round runs in one ``training_step``, so LARA trains on one device; a
+      multi-process strategy gets a clear error (as for CFGAN).
+    * **Collapse detection** (not in the authors' code) as for CFGAN:
+      :class:`~lightning_genrec.models.gan.GANCollapseError`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_genrec.content import ItemContent, MissingContentError, item_content
+from lightning_genrec.models.base import positive_int
+from lightning_genrec.models.gan import RoundGAN, RoundTables
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATTRIBUTE_FIELDS = ("class",)
+
+
+def attribute_fields_of(config) -> tuple[str, ...]:
+    """The config's ``attribute_fields`` (default: ml-100k's genres, ``class``)."""
+    value = config["attribute_fields"] if config is not None and "attribute_fields" in config else None
+    if value is None:
+        return DEFAULT_ATTRIBUTE_FIELDS
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass
+class AttributeTables(RoundTables):
+    """:class:`~lightning_genrec.models.gan.RoundTables` plus binary item attributes (I, A)
+    from the ``attribute_fields`` token / token_seq item fields (a token is an attribute if a
+    training item carries it).  Evaluation rows are the users' rows, as for MVAE."""
+
+    attributes: ItemContent | None = None
+    skipped_items: int = 0          # training items without any attribute (not trained on)
+
+    @classmethod
+    def from_train_dataset(cls, dataset, config=None) -> "AttributeTables":
+        from recbole.utils import FeatureType
+
+        tables = super().from_train_dataset(dataset, config)
+        model = config["model"] if config is not None and "model" in config else "LARA"
+        fields = attribute_fields_of(config)
+        kinds = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)
+        wrong = [f"{f} ({dataset.field2type[f].value})" for f in fields
+                 if f in dataset.field2type and dataset.field2type[f] not in kinds]
+        if wrong:
+            raise MissingContentError(f"{model}: attribute_fields must be token or token_seq item fields; "
+                                      f"{', '.join(wrong)} cannot be binary attributes.")
+        tables.attributes = item_content(dataset, fields, tables.train_items(), 1, model=model)
+        no_attr = tables.train_items()[tables.attributes.matrix[tables.train_items()].sum(axis=1) == 0]
+        tables.skipped_items = len(no_attr)
+        if len(no_attr):
+            n_inter = int(tables.item_counts[no_attr].sum())
+            log.warning(f"{model}: {len(no_attr)} training item(s) have none of the attributes "
+                        f"({', '.join(fields)}); they and their {n_inter} interaction(s) are skipped in training.")
+        return tables
+
+    @property
+    def n_attributes(self) -> int:
+        return self.attributes.dim
+
+    def train_items(self) -> np.ndarray:
+        return np.flatnonzero(self.item_counts > 0)
+
+    def has_attributes(self) -> np.ndarray:
+        """(I,) bool: the item carries at least one attribute."""
+        return self.attributes.matrix.sum(axis=1) > 0
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) of the training interactions whose item has attributes."""
+        coo = self.train.tocoo()
+        keep = self.has_attributes()[coo.col]
+        return coo.row[keep].astype(np.int64), coo.col[keep].astype(np.int64)
+
+    def profile_counts(self, phase: str | None = None) -> np.ndarray:
+        """(U, A) float32: each user's attribute counts over the items they are scored from in
+        ``phase`` (training items; for ``test`` with ``test_input: train_valid`` also validation items)."""
+        R = self.train
+        if phase == "test" and self.test_input == "train_valid":
+            R = ((R + self.split("valid").positives) > 0).astype(np.float32)
+        R = sp.csr_matrix(R)
+        return np.asarray(R @ self.attributes.matrix, dtype=np.float32)
+
+
+def _xavier(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.xavier_uniform_(m.weight)
+        if isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+
+
+def attribute_codes(attributes: torch.Tensor) -> torch.Tensor:
+    """(B, A) binary attributes -> (B, A) embedding ids 2k + v (v = 1 present, 0 absent)."""
+    A = attributes.shape[1]
+    return 2 * torch.arange(A, device=attributes.device) + (attributes > 0).long()
+
+
+def embed_attributes(table: nn.Embedding, codes: torch.Tensor) -> torch.Tensor:
+    """``table(codes).flatten(1)``: (B, A) ids 2k + v -> (B, A * dim), computed as a choice
+    between row 2k (absent) and row 2k + 1 (present) of each attribute -- the same values,
+    whose backward is a plain reduction instead of an index scatter (faster on CPU)."""
+    A = codes.shape[1]
+    w = table.weight.view(A, 2, -1)                                           # [k, v] = row 2k + v
+    present = (codes % 2).bool().unsqueeze(-1)                                # (B, A, 1)
+    return torch.where(present, w[:, 1], w[:, 0]).flatten(1)
+
+
+class Generator(nn.Module):
+    """G(a): attribute embeddings (own table) -> tanh hidden -> tanh hidden -> tanh (A,) user."""
+
+    def __init__(self, n_attributes: int, attribute_dim: int = 5, hidden: int = 100):
+        super().__init__()
+        self.embedding = nn.Embedding(2 * n_attributes, attribute_dim)
+        self.net = nn.Sequential(nn.Linear(n_attributes * attribute_dim, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, n_attributes), nn.Tanh())
+        _xavier(self)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.net(embed_attributes(self.embedding, codes))
+
+
+class Discriminator(nn.Module):
+    """D(a, u): [attribute embeddings (own table), user] -> tanh hidden -> tanh hidden -> (A,) logits."""
+
+    def __init__(self, n_attributes: int, attribute_dim: int = 5, hidden: int = 100):
+        super().__init__()
+        self.embedding = nn.Embedding(2 * n_attributes, attribute_dim)
+        self.net = nn.Sequential(nn.Linear(n_attributes * attribute_dim + n_attributes, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, n_attributes))
+        _xavier(self)
+
+    def forward(self, codes: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([embed_attributes(self.embedding, codes), users], dim=1))
+
+
+def _bce(logits: torch.Tensor, target: float, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean sigmoid cross-entropy of every entry against ``target`` (over ``rows`` only, if given)."""
+    if rows is not None and not bool(rows.all()):
+        logits = logits[rows]
+        if logits.numel() == 0:
+            return logits.sum()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def d_loss_fn(D: Discriminator, codes, real_users, fake_users, neg_users, neg_ok=None) -> torch.Tensor:
+    """BCE(D(a, u), 1) + BCE(D(a, G(a)), 0) + BCE(D(a, u'), 0), each the mean over rows and entries
+    (``neg_ok``: rows that have a non-interacting user u')."""
+    return (_bce(D(codes, real_users), 1.0) + _bce(D(codes, fake_users), 0.0)
+            + _bce(D(codes, neg_users), 0.0, neg_ok))
+
+
+def g_loss_fn(D: Discriminator, codes, fake_users) -> torch.Tensor:
+    """BCE(D(a, G(a)), 1)."""
+    return _bce(D(codes, fake_users), 1.0)
+
+
+def sample_non_interacting(items: torch.Tensor, candidates: torch.Tensor, observed_keys: torch.Tensor,
+                           n_items: int, generator: torch.Generator, tries: int = 50):
+    """For each of ``items``, a user drawn uniformly from ``candidates`` whose (user, item) key
+    ``user * n_items + item`` is not in the sorted ``observed_keys``; ``(users, ok)`` where ``ok``
+    is False for items no candidate left un-interacted after ``tries`` redraws."""
+    users = torch.empty_like(items)
+    todo = torch.arange(len(items), device=items.device)
+    for _ in range(tries):
+        pick = candidates[torch.randint(len(candidates), (len(todo),), generator=generator).to(items.device)]
+        users[todo] = pick
+        keys = pick * n_items + items[todo]
+        pos = torch.searchsorted(observed_keys, keys).clamp(max=len(observed_keys) - 1)
+        todo = todo[observed_keys[pos] == keys]
+        if len(todo) == 0:
+            break
+    ok = torch.ones(len(items), dtype=torch.bool, device=items.device)
+    ok[todo] = False
+    return users, ok
+
+
+class LARA(RoundGAN):
+    """LARA (Sun et al., WSDM 2020) as a LightningModule with manual optimization.
+
+    Args:
+        n_items: number of items; ``None`` = taken from the data at fit time.
+        n_attributes: number of binary item attributes A; ``None`` = taken from the data.
+        attribute_dim: size of each attribute embedding. Default 5.
+        hidden_size: units of each of the two hidden layers of G and of D. Default 100.
+        g_learning_rate: generator Adam step size. Default 1e-4.
+        d_learning_rate: discriminator Adam step size. Default 1e-4.
+        batch_size: training pairs per minibatch. Default 1024.
+        d_steps: discriminator passes over the training pairs per round (they come first). Default 1.
+        g_steps: generator passes per round. Default 1.
+        collapse_d_loss: a round-mean discriminator loss below this counts as D always winning.
+            Default 1e-3.
+        collapse_patience: rounds in a row of that before training stops as collapsed. Default 5.
+        topk: cut-offs for the evaluation metrics (both directions). Default ``[10, 20]``.
+    """
+
+    tables_class = AttributeTables
+    item_metrics = True
+
+    HPARAM_CHECKS = {
+        "n_attributes": (lambda v: v is None or positive_int(v), "a positive integer or None"),
+        "attribute_dim": (positive_int, "a positive integer"),
+        "hidden_size": (positive_int, "a positive integer"),
+        "g_learning_rate": (lambda v: v > 0.0, "> 0"),
+        "d_learning_rate": (lambda v: v > 0.0, "> 0"),
+        "batch_size": (positive_int, "a positive integer"),
+        "g_steps": (positive_int, "a positive integer"),
+        "d_steps": (positive_int, "a positive integer"),
+        "collapse_d_loss": (lambda v: v >= 0.0, ">= 0"),
+        "collapse_patience": (positive_int, "a positive integer"),
+    }
+
+    def __init__(self, n_items: int | None = None, n_attributes: int | None = None, attribute_dim: int = 5,
+                 hidden_size: int = 100, g_learning_rate: float = 1e-4, d_learning_rate: float = 1e-4,
+                 batch_size: int = 1024, d_steps: int = 1, g_steps: int = 1, collapse_d_loss: float = 1e-3,
+                 collapse_patience: int = 5, topk: Sequence[int] = (10, 20)):
+        super().__init__()
+        self.check_hparams(n_items=n_items, n_attributes=n_attributes, attribute_dim=attribute_dim,
+                           hidden_size=hidden_size, g_learning_rate=g_learning_rate,
+                           d_learning_rate=d_learning_rate, batch_size=batch_size, d_steps=d_steps,
+                           g_steps=g_steps, collapse_d_loss=collapse_d_loss, collapse_patience=collapse_patience,
+                           topk=topk)
+        topk = list(topk)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator: Generator | None = None
+        self.discriminator: Discriminator | None = None
+        self._cache: dict = {}
+        if n_items is not None and n_attributes is not None:
+            self.build()
+
+    @classmethod
+    def adapt_config(cls, config) -> None:
+        """The ``.item`` file must have the ``attribute_fields`` (token / token_seq); they are added
+        to ``load_col``."""
+        from lightning_genrec.content import require_item_fields
+
+        require_item_fields(config, attribute_fields_of(config), ("token", "token_seq"), "attribute_fields")
+
+    def build(self) -> None:
+        h = self.hparams
+        if h.n_attributes is None:
+            raise RuntimeError("LARA does not know the number of item attributes: pass n_attributes=... or train "
+                               "with a RecBoleDataModule(model='LARA').")
+        self.generator = Generator(h.n_attributes, h.attribute_dim, h.hidden_size)
+        self.discriminator = Discriminator(h.n_attributes, h.attribute_dim, h.hidden_size)
+        self.register_d_wins()
+
+    def attach_data(self, tables) -> None:
+        if not isinstance(tables, AttributeTables):
+            raise ValueError("LARA needs item attributes: build its data with RecBoleDataModule(model='LARA') "
+                             "(AttributeTables), not the interaction-only tables of another model.")
+        h = self.hparams
+        if h.n_attributes is None:
+            h.n_attributes = tables.n_attributes
+            if h.n_items is not None:
+                self.build()
+        elif h.n_attributes != tables.n_attributes:
+            raise ValueError(f"LARA was built for {h.n_attributes} attributes but the data has "
+                             f"{tables.n_attributes}; use the same attribute_fields, or n_attributes=None.")
+        super().attach_data(tables)
+        self._cache = {}
+
+    # -- data on the model's device ------------------------------------------------------------
+    def _data(self) -> dict[str, torch.Tensor]:
+        d = self._cache.get("data")
+        if d is None or d["codes"].device != self.device:
+            t = self._tables
+            if t is None:
+                raise RuntimeError("LARA needs its training data: use a RecBoleDataModule or call "
+                                   "model.attach_data(tables) first.")
+            attrs = torch.from_numpy(t.attributes.matrix)
+            counts = torch.from_numpy(t.profile_counts())
+            users, items = t.pairs()
+            coo = t.train.tocoo()
+            keys = np.sort(coo.row.astype(np.int64) * t.n_items + coo.col.astype(np.int64))
+            d = {"attrs": attrs, "codes": attribute_codes(attrs),
+                 "profiles": counts / counts.sum(dim=1, keepdim=True).clamp(min=1.0),   # shares, sum 1
+                 "users": torch.from_numpy(users), "items": torch.from_numpy(items),
+                 "keys": torch.from_numpy(keys), "candidates": torch.from_numpy(t.train_users()),
+                 "train_items": torch.from_numpy(np.flatnonzero((t.item_counts > 0) & t.has_attributes()))}
+            d = {k: v.to(self.device) for k, v in d.items()}
+            self._cache["data"] = d
+        return d
+
+    # -- training: one round per step ---------------------------------------------------------------
+    def configure_optimizers(self):
+        h = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.g_learning_rate)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.d_learning_rate)
+        return opt_g, opt_d
+
+    def training_step(self, batch, batch_idx):
+        h = self.hparams
+        opt_g, opt_d = self.optimizers()
+        d = self._data()
+        n = len(d["items"])
+        if n == 0:
+            raise RuntimeError("LARA has no training pair: no item with training interactions carries any of the "
+                               "attributes. Check attribute_fields.")
+        g = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
+        neg, neg_ok = sample_non_interacting(d["items"], d["candidates"], d["keys"], self._tables.n_items, g)
+        codes, profiles = d["codes"], d["profiles"]
+
+        def d_loss(idx):
+            a = codes[d["items"][idx]]
+            with torch.no_grad():
+                fake = self.generator(a)                                        # G held fixed
+            return d_loss_fn(self.discriminator, a, profiles[d["users"][idx]], fake, profiles[neg[idx]],
+                             neg_ok[idx])
+
+        def g_loss(idx):
+            a = codes[d["items"][idx]]
+            return g_loss_fn(self.discriminator, a, self.generator(a))
+
+        d_mean = self._phase(opt_d, h.d_steps, h.batch_size, d_loss, "discriminator", n, g)
+        g_mean = self._phase(opt_g, h.g_steps, h.batch_size, g_loss, "generator", n, g)
+        self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True,
+                      batch_size=1)
+        self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
+        with torch.no_grad():
+            sample = d["train_items"][: 256]
+            self._detect_collapse(d_mean, self.generator(codes[sample]),
+                                  "Try a smaller d_learning_rate or fewer d_steps")
+
+    # -- scoring ---------------------------------------------------------------------------------------
+    def generated_users(self, items: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """(C, A) generated users G(a) of ``items`` (default: every item id)."""
+        codes = self._data()["codes"]
+        if items is not None:
+            codes = codes[torch.as_tensor(items, dtype=torch.long, device=codes.device)]
+        return self.generator(codes)
+
+    def score(self, batch):
+        """User -> item: each user's raw attribute counts (from the batch's input rows) times every
+        item's generated user."""
+        counts = batch["input"].float() @ self._data()["attrs"]                 # (B, A)
+        return counts @ self.generated_users().T                               # (B, I)
+
+    def item_user_scores(self, items: np.ndarray, phase: str) -> torch.Tensor:
+        """Item -> users: G(a) of each item times every user's raw attribute counts, (C, U)."""
+        key = f"counts/{phase}"
+        counts = self._cache.get(key)
+        if counts is None or counts.device != self.device:
+            counts = torch.from_numpy(self._tables.profile_counts(phase)).to(self.device)
+            self._cache[key] = counts
+        return self.generated_users(items) @ counts.T
+
+
+__all__ = ["LARA", "AttributeTables", "Discriminator", "Generator", "attribute_codes", "attribute_fields_of",
+           "d_loss_fn", "embed_attributes", "g_loss_fn", "sample_non_interacting"]

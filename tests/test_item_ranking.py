@@ -1,0 +1,96 @@
+"""Item -> users ranking metrics: the definitions, the candidate users, and the switch for any model."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import recbole_ext
+from lightning_genrec import MVAE, InteractionTables, RecBoleDataModule
+from lightning_genrec.item_ranking import (item_metric_names, item_user_metrics, phase_item_metrics, phase_items,
+                                           scores_from_users)
+from recbole_ext.config import ConfigError, make_config
+
+
+def test_metrics_of_a_hand_checked_ranking():
+    # item 0 ranks users 3, 1, 4, 2 (user 0 excluded); relevant {1, 2}
+    scores = torch.tensor([[9.0, 3.0, 1.0, 4.0, 2.0]])
+    relevant = torch.tensor([[False, True, True, False, False]])
+    excluded = torch.tensor([[True, False, False, False, False]])
+    out = item_user_metrics(scores, relevant, excluded, [2, 4])
+    d = 1 / math.log2(3)
+    assert out["item_precision@2"] == pytest.approx(0.5)
+    assert out["item_ndcg@2"] == pytest.approx(d / (1 + d))
+    assert out["item_map@2"] == pytest.approx((1 / 2) / 2)               # P@2 at the hit, / min(|rel|, 2)
+    assert out["item_precision@4"] == pytest.approx(0.5)
+    assert out["item_ndcg@4"] == pytest.approx((d + 1 / math.log2(5)) / (1 + d))
+    assert out["item_map@4"] == pytest.approx((1 / 2 + 2 / 4) / 2)
+    assert list(out) == item_metric_names([2, 4])
+
+
+def test_excluded_users_are_never_ranked_and_items_without_relevant_users_are_skipped():
+    scores = torch.tensor([[5.0, 4.0, 3.0], [1.0, 2.0, 3.0]])
+    relevant = torch.tensor([[True, False, True], [False, False, False]])
+    excluded = torch.tensor([[True, False, False], [False, False, False]])
+    out = item_user_metrics(scores, relevant, excluded, [1])
+    # item 0: user 0 (top score, relevant) is history, so user 1 ranks first: no hit; item 1 skipped
+    assert out["item_precision@1"] == 0.0 and out["item_ndcg@1"] == 0.0
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        item_user_metrics(scores, relevant & False, excluded, [1])
+
+
+def _brute_force(tables, phase, scores_ui, k):
+    """Per item: rank all users but 0 and the item's history users; RecBole's formulas."""
+    s = tables.split(phase)
+    history = ((tables.train + s.exclude) > 0).toarray()
+    pos = (s.positives > 0).toarray()
+    p, n, m = [], [], []
+    for i in np.flatnonzero(pos.any(axis=0)):
+        cand = [u for u in range(1, tables.n_users) if not history[u, i]]
+        order = sorted(cand, key=lambda u: -scores_ui[u, i])[:k]
+        hits = [pos[u, i] for u in order]
+        n_rel = min(int(pos[:, i].sum()), k)
+        p.append(sum(hits) / k)
+        n.append(sum(h / math.log2(r + 2) for r, h in enumerate(hits)) / sum(1 / math.log2(r + 2) for r in range(n_rel)))
+        m.append(sum(sum(hits[: r + 1]) / (r + 1) for r, h in enumerate(hits) if h) / n_rel)
+    return np.mean(p), np.mean(n), np.mean(m)
+
+
+def test_phase_metrics_equal_a_brute_force_transposed_ranking(tiny_config):
+    dm = RecBoleDataModule("tiny", model="MVAE", config_dict=tiny_config)
+    dm.setup()
+    tables: InteractionTables = dm.tables
+    rng = np.random.default_rng(0)
+    scores_ui = rng.random((tables.n_users, tables.n_items))
+    out = phase_item_metrics(tables, "test", lambda items: torch.from_numpy(scores_ui[:, items].T), [5])
+    p, n, m = _brute_force(tables, "test", scores_ui, 5)
+    assert out["item_precision@5"] == pytest.approx(p)
+    assert out["item_ndcg@5"] == pytest.approx(n)
+    assert out["item_map@5"] == pytest.approx(m)
+    assert len(phase_items(tables, "test")) > 10
+
+
+def test_scores_from_users_transposes_the_models_user_scores(tiny_config):
+    dm = RecBoleDataModule("tiny", model="MVAE", config_dict=tiny_config)
+    dm.setup()
+    model = MVAE(n_items=dm.n_items).eval()
+    items = np.array([3, 7, 11])
+    with torch.no_grad():
+        got = scores_from_users(model.score, dm.tables, "test", users_per_batch=7)(items)
+        users = np.arange(1, dm.tables.n_users)
+        expected = model.score(dm.tables.rows(users, "test"))[:, items].T
+    assert got.shape == (3, dm.tables.n_users)
+    assert torch.isinf(got[:, 0]).all() and torch.allclose(got[:, 1:], expected)
+
+
+def test_any_model_can_report_and_select_on_item_metrics(tiny_config):
+    cfg = dict(tiny_config, epochs=2, item_metrics=True, valid_metric="item_ndcg@10")
+    result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=cfg)
+    assert set(item_metric_names([5, 10])) <= set(result["test_result"])
+    assert set(item_metric_names([5, 10])) <= set(result["best_valid_result"])
+    assert 0 < result["test_result"]["item_ndcg@10"] <= 1
+
+
+def test_selecting_on_item_metrics_without_them_is_a_clear_error(tiny_config):
+    with pytest.raises(ConfigError, match="item_metrics: true"):
+        make_config("MVAE", "tiny", config_dict=dict(tiny_config, valid_metric="item_ndcg@10"))
