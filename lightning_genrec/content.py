@@ -155,8 +155,10 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
     matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((n_items, 0), np.float32)
     matrix[0] = 0.0
     if matrix.shape[1] == 0:
-        raise MissingContentError(f"{model}: the item fields {', '.join(fields)} give no content column that "
-                                  f"at least content_min_count={min_count} training items share; lower it.")
+        fix = (f"lower content_min_count (now {min_count})" if min_count > 1 else
+               "choose item fields whose values the training items carry")
+        raise MissingContentError(f"{model}: the item fields {', '.join(fields) or '(none)'} give no column that "
+                                  f"at least {min_count} training item(s) share; {fix}.")
     return ItemContent(np.ascontiguousarray(matrix), columns, fields)
 
 

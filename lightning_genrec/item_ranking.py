@@ -6,9 +6,9 @@ This is the transpose of RecBole's full ranking.  For one evaluation phase
 * the **items** evaluated are those with at least one held-out positive in the
   phase (under the cold-start item protocol: the phase's held-out items);
 * the **candidates** for an item are all users (RecBole's padding id 0 excepted),
-  minus those who already have the item in their history (training interactions,
-  and whatever RecBole excludes for the phase) -- so, as in user -> item ranking,
-  known positives are never ranked;
+  minus those who already have the item in their history (training interactions;
+  for ``test`` also validation interactions; and whatever RecBole excludes for
+  the phase) -- so, as in user -> item ranking, known positives are never ranked;
 * an item's **relevant** users are those with the (user, item) pair among the
   phase's held-out positives.
 
@@ -49,10 +49,14 @@ def phase_items(tables, phase: str) -> np.ndarray:
 
 def relevance(tables, phase: str, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """``(relevant, excluded)``, both (C, U) bool for the ``items``: the phase's positives, and
-    the users who must not be ranked for the item (its history users, and the padding user 0)."""
+    the users who must not be ranked for the item (its history users -- training interactions,
+    in ``test`` also validation ones, and what RecBole excludes for the phase's users -- and
+    the padding user 0)."""
     s = tables.split(phase)
     relevant = (s.positives[:, items] > 0).T.toarray()
     history = sp.csr_matrix(tables.train[:, items] > 0) + sp.csr_matrix(s.exclude[:, items] > 0)
+    if phase == "test" and tables.valid is not None:
+        history = history + sp.csr_matrix(tables.valid.positives[:, items] > 0)
     excluded = (history > 0).T.toarray()
     excluded[:, 0] = True
     return torch.from_numpy(relevant), torch.from_numpy(excluded)
@@ -101,11 +105,11 @@ def phase_item_metrics(tables, phase: str, item_scores: Callable[[np.ndarray], t
     return item_user_metrics(item_scores(items), relevant, excluded, topk)
 
 
-@torch.no_grad()
 def scores_from_users(score: Callable[[dict], torch.Tensor], tables, phase: str,
                       users_per_batch: int = 256) -> Callable[[np.ndarray], torch.Tensor]:
     """An ``item_scores`` for any user -> item model: every user's (1 .. U-1) score row, as the
     model scores the user in ``phase`` (``score(batch)`` on ``tables.rows(users)``), transposed."""
+    @torch.no_grad()
     def item_scores(items: np.ndarray) -> torch.Tensor:
         users = np.arange(1, tables.n_users)
         cols = torch.as_tensor(items, dtype=torch.long)

@@ -19,12 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     import recbole_ext
     from recbole_ext.config import ConfigError
     from recbole_ext.quick_start import format_results
+    from lightning_genrec.content import MissingContentError
     from lightning_genrec.models import GANCollapseError
     from lightning_genrec.models.base import HyperparameterError
 
     try:
         result = recbole_ext.run_recbole(model=args.model, dataset=args.dataset, config_file_list=files)
-    except (ConfigError, FileNotFoundError, HyperparameterError, FloatingPointError, GANCollapseError) as exc:
+    except (ConfigError, FileNotFoundError, HyperparameterError, FloatingPointError, GANCollapseError,
+            MissingContentError) as exc:
         print(f"lightning-genrec: error: {exc}", file=sys.stderr)
         return 2
     print()

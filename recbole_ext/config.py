@@ -203,11 +203,14 @@ def check_hparams(config, selection: bool = True) -> None:
     if any(mode != "full" for mode in modes.values()):
         raise ConfigError(f"{config['model']} ranks all items, but eval_args.mode is {modes}; "
                           "set eval_args: {mode: full}.")
+    item_on = cls.item_metrics if config["item_metrics"] is None else bool(config["item_metrics"])
+    if item_on and cls.sequential:
+        raise ConfigError(f"item_metrics: {config['model']} is a sequential model (it scores the next item of each "
+                          "sequence); item -> users metrics are for general models. Set item_metrics: false.")
     if not selection:
         return
     name, _, k = str(config["valid_metric"]).lower().partition("@")
     topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
-    item_on = cls.item_metrics if config["item_metrics"] is None else bool(config["item_metrics"])
     names = ALL_METRICS + (tuple(f"item_{m}" for m in ITEM_METRICS) if item_on else ())
     if name not in names or not k.isdigit() or int(k) not in topk:
         item_text = (", or item -> users item_precision, item_ndcg, item_map" if item_on else

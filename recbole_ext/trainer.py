@@ -159,9 +159,9 @@ class LightningTrainer(Trainer):
             self.model.eval_phase = None
         module, tables = self.model.module, self.model.tables
         if result is not None and module.item_metrics:   # item -> users ranking beside RecBole's metrics
-            if getattr(tables, phase) is None:
-                tables.add_split(eval_data, phase)
-            result.update(module.item_results(phase))
+            tables.add_split(eval_data, phase)           # the loader evaluated, whichever it is
+            places = self.config["metric_decimal_place"]
+            result.update({k: round(v, places) for k, v in module.item_results(phase).items()})
         if result and eval_data is not self._valid_data and self.comet is not None:
             self.comet.log_metrics({f"test/{k}": float(v) for k, v in result.items()})
             self.end_comet()

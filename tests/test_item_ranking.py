@@ -3,12 +3,14 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 import recbole_ext
 from lightning_genrec import MVAE, InteractionTables, RecBoleDataModule
+from lightning_genrec.data import EvalSplit
 from lightning_genrec.item_ranking import (item_metric_names, item_user_metrics, phase_item_metrics, phase_items,
-                                           scores_from_users)
+                                           relevance, scores_from_users)
 from recbole_ext.config import ConfigError, make_config
 
 
@@ -28,6 +30,22 @@ def test_metrics_of_a_hand_checked_ranking():
     assert list(out) == item_metric_names([2, 4])
 
 
+def test_candidates_exclude_every_users_history_of_the_item():
+    # 4 users (0 = padding), 3 items; item 1 is a test item of user 3; user 2 met it in validation only,
+    # user 1 in training: neither is a candidate for it in test; user 2 is one in validation's sense
+    def m(cells):
+        rows, cols = (list(c) for c in zip(*cells)) if cells else ([], [])
+        return sp.csr_matrix(([1.0] * len(rows), (rows, cols)), shape=(4, 3))
+    tables = InteractionTables(4, 3, m([(1, 1), (1, 2), (3, 2)]), np.array([0, 1, 2]), 2,
+                               valid=EvalSplit(np.array([2]), m([]), m([(2, 1)])),
+                               test=EvalSplit(np.array([3]), m([(3, 2)]), m([(3, 1)])))
+    relevant, excluded = relevance(tables, "test", np.array([1]))
+    assert relevant.tolist() == [[False, False, False, True]]
+    assert excluded.tolist() == [[True, True, True, False]]
+    _, excluded = relevance(tables, "valid", np.array([1]))
+    assert excluded.tolist() == [[True, True, False, False]]
+
+
 def test_excluded_users_are_never_ranked_and_items_without_relevant_users_are_skipped():
     scores = torch.tensor([[5.0, 4.0, 3.0], [1.0, 2.0, 3.0]])
     relevant = torch.tensor([[True, False, True], [False, False, False]])
@@ -43,6 +61,8 @@ def _brute_force(tables, phase, scores_ui, k):
     """Per item: rank all users but 0 and the item's history users; RecBole's formulas."""
     s = tables.split(phase)
     history = ((tables.train + s.exclude) > 0).toarray()
+    if phase == "test":
+        history |= (tables.valid.positives > 0).toarray()      # a validation interaction is history for test
     pos = (s.positives > 0).toarray()
     p, n, m = [], [], []
     for i in np.flatnonzero(pos.any(axis=0)):
@@ -94,3 +114,8 @@ def test_any_model_can_report_and_select_on_item_metrics(tiny_config):
 def test_selecting_on_item_metrics_without_them_is_a_clear_error(tiny_config):
     with pytest.raises(ConfigError, match="item_metrics: true"):
         make_config("MVAE", "tiny", config_dict=dict(tiny_config, valid_metric="item_ndcg@10"))
+
+
+def test_sequential_models_refuse_item_metrics(tiny_config):
+    with pytest.raises(ConfigError, match="SVAE is a sequential model.*item_metrics: false"):
+        make_config("SVAE", "tiny", config_dict=dict(tiny_config, item_metrics=True))

@@ -145,7 +145,10 @@ def test_items_without_attributes_are_skipped_and_reported(tiny_config, tmp_path
     assert not np.isin(items, bare).any() and len(items) == t.train.nnz - t.item_counts[trained_bare].sum()
     model = LARA(**SMALL)
     _fit(model, dm, 2, tmp_path)                                       # trains and evaluates, no crash
-    assert torch.isfinite(model.item_user_scores(bare, "test")).all()
+    with torch.no_grad():                                              # a bare item: its all-"absent" code
+        absent = model.generator(attribute_codes(torch.zeros(1, t.n_attributes)))
+        expected = absent @ torch.from_numpy(t.profile_counts("test")).T
+        assert torch.allclose(model.item_user_scores(bare, "test"), expected.expand(len(bare), -1), atol=1e-5)
 
 
 def test_missing_attribute_fields_are_named(tiny_config, tmp_path):
@@ -162,6 +165,11 @@ def test_non_token_attribute_fields_are_refused(tiny_config, tmp_path):
     with pytest.raises(ConfigError, match=r"price \(float\) cannot be used: attribute_fields must be token or "
                                           "token_seq"):
         make_config("LARA", "bare", config_dict=_config(tiny_config, data_path=root, attribute_fields=["price"]))
+
+
+def test_empty_attribute_fields_are_refused(tiny_config):
+    with pytest.raises(ConfigError, match="attribute_fields is empty"):
+        make_config("LARA", "tiny", config_dict=_config(tiny_config, attribute_fields=[]))
 
 
 def test_attribute_fields_are_loaded(tiny_config):
@@ -205,20 +213,26 @@ def test_each_phase_moves_only_its_own_network(tiny_config, tmp_path, monkeypatc
 
 # -- scoring ---------------------------------------------------------------------------------------------
 
-def test_item_to_users_is_generated_user_times_raw_counts_and_user_scores_are_its_transpose(tiny_config, tmp_path):
-    dm = _datamodule(tiny_config)
+@pytest.mark.parametrize("test_input", ["train", "train_valid"])
+def test_item_to_users_is_generated_user_times_raw_counts_and_user_scores_are_its_transpose(tiny_config, tmp_path,
+                                                                                         test_input):
+    dm = _datamodule(tiny_config, test_input=test_input)
     model = LARA(**SMALL)
     _fit(model, dm, 1, tmp_path)
     t = dm.tables
     items = np.flatnonzero(np.asarray(t.split("test").positives.sum(0)).ravel())   # the cold test items
+    R = t.train.toarray()
+    if test_input == "train_valid":   # test users are also their validation interactions
+        R = np.maximum(R, (t.split("valid").positives > 0).toarray())
+    counts = torch.from_numpy((R @ t.attributes.matrix).astype(np.float32))          # raw genre counts
     with torch.no_grad():
         fake = model.generator(attribute_codes(torch.from_numpy(t.attributes.matrix[items])))
-        expected = fake @ torch.from_numpy(t.profile_counts("test")).T
+        expected = fake @ counts.T
         got = model.item_user_scores(items, "test")
         users = np.arange(1, t.n_users)
         user_scores = model.score(t.rows(users, "test"))
-    assert torch.allclose(got, expected, atol=1e-5)
-    assert torch.allclose(user_scores[:, items].T, got[:, 1:], atol=1e-5)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert torch.allclose(user_scores[:, items].T, got[:, 1:], atol=1e-4)
 
 
 def test_train_valid_input_adds_validation_items_to_the_test_user_vectors(tiny_config):
@@ -243,6 +257,14 @@ def test_ranking_users_beats_chance(tiny_config):
         chance += [phase_item_metrics(t, "test", lambda items: torch.rand(len(items), t.n_users, generator=rng),
                                       [10])["item_ndcg@10"] for _ in range(10)]
     assert np.mean(ours) > 1.2 * np.mean(chance)
+
+
+def test_item_metrics_can_be_turned_off(tiny_config):
+    cfg = _config(tiny_config, epochs=1, item_metrics=False, valid_metric="NDCG@10")
+    result = recbole_ext.run_recbole(model="LARA", dataset="tiny", config_dict=cfg)
+    assert "ndcg@10" in result["test_result"] and not any(k.startswith("item_") for k in result["test_result"])
+    with pytest.raises(ConfigError, match="item_metrics: true"):
+        make_config("LARA", "tiny", config_dict=_config(tiny_config, item_metrics=False))
 
 
 def test_both_doors_give_the_same_numbers(tiny_config):

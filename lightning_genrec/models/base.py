@@ -169,6 +169,9 @@ class GenRecModule(pl.LightningModule):
     @torch.no_grad()
     def item_results(self, phase: str) -> dict[str, float]:
         """Item -> users metrics of ``phase`` (see :mod:`lightning_genrec.item_ranking`)."""
+        if self.sequential:
+            raise RuntimeError(f"{type(self).__name__} scores the next item of a sequence; item -> users metrics "
+                               "are for general models (set item_metrics: false).")
         if self._tables is None:
             raise RuntimeError("item -> users metrics need the evaluation data: use a RecBoleDataModule or call "
                                "model.attach_data(tables) first.")
@@ -178,7 +181,7 @@ class GenRecModule(pl.LightningModule):
     def _log_metrics(self, metrics: TopKMetrics, prefix: str) -> None:
         values = {k: v.float() for k, v in metrics.compute().items()}
         if self.item_metrics:
-            values.update({k: torch.tensor(v) for k, v in self.item_results(prefix).items()})
+            values.update({k: torch.tensor(v, device=self.device) for k, v in self.item_results(prefix).items()})
         self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, sync_dist=True)
         metrics.reset()
 

@@ -224,7 +224,6 @@ class CVAE(VAEModule):
         mlp_hidden_size, topk = list(mlp_hidden_size), list(topk)
         self.save_hyperparameters()
         self.net: ContentVAE | None = None
-        self._tables: ContentTables | None = None
         self._cache: dict = {}
         if n_items is not None and n_content is not None:
             self.build()
@@ -269,7 +268,6 @@ class CVAE(VAEModule):
             raise ValueError(f"CVAE was built for {self.hparams.n_content} content columns but the data has "
                              f"{width}; use the same content_fields / content_min_count, or n_content=None.")
         super().attach_data(tables)
-        self._tables = tables
         self._cache = {}
         self.rated.zero_()
         self.rated[torch.from_numpy(tables.train_items())] = True

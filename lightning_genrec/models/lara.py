@@ -38,8 +38,8 @@ Where this implementation departs, and why:
       protocol its own held-out items); the authors report each metric's best round on test.
     * **Negatives.** The authors pair each training pair with a row of a pre-built list of
       non-interacting (user, item) pairs, with that item's attributes; here u' is drawn
-      afresh each round, uniformly among the users with training interactions who have
-      not interacted with the pair's own item -- the item's attributes are then scored
+      afresh each round, uniformly among the users of the training pairs (users with a
+      training item that has attributes) who have not interacted with the pair's own item -- the item's attributes are then scored
       with a real interacting and a real non-interacting user, as the paper's loss reads.
     * The last, partial minibatch of a pass is trained on (the authors' loop repeats the
       previous full one); Xavier-uniform weights with zero biases (the authors draw the
@@ -294,8 +294,13 @@ class LARA(RoundGAN):
         """The ``.item`` file must have the ``attribute_fields`` (token / token_seq); they are added
         to ``load_col``."""
         from lightning_genrec.content import require_item_fields
+        from recbole_ext.config import ConfigError
 
-        require_item_fields(config, attribute_fields_of(config), ("token", "token_seq"), "attribute_fields")
+        fields = attribute_fields_of(config)
+        if not fields:
+            raise ConfigError("LARA: attribute_fields is empty; name the token / token_seq item fields whose tokens "
+                              "are the item attributes (ml-100k: [class], the genres).")
+        require_item_fields(config, fields, ("token", "token_seq"), "attribute_fields")
 
     def build(self) -> None:
         h = self.hparams
@@ -337,8 +342,10 @@ class LARA(RoundGAN):
             d = {"attrs": attrs, "codes": attribute_codes(attrs),
                  "profiles": counts / counts.sum(dim=1, keepdim=True).clamp(min=1.0),   # shares, sum 1
                  "users": torch.from_numpy(users), "items": torch.from_numpy(items),
-                 "keys": torch.from_numpy(keys), "candidates": torch.from_numpy(t.train_users()),
+                 "keys": torch.from_numpy(keys), "candidates": torch.from_numpy(np.unique(users)),
                  "train_items": torch.from_numpy(np.flatnonzero((t.item_counts > 0) & t.has_attributes()))}
+            # distinct attribute codes of the training items: the conditions the collapse check compares
+            d["conditions"] = torch.unique(attribute_codes(attrs[d["train_items"]]), dim=0)[:256]
             d = {k: v.to(self.device) for k, v in d.items()}
             self._cache["data"] = d
         return d
@@ -379,8 +386,7 @@ class LARA(RoundGAN):
                       batch_size=1)
         self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
         with torch.no_grad():
-            sample = d["train_items"][: 256]
-            self._detect_collapse(d_mean, self.generator(codes[sample]),
+            self._detect_collapse(d_mean, self.generator(d["conditions"]),
                                   "Try a smaller d_learning_rate or fewer d_steps")
 
     # -- scoring ---------------------------------------------------------------------------------------
@@ -399,11 +405,7 @@ class LARA(RoundGAN):
 
     def item_user_scores(self, items: np.ndarray, phase: str) -> torch.Tensor:
         """Item -> users: G(a) of each item times every user's raw attribute counts, (C, U)."""
-        key = f"counts/{phase}"
-        counts = self._cache.get(key)
-        if counts is None or counts.device != self.device:
-            counts = torch.from_numpy(self._tables.profile_counts(phase)).to(self.device)
-            self._cache[key] = counts
+        counts = torch.from_numpy(self._tables.profile_counts(phase)).to(self.device)   # (U, A), cheap
         return self.generated_users(items) @ counts.T
 
 
