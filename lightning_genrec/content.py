@@ -182,10 +182,6 @@ class ContentTables(InteractionTables):
                                       2 if min_count is None else int(min_count), model=model)
         return tables
 
-    def train_items(self) -> np.ndarray:
-        """Items with at least one training interaction (the catalogue a model may learn from)."""
-        return np.flatnonzero(self.item_counts > 0)
-
     def train_units(self) -> np.ndarray:
         return self.train_items()
 

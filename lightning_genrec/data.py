@@ -120,6 +120,10 @@ class InteractionTables:
     def train_users(self) -> np.ndarray:
         return np.flatnonzero(np.diff(self.train.indptr) > 0)
 
+    def train_items(self) -> np.ndarray:
+        """Items with at least one training interaction (the catalogue a model may learn from)."""
+        return np.flatnonzero(self.item_counts > 0)
+
     def train_units(self) -> np.ndarray:
         """What one training epoch visits: every user with training interactions."""
         return self.train_users()

@@ -106,8 +106,9 @@ class AttributeTables(RoundTables):
         if wrong:
             raise MissingContentError(f"{model}: attribute_fields must be token or token_seq item fields; "
                                       f"{', '.join(wrong)} cannot be binary attributes.")
-        tables.attributes = item_content(dataset, fields, tables.train_items(), 1, model=model)
-        no_attr = tables.train_items()[tables.attributes.matrix[tables.train_items()].sum(axis=1) == 0]
+        trained = tables.train_items()
+        tables.attributes = item_content(dataset, fields, trained, 1, model=model)
+        no_attr = trained[~tables.has_attributes()[trained]]
         tables.skipped_items = len(no_attr)
         if len(no_attr):
             n_inter = int(tables.item_counts[no_attr].sum())
@@ -118,9 +119,6 @@ class AttributeTables(RoundTables):
     @property
     def n_attributes(self) -> int:
         return self.attributes.dim
-
-    def train_items(self) -> np.ndarray:
-        return np.flatnonzero(self.item_counts > 0)
 
     def has_attributes(self) -> np.ndarray:
         """(I,) bool: the item carries at least one attribute."""
@@ -343,9 +341,8 @@ class LARA(RoundGAN):
                  "profiles": counts / counts.sum(dim=1, keepdim=True).clamp(min=1.0),   # shares, sum 1
                  "users": torch.from_numpy(users), "items": torch.from_numpy(items),
                  "keys": torch.from_numpy(keys), "candidates": torch.from_numpy(np.unique(users)),
-                 "train_items": torch.from_numpy(np.flatnonzero((t.item_counts > 0) & t.has_attributes()))}
-            # distinct attribute codes of the training items: the conditions the collapse check compares
-            d["conditions"] = torch.unique(attribute_codes(attrs[d["train_items"]]), dim=0)[:256]
+                 # distinct attribute codes of the training items: the conditions the collapse check compares
+                 "conditions": torch.unique(attribute_codes(attrs[np.unique(items)]), dim=0)[:256]}
             d = {k: v.to(self.device) for k, v in d.items()}
             self._cache["data"] = d
         return d
