@@ -101,3 +101,26 @@ def assert_doors_agree(result, model, datamodule) -> None:
     assert len(result["test_result"]) == (7 + (3 if model.item_metrics else 0)) * n_k
     for key, value in result["test_result"].items():
         assert out[f"test/{key}"] == pytest.approx(float(value), abs=1e-4), key
+
+
+def assert_each_gan_phase_moves_only_its_network(model, loss_module, fit, monkeypatch) -> None:
+    """Run ``fit()`` (one round of a GAN ``model``) with ``loss_module``'s ``d_loss_fn`` / ``g_loss_fn``
+    wrapped to snapshot both networks: the D steps must leave G unchanged and move D, the G steps the reverse."""
+    import torch
+
+    seen = {"D": [], "G": []}
+
+    def snapshot():
+        return ([p.detach().clone() for p in model.generator.parameters()],
+                [p.detach().clone() for p in model.discriminator.parameters()])
+
+    d_real, g_real = loss_module.d_loss_fn, loss_module.g_loss_fn
+    monkeypatch.setattr(loss_module, "d_loss_fn", lambda *a: seen["D"].append(snapshot()) or d_real(*a))
+    monkeypatch.setattr(loss_module, "g_loss_fn", lambda *a: seen["G"].append(snapshot()) or g_real(*a))
+    fit()
+    (g_first, d_first), (g_last, d_last) = seen["D"][0], seen["D"][-1]
+    assert all(torch.equal(a, b) for a, b in zip(g_first, g_last))        # D steps leave G alone
+    assert not all(torch.equal(a, b) for a, b in zip(d_first, d_last))
+    (g_first, d_first), (g_last, d_last) = seen["G"][0], seen["G"][-1]
+    assert all(torch.equal(a, b) for a, b in zip(d_first, d_last))        # G steps leave D alone
+    assert not all(torch.equal(a, b) for a, b in zip(g_first, g_last))

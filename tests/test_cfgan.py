@@ -16,7 +16,7 @@ from lightning_genrec.models.cfgan import (Discriminator, GANCollapseError, Gene
                                            sample_unobserved)
 from recbole_ext.config import ConfigError, make_config
 
-from conftest import assert_doors_agree, random_ndcg
+from conftest import assert_doors_agree, assert_each_gan_phase_moves_only_its_network, random_ndcg
 
 SMALL = dict(g_hidden_size=32, d_hidden_size=16, g_batch_size=8, d_batch_size=16, topk=[5, 10])
 
@@ -150,23 +150,9 @@ def test_both_doors_give_the_same_numbers(tiny_config, mode):
 
 
 def test_each_phase_moves_only_its_own_network(tiny_config, tmp_path, monkeypatch):
-    seen = {"D": [], "G": []}
-
-    def snapshot(model):
-        return ([p.detach().clone() for p in model.generator.parameters()],
-                [p.detach().clone() for p in model.discriminator.parameters()])
-
     model = CFGAN(**SMALL)
-    d_real, g_real = cfgan_module.d_loss_fn, cfgan_module.g_loss_fn
-    monkeypatch.setattr(cfgan_module, "d_loss_fn", lambda *a: seen["D"].append(snapshot(model)) or d_real(*a))
-    monkeypatch.setattr(cfgan_module, "g_loss_fn", lambda *a: seen["G"].append(snapshot(model)) or g_real(*a))
-    _fit(model, _datamodule(tiny_config), 1, tmp_path)
-    (g_first, d_first), (g_last, d_last) = seen["D"][0], seen["D"][-1]
-    assert all(torch.equal(a, b) for a, b in zip(g_first, g_last))        # D steps leave G alone
-    assert not all(torch.equal(a, b) for a, b in zip(d_first, d_last))
-    (g_first, d_first), (g_last, d_last) = seen["G"][0], seen["G"][-1]
-    assert all(torch.equal(a, b) for a, b in zip(d_first, d_last))        # G steps leave D alone
-    assert not all(torch.equal(a, b) for a, b in zip(g_first, g_last))
+    assert_each_gan_phase_moves_only_its_network(model, cfgan_module, lambda: _fit(model, _datamodule(tiny_config), 1, tmp_path),
+                                                 monkeypatch)
 
 
 def test_item_scores_follow_new_weights(tiny_config, tmp_path):

@@ -20,7 +20,7 @@ from lightning_genrec.models.lara import (AttributeTables, Discriminator, Genera
                                           embed_attributes, g_loss_fn, sample_non_interacting)
 from recbole_ext.config import ConfigError, make_config
 
-from conftest import assert_doors_agree, write_tiny_dataset
+from conftest import assert_doors_agree, assert_each_gan_phase_moves_only_its_network, write_tiny_dataset
 
 SMALL = dict(hidden_size=16, batch_size=64, topk=[5, 10])
 
@@ -192,23 +192,9 @@ def test_a_round_is_a_d_pass_then_a_g_pass(tiny_config, tmp_path, monkeypatch):
 
 
 def test_each_phase_moves_only_its_own_network(tiny_config, tmp_path, monkeypatch):
-    seen = {"D": [], "G": []}
-
-    def snapshot(model):
-        return ([p.detach().clone() for p in model.generator.parameters()],
-                [p.detach().clone() for p in model.discriminator.parameters()])
-
     model = LARA(**SMALL)
-    d_real, g_real = lara_module.d_loss_fn, lara_module.g_loss_fn
-    monkeypatch.setattr(lara_module, "d_loss_fn", lambda *a: seen["D"].append(snapshot(model)) or d_real(*a))
-    monkeypatch.setattr(lara_module, "g_loss_fn", lambda *a: seen["G"].append(snapshot(model)) or g_real(*a))
-    _fit(model, _datamodule(tiny_config), 1, tmp_path)
-    (g_first, d_first), (g_last, d_last) = seen["D"][0], seen["D"][-1]
-    assert all(torch.equal(a, b) for a, b in zip(g_first, g_last))        # D steps leave G alone
-    assert not all(torch.equal(a, b) for a, b in zip(d_first, d_last))
-    (g_first, d_first), (g_last, d_last) = seen["G"][0], seen["G"][-1]
-    assert all(torch.equal(a, b) for a, b in zip(d_first, d_last))        # G steps leave D alone
-    assert not all(torch.equal(a, b) for a, b in zip(g_first, g_last))
+    assert_each_gan_phase_moves_only_its_network(model, lara_module, lambda: _fit(model, _datamodule(tiny_config), 1, tmp_path),
+                                                 monkeypatch)
 
 
 # -- scoring ---------------------------------------------------------------------------------------------
