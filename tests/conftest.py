@@ -124,3 +124,13 @@ def assert_each_gan_phase_moves_only_its_network(model, loss_module, fit, monkey
     (g_first, d_first), (g_last, d_last) = seen["G"][0], seen["G"][-1]
     assert all(torch.equal(a, b) for a, b in zip(d_first, d_last))        # G steps leave D alone
     assert not all(torch.equal(a, b) for a, b in zip(g_first, g_last))
+
+
+def fit_model(model, datamodule, epochs: int, tmp_path):
+    """Fit ``model`` on ``datamodule`` for ``epochs`` on CPU, quietly; returns the Trainer."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=datamodule)
+    return trainer

@@ -16,7 +16,8 @@ from lightning_genrec.models.cfgan import (Discriminator, GANCollapseError, Gene
                                            sample_unobserved)
 from recbole_ext.config import ConfigError, make_config
 
-from conftest import assert_doors_agree, assert_each_gan_phase_moves_only_its_network, random_ndcg
+from conftest import (assert_doors_agree, assert_each_gan_phase_moves_only_its_network, fit_model,
+                      random_ndcg)
 
 SMALL = dict(g_hidden_size=32, d_hidden_size=16, g_batch_size=8, d_batch_size=16, topk=[5, 10])
 
@@ -29,13 +30,6 @@ def _datamodule(tiny_config, **extra):
     dm = RecBoleDataModule("tiny", model="CFGAN", config_dict=_config(tiny_config, **extra))
     dm.setup()
     return dm
-
-
-def _fit(model, dm, epochs, tmp_path):
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, default_root_dir=str(tmp_path))
-    trainer.fit(model, datamodule=dm)
-    return trainer
 
 
 # -- the networks and losses -------------------------------------------------------------------
@@ -110,7 +104,7 @@ def test_a_round_is_d_passes_then_g_passes(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(cfgan_module, "d_loss_fn", lambda *a: calls.append("D") or d_real(*a))
     monkeypatch.setattr(cfgan_module, "g_loss_fn", lambda *a: calls.append("G") or g_real(*a))
     dm = _datamodule(tiny_config)
-    _fit(CFGAN(**SMALL), dm, 1, tmp_path)
+    fit_model(CFGAN(**SMALL), dm, 1, tmp_path)
     rows = len(dm.tables.train_users())   # the users with training interactions
     d_batches, g_batches = 2 * -(-rows // 16), 4 * -(-rows // 8)
     assert calls == ["D"] * d_batches + ["G"] * g_batches
@@ -120,7 +114,7 @@ def test_loss_stays_finite_and_ranking_beats_chance(tiny_config, tmp_path):
     pl.seed_everything(0)
     dm = _datamodule(tiny_config)
     model = CFGAN(**SMALL, g_learning_rate=1e-3, d_learning_rate=1e-3)
-    trainer = _fit(model, dm, 15, tmp_path)
+    trainer = fit_model(model, dm, 15, tmp_path)
     ours = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
     assert ours > 1.5 * random_ndcg(dm.tables)
 
@@ -128,7 +122,7 @@ def test_loss_stays_finite_and_ranking_beats_chance(tiny_config, tmp_path):
 def test_item_mode_scores_are_the_users_entries_of_each_items_generated_vector(tiny_config, tmp_path):
     dm = _datamodule(tiny_config, mode="item")
     model = CFGAN(**SMALL, mode="item")
-    _fit(model, dm, 2, tmp_path)
+    fit_model(model, dm, 2, tmp_path)
     assert model.generator.net[0].in_features == dm.tables.n_users
     users = torch.as_tensor(dm.tables.split("test").users[:4])
     with torch.no_grad():
@@ -151,14 +145,14 @@ def test_both_doors_give_the_same_numbers(tiny_config, mode):
 
 def test_each_phase_moves_only_its_own_network(tiny_config, tmp_path, monkeypatch):
     model = CFGAN(**SMALL)
-    assert_each_gan_phase_moves_only_its_network(model, cfgan_module, lambda: _fit(model, _datamodule(tiny_config), 1, tmp_path),
+    assert_each_gan_phase_moves_only_its_network(model, cfgan_module, lambda: fit_model(model, _datamodule(tiny_config), 1, tmp_path),
                                                  monkeypatch)
 
 
 def test_item_scores_follow_new_weights(tiny_config, tmp_path):
     dm = _datamodule(tiny_config, mode="item")
     model = CFGAN(**SMALL, mode="item")
-    _fit(model, dm, 1, tmp_path)
+    fit_model(model, dm, 1, tmp_path)
     users = torch.as_tensor(dm.tables.split("test").users[:3])
     before = model.score({"user": users, "input": None}).clone()
     other = CFGAN(n_items=dm.n_items, n_users=dm.tables.n_users, mode="item", **SMALL)
@@ -174,21 +168,21 @@ def test_non_finite_loss_is_reported_as_collapse(tiny_config, tmp_path):
     with torch.no_grad():
         model.generator.net[0].weight[0, 0] = float("nan")
     with pytest.raises(GANCollapseError, match="loss became nan"):
-        _fit(model, dm, 1, tmp_path)
+        fit_model(model, dm, 1, tmp_path)
 
 
 def test_discriminator_that_always_wins_is_reported(tiny_config, tmp_path):
     dm = _datamodule(tiny_config)
     model = CFGAN(**SMALL, collapse_d_loss=100.0, collapse_patience=2)   # every round counts as D winning
     with pytest.raises(GANCollapseError, match="below 100.0 for 2 rounds"):
-        _fit(model, dm, 5, tmp_path)
+        fit_model(model, dm, 5, tmp_path)
 
 
 def test_generator_that_ignores_its_condition_is_reported(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(Generator, "forward", lambda self, c: self.net(torch.zeros_like(c)))
     dm = _datamodule(tiny_config)
     with pytest.raises(GANCollapseError, match="same vector for every condition"):
-        _fit(CFGAN(**SMALL), dm, 2, tmp_path)
+        fit_model(CFGAN(**SMALL), dm, 2, tmp_path)
 
 
 def test_collapse_on_the_command_line_is_one_line(tmp_path, tiny_root):

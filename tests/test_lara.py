@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +19,8 @@ from lightning_genrec.models.lara import (AttributeTables, Discriminator, Genera
                                           embed_attributes, g_loss_fn, sample_non_interacting)
 from recbole_ext.config import ConfigError, make_config
 
-from conftest import assert_doors_agree, assert_each_gan_phase_moves_only_its_network, write_tiny_dataset
+from conftest import (assert_doors_agree, assert_each_gan_phase_moves_only_its_network, fit_model,
+                      write_tiny_dataset)
 
 SMALL = dict(hidden_size=16, batch_size=64, topk=[5, 10])
 
@@ -35,13 +35,6 @@ def _datamodule(tiny_config, dataset="tiny", **extra):
     dm = RecBoleDataModule(dataset, model="LARA", config_dict=_config(tiny_config, **extra))
     dm.setup()
     return dm
-
-
-def _fit(model, dm, epochs, tmp_path):
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, default_root_dir=str(tmp_path))
-    trainer.fit(model, datamodule=dm)
-    return trainer
 
 
 # -- the networks and losses -----------------------------------------------------------------------
@@ -144,7 +137,7 @@ def test_items_without_attributes_are_skipped_and_reported(tiny_config, tmp_path
     users, items = t.pairs()
     assert not np.isin(items, bare).any() and len(items) == t.train.nnz - t.item_counts[trained_bare].sum()
     model = LARA(**SMALL)
-    _fit(model, dm, 2, tmp_path)                                       # trains and evaluates, no crash
+    fit_model(model, dm, 2, tmp_path)                                       # trains and evaluates, no crash
     with torch.no_grad():                                              # a bare item: its all-"absent" code
         absent = model.generator(attribute_codes(torch.zeros(1, t.n_attributes)))
         expected = absent @ torch.from_numpy(t.profile_counts("test")).T
@@ -186,14 +179,14 @@ def test_a_round_is_a_d_pass_then_a_g_pass(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(lara_module, "d_loss_fn", lambda *a: calls.append("D") or d_real(*a))
     monkeypatch.setattr(lara_module, "g_loss_fn", lambda *a: calls.append("G") or g_real(*a))
     dm = _datamodule(tiny_config)
-    _fit(LARA(**SMALL, d_steps=2), dm, 1, tmp_path)
+    fit_model(LARA(**SMALL, d_steps=2), dm, 1, tmp_path)
     batches = -(-len(dm.tables.pairs()[0]) // 64)
     assert calls == ["D"] * (2 * batches) + ["G"] * batches
 
 
 def test_each_phase_moves_only_its_own_network(tiny_config, tmp_path, monkeypatch):
     model = LARA(**SMALL)
-    assert_each_gan_phase_moves_only_its_network(model, lara_module, lambda: _fit(model, _datamodule(tiny_config), 1, tmp_path),
+    assert_each_gan_phase_moves_only_its_network(model, lara_module, lambda: fit_model(model, _datamodule(tiny_config), 1, tmp_path),
                                                  monkeypatch)
 
 
@@ -204,7 +197,7 @@ def test_item_to_users_is_generated_user_times_raw_counts_and_user_scores_are_it
                                                                                          test_input):
     dm = _datamodule(tiny_config, test_input=test_input)
     model = LARA(**SMALL)
-    _fit(model, dm, 1, tmp_path)
+    fit_model(model, dm, 1, tmp_path)
     t = dm.tables
     items = np.flatnonzero(np.asarray(t.split("test").positives.sum(0)).ravel())   # the cold test items
     R = t.train.toarray()
@@ -268,13 +261,13 @@ def test_both_doors_give_the_same_numbers(tiny_config):
 
 def test_discriminator_that_always_wins_is_reported(tiny_config, tmp_path):
     with pytest.raises(GANCollapseError, match="LARA collapsed: the discriminator loss stayed below 100.0 for 2"):
-        _fit(LARA(**SMALL, collapse_d_loss=100.0, collapse_patience=2), _datamodule(tiny_config), 5, tmp_path)
+        fit_model(LARA(**SMALL, collapse_d_loss=100.0, collapse_patience=2), _datamodule(tiny_config), 5, tmp_path)
 
 
 def test_generator_that_ignores_the_attributes_is_reported(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(Generator, "forward", lambda self, codes: self.net(embed_attributes(self.embedding, codes * 0)))
     with pytest.raises(GANCollapseError, match="same vector for every condition"):
-        _fit(LARA(**SMALL), _datamodule(tiny_config), 2, tmp_path)
+        fit_model(LARA(**SMALL), _datamodule(tiny_config), 2, tmp_path)
 
 
 def test_collapse_on_the_command_line_is_one_line(tmp_path, tiny_root):
