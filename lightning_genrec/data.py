@@ -238,8 +238,9 @@ class RecBoleDataModule(pl.LightningDataModule):
         config_dict, config_file_list: RecBole configuration, as for ``run_recbole``
             (e.g. ``{'eval_args': {...}, 'topk': [10, 20], 'seed': 2020}``).
         train_batch_size, eval_batch_size: users per batch; default: the config's
-            ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole reads it for
-            full ranking (scores per batch: ``eval_batch_size // n_items`` users).
+            ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole's full-ranking
+            loader reads it (scores per batch, ``eval_batch_size // n_items`` users, for user-level
+            splits; rows, one per user, for sequential ones), so both entry points batch alike.
         num_workers: ``DataLoader`` workers.
 
     After ``setup()``: ``config`` (RecBole ``Config``), ``tables`` (the model's
@@ -257,6 +258,7 @@ class RecBoleDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.config = None
         self.tables: InteractionTables | None = None
+        self._rows_per_eval_batch = False
 
     def setup(self, stage: str | None = None) -> None:
         if self.tables is not None:
@@ -270,6 +272,10 @@ class RecBoleDataModule(pl.LightningDataModule):
         _, train, valid, test = load_data(self.config)
         tables_class = getattr(MODELS.get(self.model_name), "tables_class", InteractionTables)
         self.tables = tables_class.from_recbole(train, valid, test, config=self.config)
+        # RecBole's full-sort loader counts eval_batch_size in scores for user-level splits, but in rows
+        # (one per user) for sequential ones; we batch as it does, so both entry points score the same
+        # users together and compute the same floats
+        self._rows_per_eval_batch = bool(getattr(valid if valid is not None else test, "is_sequential", False))
 
     @property
     def n_items(self) -> int:
@@ -282,7 +288,12 @@ class RecBoleDataModule(pl.LightningDataModule):
 
     @property
     def eval_batch_size(self) -> int:
-        return self._eval_batch_size or users_per_eval_batch(self.config["eval_batch_size"], self.n_items)
+        if self._eval_batch_size:
+            return self._eval_batch_size
+        self.setup()
+        if self._rows_per_eval_batch:
+            return self.config["eval_batch_size"]
+        return users_per_eval_batch(self.config["eval_batch_size"], self.n_items)
 
     def _shards(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

@@ -6,10 +6,39 @@ import os
 import numpy as np
 import pytest
 
-import recbole_ext  # noqa: F401  (compat + registration before recbole is used)
+# One thread per process, here and in every process a test starts (the command-line and DDP scripts
+# inherit the environment; Lightning then leaves the count alone).  The tests' tensors are tiny, so a
+# thread pool buys nothing, and OpenMP's spinning workers collapse when another process holds a core:
+# measured on 2 cores with one busy process, the 3-seed LARA training test took 68 s with 2 threads
+# against 18 s with 1 (and 18 s idle).  It also gives 1- and 2-process runs the same per-process
+# arithmetic (see the DDP tests).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+import recbole_ext  # noqa: E402,F401  (compat + registration before recbole is used)
 
 # nothing in the test suite talks to Comet's servers
 os.environ.pop("COMET_API_KEY", None)
+
+#: Relative tolerance for float32 results that were computed with different batch shapes (or thread
+#: counts, process counts, devices).  A float32 matrix product is not bitwise independent of its batch
+#: shape: BLAS blocks and orders the k-term sums differently for 7 rows than for 60, so each output
+#: moves by up to about k * eps32 (600 hidden units * 6e-8 = 4e-5) of its magnitude per layer.  Issue 12
+#: measured 1e-4 absolute on MVAE scores of magnitude ~0.1 on an AMD EPYC; we allow 1e-3 of the largest
+#: |value| and check it stays far below the spread of the values, so a wrong row, column or transpose
+#: still fails.
+FLOAT32_BATCH_RTOL = 1e-3
+
+
+def assert_close_across_batch_shapes(got, expected, rel: float = FLOAT32_BATCH_RTOL) -> None:
+    """``got`` equals ``expected`` up to float32 accumulation order (see ``FLOAT32_BATCH_RTOL``)."""
+    got, expected = got.detach(), expected.detach().to(got.dtype)
+    atol = rel * float(expected.abs().max())
+    assert float(expected.std()) > 20 * atol, "the tolerance would hide real differences: test with varied values"
+    torch.testing.assert_close(got, expected, atol=atol, rtol=0)
 
 FAST = {"comet": False, "show_progress": False, "state": "WARNING", "use_gpu": False}
 

@@ -19,8 +19,8 @@ from lightning_genrec.models.lara import (AttributeTables, Discriminator, Genera
                                           embed_attributes, g_loss_fn, sample_non_interacting)
 from recbole_ext.config import ConfigError, make_config
 
-from conftest import (assert_doors_agree, assert_each_gan_phase_moves_only_its_network, fit_model,
-                      write_tiny_dataset)
+from conftest import (assert_close_across_batch_shapes, assert_doors_agree,
+                      assert_each_gan_phase_moves_only_its_network, fit_model, write_tiny_dataset)
 
 SMALL = dict(hidden_size=16, batch_size=64, topk=[5, 10])
 
@@ -141,7 +141,7 @@ def test_items_without_attributes_are_skipped_and_reported(tiny_config, tmp_path
     with torch.no_grad():                                              # a bare item: its all-"absent" code
         absent = model.generator(attribute_codes(torch.zeros(1, t.n_attributes)))
         expected = absent @ torch.from_numpy(t.profile_counts("test")).T
-        assert torch.allclose(model.item_user_scores(bare, "test"), expected.expand(len(bare), -1), atol=1e-5)
+        assert_close_across_batch_shapes(model.item_user_scores(bare, "test"), expected.expand(len(bare), -1))
 
 
 def test_missing_attribute_fields_are_named(tiny_config, tmp_path):
@@ -210,8 +210,8 @@ def test_item_to_users_is_generated_user_times_raw_counts_and_user_scores_are_it
         got = model.item_user_scores(items, "test")
         users = np.arange(1, t.n_users)
         user_scores = model.score(t.rows(users, "test"))
-    assert torch.allclose(got, expected, atol=1e-4)
-    assert torch.allclose(user_scores[:, items].T, got[:, 1:], atol=1e-4)
+    assert_close_across_batch_shapes(got, expected)                 # G run on the same rows, in one batch
+    assert_close_across_batch_shapes(user_scores[:, items].T, got[:, 1:])   # every item's G vs the test items' only
 
 
 def test_train_valid_input_adds_validation_items_to_the_test_user_vectors(tiny_config):
@@ -221,9 +221,13 @@ def test_train_valid_input_adds_validation_items_to_the_test_user_vectors(tiny_c
                        (t.split("valid").positives > 0).toarray() @ t.attributes.matrix)
 
 
+@pytest.mark.slow
 def test_ranking_users_beats_chance(tiny_config):
     # a GAN on 60 users swings from round to round, so as a user would: select the round on the
-    # validation items (RecBole door), test on the other held-out items, over three item draws
+    # validation items (RecBole door), test on the other held-out items, over three item draws.
+    # Slow (3 x 150 rounds, ~20 s on one idle core): LARA's mechanics (losses, D-then-G order, which
+    # network each phase moves, the scoring formula, both entry points) have fast tests above; no
+    # shorter run of this GAN on 60 users beat chance reliably enough to stand in for it.
     from lightning_genrec.item_ranking import phase_item_metrics
 
     ours, chance = [], []

@@ -70,6 +70,8 @@ def _test_with(devices, ckpt, root, tmp_path):
 
 
 def test_ddp_two_processes_give_identical_test_metrics(odd_checkpoint, tmp_path):
+    # equal for a reason that holds on any CPU: one user a batch and one thread a process, so every user
+    # gets the same float scores in both runs; the metric states are float64 sums (scripts/ddp_test_metrics.py)
     ckpt, root = odd_checkpoint
     one = _test_with(1, ckpt, root, tmp_path)
     two = _test_with(2, ckpt, root, tmp_path)
@@ -89,3 +91,22 @@ def test_readme_example_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/ndcg@20" in proc.stdout
     assert list((tmp_path / "log" / "comet").glob("*.zip")), "the example writes a Comet offline archive"
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("MVAE", {}),
+    ("SVAE", {"MAX_ITEM_LIST_LENGTH": 10, "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
+                                                       "mode": "full"}}),
+])
+def test_evaluation_batches_are_recboles(tiny_config, model, extra):
+    # the same users in the same batches as RecBole's full-sort loader (scores per batch for user-level
+    # splits, rows for sequential ones), so both entry points compute the very same float scores
+    from recbole_ext.config import load_data
+
+    dm = RecBoleDataModule("tiny", model=model, config_dict=dict(tiny_config, eval_batch_size=700, **extra))
+    dm.setup()
+    recbole_test = load_data(dm.config)[3]
+    theirs = [batch[0][dm.config["USER_ID_FIELD"]].tolist() for batch in recbole_test]
+    ours = [batch["user"].tolist() for batch in dm.test_dataloader()]
+    assert len(ours) > 1 or model == "SVAE"
+    assert ours == theirs

@@ -2,13 +2,20 @@
 every rank saves its VAE weights and item factors to OUT_PREFIX.rank<r>.pt.
 
 Usage: python ddp_train_cvae.py DATA_ROOT DEVICES OUT_PREFIX
+
+Both ranks must end with bitwise-identical weights and item factors, for a reason that holds on any CPU:
+rank 0's pre-trained VAE is broadcast, DDP applies the same all-reduced gradients everywhere, and each
+ALS sweep is the same computation on the same inputs with one thread in every process.
 """
+import os
 import sys
 
-import pytorch_lightning as pl
-import torch
+os.environ["OMP_NUM_THREADS"] = "1"   # before torch is imported; Lightning's DDP children inherit it
 
-from lightning_genrec import CVAE, RecBoleDataModule
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+
+from lightning_genrec import CVAE, RecBoleDataModule  # noqa: E402
 
 root, devices, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 dm = RecBoleDataModule("odd", model="CVAE", config_dict={
