@@ -71,14 +71,13 @@ def run_baseline(part: str, model: str, seed: int) -> dict:
     import numpy as np
     import torch
 
-    from lightning_genrec.content import ContentTables
     from lightning_genrec.metrics import TopKMetrics
-    from recbole_ext.config import load_data
+    from recbole_ext.config import load_data, tables_from_recbole
 
     config = _config(part, model, seed, None)
     start = time.perf_counter()
     _, train, valid, test = load_data(config)
-    tables = ContentTables.from_recbole(train, valid, test, config)
+    tables = tables_from_recbole("CVAE", train, valid, test, config)
     rng = np.random.default_rng(seed)
     out = {}
     for phase in ("valid", "test"):

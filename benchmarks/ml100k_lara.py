@@ -100,13 +100,12 @@ def run_baseline(model: str, seed: int) -> dict:
     import numpy as np
 
     from lightning_genrec.item_ranking import phase_item_metrics
-    from lightning_genrec.models.lara import AttributeTables
-    from recbole_ext.config import load_data
+    from recbole_ext.config import load_data, tables_from_recbole
 
     config = _config(model, seed, None)
     start = time.perf_counter()
     _, train, valid, test = load_data(config)
-    tables = AttributeTables.from_recbole(train, valid, test, config)
+    tables = tables_from_recbole("LARA", train, valid, test, config)
     rng = np.random.default_rng(seed)
     out = {}
     for phase in ("valid", "test"):

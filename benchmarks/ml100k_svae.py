@@ -68,7 +68,7 @@ def _exclusion_wrapper(net, tables):
 
 def run_one(part: str, row: str, seed: int, epochs: int | None = None) -> dict:
     from lightning_genrec.sequences import SequenceTables
-    from recbole_ext.config import make_config
+    from recbole_ext.config import data_options, make_config
     from timed_run import timed_run
 
     model, variant = VARIANTS.get(row, (row, {}))
@@ -80,7 +80,7 @@ def run_one(part: str, row: str, seed: int, epochs: int | None = None) -> dict:
         """Next-item: the same trained model re-scored with each user's seen items excluded."""
         if part != "next_item":
             return {}
-        tables = SequenceTables.from_train_dataset(train._dataset, config)
+        tables = SequenceTables.from_train_dataset(train._dataset, **data_options(SequenceTables, config))
         tables.exclude_history = True
         net.full_sort_predict = _exclusion_wrapper(net, tables)
         again = trainer.evaluate(test, load_best_model=False, show_progress=False)
@@ -95,7 +95,8 @@ def run_speed(batch_size: int, seed: int) -> dict:
 
     import pytorch_lightning as pl
 
-    from lightning_genrec import SVAE, RecBoleDataModule
+    from lightning_genrec import SVAE
+    from recbole_ext import RecBoleDataModule
 
     dm = RecBoleDataModule("ml-100k", model="SVAE", config_file_list=[PROTOCOLS["next_item"]],
                            config_dict={"seed": seed, "state": "WARNING"}, train_batch_size=batch_size or None)

@@ -1,16 +1,27 @@
 """lightning-genrec: generative recommenders as LightningModules, on RecBole's data.
 
-Importing this package applies the RecBole compatibility fixes
-(``recbole_ext.compat``) and registers the models with RecBole.
+This package holds everything that does not need RecBole's ``Config``: the
+exception types, metrics and annealing, the data forms, and the models.  It
+imports nothing of ``recbole_ext``: RecBole's compatibility fixes and the
+model registration happen when ``recbole_ext`` is imported, for example through
+``from recbole_ext import RecBoleDataModule``.
+
+Layers, bottom to top (a module imports only from its own layer or below;
+``tests/test_layers.py`` checks it)::
+
+    errors -> annealing, metrics, item_ranking, comet -> data, sequences, content
+           -> models -> recbole_ext (config, registry, trainer, datamodule, ...)
 """
-import recbole_ext  # noqa: F401  (compat fixes + RecBole registration, before recbole is used)
 from lightning_genrec.comet import comet_logger
-from lightning_genrec.data import InteractionTables, RecBoleDataModule
-from lightning_genrec.metrics import TopKMetrics
 from lightning_genrec.content import ContentTables
-from lightning_genrec.models import CFGAN, CVAE, LARA, MODELS, MVAE, SVAE, GenRecModule, HyperparameterError
+from lightning_genrec.data import InteractionTables
+from lightning_genrec.errors import (ConfigError, DatasetNotFoundError, GANCollapseError, HyperparameterError,
+                                     MissingContentError)
+from lightning_genrec.metrics import TopKMetrics
+from lightning_genrec.models import CFGAN, CVAE, LARA, MODELS, MVAE, SVAE, GenRecModule
 from lightning_genrec.sequences import SequenceTables
 
 __version__ = "0.1.0"
-__all__ = ["CFGAN", "CVAE", "ContentTables", "LARA", "MODELS", "MVAE", "SVAE", "GenRecModule", "HyperparameterError", "InteractionTables",
-           "RecBoleDataModule", "SequenceTables", "TopKMetrics", "comet_logger"]
+__all__ = ["CFGAN", "CVAE", "ConfigError", "ContentTables", "DatasetNotFoundError", "GANCollapseError",
+           "GenRecModule", "HyperparameterError", "InteractionTables", "LARA", "MODELS", "MVAE",
+           "MissingContentError", "SVAE", "SequenceTables", "TopKMetrics", "comet_logger"]

@@ -17,19 +17,15 @@ since no model fitted on the training items could have learned them.  Row 0
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from lightning_genrec.data import InteractionTables
+from lightning_genrec.errors import MissingContentError
 
 DEFAULT_CONTENT_FIELDS = ("class", "movie_title", "release_year")
-
-
-class MissingContentError(ValueError):
-    """The dataset lacks the item fields a content model needs."""
 
 
 @dataclass
@@ -45,55 +41,13 @@ class ItemContent:
         return self.matrix.shape[1]
 
 
-def _fields_of(value) -> tuple[str, ...]:
+def content_fields(value) -> tuple[str, ...]:
+    """A ``content_fields`` setting as a tuple (``None``: ml-100k's genres, title words and release year)."""
     if value is None:
         return DEFAULT_CONTENT_FIELDS
     if isinstance(value, str):
         return (value,)
     return tuple(value)
-
-
-def content_fields_of(config) -> tuple[str, ...]:
-    """The config's ``content_fields`` (default: ml-100k's genres, title words and release year)."""
-    return _fields_of(config["content_fields"] if config is not None and "content_fields" in config else None)
-
-
-def item_file_header(config) -> dict[str, str] | None:
-    """``{field: type}`` of the dataset's ``.item`` file header, or ``None`` if there is no such file."""
-    path = os.path.join(config["data_path"], f"{config['dataset']}.item")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split(config["field_separator"] or "\t")
-    return dict((c.split(":") + [""])[:2] for c in header)
-
-
-def item_file_fields(config) -> list[str] | None:
-    """Field names in the dataset's ``.item`` file header, or ``None`` if there is no such file."""
-    header = item_file_header(config)
-    return None if header is None else list(header)
-
-
-def require_item_fields(config, fields, kinds: tuple[str, ...] | None = None, what: str = "content_fields") -> None:
-    """Before data loads: raise ``ConfigError`` unless the ``.item`` file has ``fields`` (of one of
-    the ``kinds``, e.g. ``("token", "token_seq")``); add them to ``load_col`` (RecBole's ml-100k
-    default loads interactions only).  A missing dataset is left to the dataset checks."""
-    from recbole_ext.config import ConfigError
-
-    header = item_file_header(config)
-    if header is None and not os.path.isfile(os.path.join(config["data_path"], f"{config['dataset']}.inter")):
-        return
-    if header is None or any(f not in header for f in fields):
-        raise ConfigError(missing_content_message(config["model"], config["dataset"], fields,
-                                                  None if header is None else list(header), what))
-    wrong = [f"{f} ({header[f]})" for f in fields if kinds and header[f] not in kinds]
-    if wrong:
-        raise ConfigError(f"{config['model']}: the item field{'s' if len(wrong) > 1 else ''} {', '.join(wrong)} "
-                          f"cannot be used: {what} must be {' or '.join(kinds)} fields of {config['dataset']}.item.")
-    load_col = config["load_col"]
-    if isinstance(load_col, dict):
-        item_cols = list(load_col.get("item") or [config["ITEM_ID_FIELD"]])
-        load_col["item"] = item_cols + [f for f in fields if f not in item_cols]
 
 
 def missing_content_message(model: str, dataset: str, wanted, available, what: str = "content_fields") -> str:
@@ -117,7 +71,7 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
 
     ``train_items``: item ids the vocabulary and scaling are fitted on (default: all items).
     Raises :class:`MissingContentError` naming the fields when the dataset lacks them."""
-    fields = _fields_of(fields)
+    fields = content_fields(fields)
     feat = dataset.item_feat
     available = [] if feat is None else [f for f in feat.columns if f != dataset.iid_field]
     if feat is None or any(f not in available for f in fields):
@@ -126,12 +80,10 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
     n_items = dataset.item_num
     fit_rows = np.arange(1, n_items) if train_items is None else np.asarray(train_items, dtype=np.int64)
     blocks, columns = [], []
-    from recbole.utils import FeatureType
-
     for name in fields:
-        kind = dataset.field2type[name]
+        kind = dataset.field2type[name]          # a recbole.utils.FeatureType; its value names the type
         values = feat[name].numpy()
-        if kind in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+        if kind.value in ("token", "token_seq"):
             tokens = values.reshape(n_items, -1)                          # (I, L) token ids, 0 = padding
             n_tokens = dataset.num(name)
             hot = np.zeros((n_items, n_tokens), dtype=np.float32)
@@ -143,7 +95,7 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
             blocks.append(hot[:, keep])
             id2token = dataset.field2id_token[name]
             columns += [f"{name}={id2token[t]}" for t in keep]
-        elif kind in (FeatureType.FLOAT, FeatureType.FLOAT_SEQ):
+        elif kind.value in ("float", "float_seq"):
             x = values.reshape(n_items, -1).astype(np.float32)
             lo, hi = x[fit_rows].min(axis=0), x[fit_rows].max(axis=0)
             scaled = np.clip((x - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
@@ -174,12 +126,14 @@ class ContentTables(InteractionTables):
     content: ItemContent | None = None
 
     @classmethod
-    def from_train_dataset(cls, dataset, config=None) -> "ContentTables":
-        tables = super().from_train_dataset(dataset, config)
-        min_count = config["content_min_count"] if config is not None and "content_min_count" in config else None
-        model = config["model"] if config is not None and "model" in config else "the model"
-        tables.content = item_content(dataset, content_fields_of(config), tables.train_items(),
-                                      2 if min_count is None else int(min_count), model=model)
+    def from_train_dataset(cls, dataset, test_input: str = "train", fields=None, min_count: int = 2,
+                           model: str = "the model") -> "ContentTables":
+        """``fields``: the item fields that make up the content (see :func:`content_fields`);
+        ``min_count``: training items a token needs to join the vocabulary; ``model`` names the
+        model in error messages."""
+        tables = super().from_train_dataset(dataset, test_input)
+        tables.content = item_content(dataset, content_fields(fields), tables.train_items(), int(min_count),
+                                      model=model)
         return tables
 
     def train_units(self) -> np.ndarray:

@@ -1,12 +1,16 @@
-"""RecBole's data, served to Lightning.
+"""The data forms the models train and evaluate on, and the loaders that serve them.
 
 RecBole loads, filters and splits (``create_dataset`` / ``data_preparation``);
-this module turns its output into the unit our models train on: one row per
-user (Liang et al.), served by ordinary ``DataLoader``\\ s over user indices, so
-Lightning's DDP can shard them.  Evaluation rows carry exactly what RecBole's
-full-sort loader uses -- the same users, the same excluded history and the
-same held-out positives -- so our metrics rank the same candidate sets as
+:class:`InteractionTables` holds its output in the unit our models train on: one
+row per user (Liang et al.), served by ordinary ``DataLoader``\\ s over user
+indices, so Lightning's DDP can shard them.  Evaluation rows carry exactly what
+RecBole's full-sort loader uses -- the same users, the same excluded history and
+the same held-out positives -- so our metrics rank the same candidate sets as
 RecBole's evaluator.
+
+The forms read RecBole's dataset and loader objects but never its ``Config``:
+every setting is an explicit argument (``recbole_ext.config.data_options`` reads
+them from a config; ``recbole_ext.RecBoleDataModule`` builds the forms).
 
 Item and user indices are RecBole's internal ids; column 0 is RecBole's
 padding id and is never ranked.
@@ -17,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -49,9 +52,8 @@ class EvalSplit:
 TEST_INPUTS = ("train", "train_valid")
 
 
-def test_input_of(config) -> str:
-    """The config's ``test_input`` (what a model reads when scoring test users), checked."""
-    value = (config["test_input"] if config is not None and "test_input" in config else None) or "train"
+def check_test_input(value: str) -> str:
+    """``value`` if it is one of :data:`TEST_INPUTS` (what a model reads when scoring test users)."""
     if value not in TEST_INPUTS:
         raise ValueError(f"test_input={value!r}: must be 'train' (RecBole's convention: a model scores test "
                          "users from their training interactions) or 'train_valid' (also from their "
@@ -79,17 +81,21 @@ class InteractionTables:
     test_input: str = "train"    # "train_valid": test users are scored from train + validation rows
 
     @classmethod
-    def from_train_dataset(cls, dataset, config=None) -> "InteractionTables":
-        """From RecBole's training ``Dataset`` alone (what a RecBole model is built with)."""
+    def from_train_dataset(cls, dataset, test_input: str = "train") -> "InteractionTables":
+        """From RecBole's training ``Dataset`` alone (what a RecBole model is built with).
+
+        ``test_input``: ``'train'`` (test users are scored from their training rows) or
+        ``'train_valid'`` (also from their validation rows)."""
         train = dataset.inter_matrix(form="csr").astype(np.float32)
         train.data[:] = 1.0  # duplicate interactions are one positive
         return cls(dataset.user_num, dataset.item_num, train.tocsr(), item_counts(dataset),
-                   len(dataset.user_counter), test_input=test_input_of(config))
+                   len(dataset.user_counter), test_input=check_test_input(test_input))
 
     @classmethod
-    def from_recbole(cls, train_data, valid_data=None, test_data=None, config=None) -> "InteractionTables":
-        """From the three loaders of ``recbole.data.data_preparation``."""
-        tables = cls.from_train_dataset(train_data._dataset, config)
+    def from_recbole(cls, train_data, valid_data=None, test_data=None, **options) -> "InteractionTables":
+        """From the three loaders of ``recbole.data.data_preparation``; ``options`` are
+        :meth:`from_train_dataset`'s keyword arguments (of this class)."""
+        tables = cls.from_train_dataset(train_data._dataset, **options)
         tables.add_split(valid_data, "valid")
         tables.add_split(test_data, "test")
         return tables
@@ -225,87 +231,3 @@ def eval_loader(tables, phase: str, batch_size: int, num_workers: int = 0,
     sampler = ShardSampler(users, world_size, rank) if world_size > 1 else None
     return DataLoader(users, batch_size=batch_size, shuffle=False, sampler=sampler,
                       collate_fn=_Collate(tables, phase), num_workers=num_workers)
-
-
-class RecBoleDataModule(pl.LightningDataModule):
-    """RecBole config, dataset and split, served as Lightning loaders.
-
-    Args:
-        dataset: RecBole dataset name. ``'ml-100k'`` needs no ``data_path``: the
-            copy inside the recbole wheel is used. Nothing is ever downloaded.
-        model: name of the model the data is for (its YAML defaults take part in
-            the config, as in RecBole). Default ``'MVAE'``.
-        config_dict, config_file_list: RecBole configuration, as for ``run_recbole``
-            (e.g. ``{'eval_args': {...}, 'topk': [10, 20], 'seed': 2020}``).
-        train_batch_size, eval_batch_size: users per batch; default: the config's
-            ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole's full-ranking
-            loader reads it (scores per batch, ``eval_batch_size // n_items`` users, for user-level
-            splits; rows, one per user, for sequential ones), so both entry points batch alike.
-        num_workers: ``DataLoader`` workers.
-
-    After ``setup()``: ``config`` (RecBole ``Config``), ``tables`` (the model's
-    ``tables_class``: :class:`InteractionTables` for MVAE,
-    :class:`~lightning_genrec.sequences.SequenceTables` for SVAE), ``n_items``.
-    """
-
-    def __init__(self, dataset: str = "ml-100k", model: str = "MVAE", config_dict: dict | None = None,
-                 config_file_list: list[str] | None = None, train_batch_size: int | None = None,
-                 eval_batch_size: int | None = None, num_workers: int = 0):
-        super().__init__()
-        self.dataset_name, self.model_name = dataset, model
-        self.config_dict, self.config_file_list = dict(config_dict or {}), config_file_list
-        self._train_batch_size, self._eval_batch_size = train_batch_size, eval_batch_size
-        self.num_workers = num_workers
-        self.config = None
-        self.tables: InteractionTables | None = None
-        self._rows_per_eval_batch = False
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.tables is not None:
-            return
-        from recbole_ext.config import load_data, make_config
-
-        from lightning_genrec.models import MODELS
-
-        self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict,
-                                  lightning_door=True)
-        _, train, valid, test = load_data(self.config)
-        tables_class = getattr(MODELS.get(self.model_name), "tables_class", InteractionTables)
-        self.tables = tables_class.from_recbole(train, valid, test, config=self.config)
-        # RecBole's full-sort loader counts eval_batch_size in scores for user-level splits, but in rows
-        # (one per user) for sequential ones; we batch as it does, so both entry points score the same
-        # users together and compute the same floats
-        self._rows_per_eval_batch = bool(getattr(valid if valid is not None else test, "is_sequential", False))
-
-    @property
-    def n_items(self) -> int:
-        self.setup()
-        return self.tables.n_items
-
-    @property
-    def train_batch_size(self) -> int:
-        return self._train_batch_size or self.config["train_batch_size"]
-
-    @property
-    def eval_batch_size(self) -> int:
-        if self._eval_batch_size:
-            return self._eval_batch_size
-        self.setup()
-        if self._rows_per_eval_batch:
-            return self.config["eval_batch_size"]
-        return users_per_eval_batch(self.config["eval_batch_size"], self.n_items)
-
-    def _shards(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 1, 0
-        return trainer.world_size, trainer.global_rank
-
-    def train_dataloader(self):
-        return train_loader(self.tables, self.train_batch_size, num_workers=self.num_workers)
-
-    def val_dataloader(self):
-        return eval_loader(self.tables, "valid", self.eval_batch_size, self.num_workers, *self._shards())
-
-    def test_dataloader(self):
-        return eval_loader(self.tables, "test", self.eval_batch_size, self.num_workers, *self._shards())

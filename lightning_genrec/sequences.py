@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lightning_genrec.data import _csr_from_lists, item_counts, test_input_of
+from lightning_genrec.data import _csr_from_lists, check_test_input, item_counts
 
 
 class Ragged:
@@ -106,9 +106,13 @@ class SequenceTables:
 
     # -- construction ------------------------------------------------------------
     @classmethod
-    def from_train_dataset(cls, dataset, config=None) -> "SequenceTables":
-        if config is None:
-            config = dataset.config
+    def from_train_dataset(cls, dataset, max_len: int = 50, exclude_history: bool = False, test_input: str = "train",
+                           lookahead: int = 1) -> "SequenceTables":
+        """From RecBole's training ``Dataset``: its sequential dataset gives the next-item form,
+        an ordinary one the block form.  ``max_len``: the longest input window (RecBole's
+        ``MAX_ITEM_LIST_LENGTH``); ``exclude_history``: also exclude a user's earlier items when
+        ranking the next one; ``test_input`` as for :class:`~lightning_genrec.data.InteractionTables`;
+        ``lookahead``: how many next items each step predicts (SVAE's ``next_k``)."""
         form = "next_item" if hasattr(dataset, "item_list_length_field") else "block"
         inter = dataset.inter_feat
         uid = inter[dataset.uid_field].numpy()
@@ -126,16 +130,15 @@ class SequenceTables:
         else:
             train = Ragged.group(dataset.user_num, *_time_ordered(dataset, inter))
         tables = cls(dataset.user_num, dataset.item_num, train, item_counts(dataset), len(dataset.user_counter),
-                     form, config["MAX_ITEM_LIST_LENGTH"], bool(config["exclude_history"]),
-                     test_input_of(config), max(1, int(config["next_k"] or 1)))
+                     form, max_len, exclude_history, check_test_input(test_input), max(1, int(lookahead)))
         tables.uid_field, tables.iid_field = dataset.uid_field, dataset.iid_field
         if form == "next_item":
             tables.list_field, tables.length_field = dataset.item_id_list_field, dataset.item_list_length_field
         return tables
 
     @classmethod
-    def from_recbole(cls, train_data, valid_data=None, test_data=None, config=None) -> "SequenceTables":
-        tables = cls.from_train_dataset(train_data._dataset, config)
+    def from_recbole(cls, train_data, valid_data=None, test_data=None, **options) -> "SequenceTables":
+        tables = cls.from_train_dataset(train_data._dataset, **options)
         tables.add_split(valid_data, "valid")
         tables.add_split(test_data, "test")
         return tables

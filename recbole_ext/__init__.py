@@ -16,7 +16,9 @@ compat.apply()
 
 from recbole_ext import cold_start  # noqa: E402
 from recbole_ext.config import _patch_config, make_config  # noqa: E402
+from recbole_ext.datamodule import RecBoleDataModule  # noqa: E402
 from recbole_ext.metrics import register_metrics  # noqa: E402
+from recbole_ext.quick_start import run_recbole  # noqa: E402
 from recbole_ext.registry import register_all  # noqa: E402
 
 _patch_config()
@@ -24,6 +26,4 @@ cold_start.apply()
 register_metrics()
 register_all()
 
-from recbole_ext.quick_start import run_recbole  # noqa: E402
-
-__all__ = ["make_config", "run_recbole"]
+__all__ = ["RecBoleDataModule", "make_config", "run_recbole"]

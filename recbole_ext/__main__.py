@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+import recbole_ext
+from lightning_genrec.errors import USER_ERRORS
+from recbole_ext.quick_start import format_results
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightning-genrec", description=__doc__,
@@ -16,17 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
 
-    import recbole_ext
-    from recbole_ext.config import ConfigError
-    from recbole_ext.quick_start import format_results
-    from lightning_genrec.content import MissingContentError
-    from lightning_genrec.models import GANCollapseError
-    from lightning_genrec.models.base import HyperparameterError
-
     try:
         result = recbole_ext.run_recbole(model=args.model, dataset=args.dataset, config_file_list=files)
-    except (ConfigError, FileNotFoundError, HyperparameterError, FloatingPointError, GANCollapseError,
-            MissingContentError) as exc:
+    except USER_ERRORS as exc:
         print(f"lightning-genrec: error: {exc}", file=sys.stderr)
         return 2
     print()

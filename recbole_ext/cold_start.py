@@ -43,7 +43,7 @@ from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.dataset import Dataset
 from recbole.utils import ModelType
 
-from recbole_ext.config import ConfigError
+from lightning_genrec.errors import ConfigError
 
 RANK_MODES = ("cold", "all")
 DEFAULT_RATIO = 0.2

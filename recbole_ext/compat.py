@@ -31,11 +31,11 @@ import os
 
 import numpy as np
 
+from lightning_genrec.errors import DatasetNotFoundError  # noqa: F401  (raised by the dataset checks)
+
 _APPLIED = False
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A RecBole dataset folder or one of its atomic files is missing."""
 
 
 def _numpy_aliases() -> None:

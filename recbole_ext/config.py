@@ -8,28 +8,36 @@
 * :func:`make_config` / :func:`load_data` are the checked way in: a clear
   error for an unknown model, a missing dataset or atomic file, or an invalid
   hyperparameter, before any data is loaded.
+* Every model setting that RecBole's ``Config`` carries is read here and
+  handed down as plain arguments: :func:`hparams_from_config` (the model's
+  constructor), :func:`data_options` (its data form), and the per-model rules
+  of :func:`adapt_model_config` (what a model needs of the dataset and split).
 """
 from __future__ import annotations
 
 import difflib
+import importlib
+import inspect
 import os
 from importlib import resources
 
 import recbole
 from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.model.abstract_recommender import AbstractRecommender
+from recbole.utils import ModelType, get_model, init_seed
 
-from recbole_ext.compat import DatasetNotFoundError
-
+from lightning_genrec.content import ContentTables, content_fields, missing_content_message
+from lightning_genrec.data import TEST_INPUTS, check_test_input
+from lightning_genrec.errors import ConfigError, DatasetNotFoundError, UnknownModelError
+from lightning_genrec.item_ranking import ITEM_METRICS
+from lightning_genrec.metrics import ALL_METRICS
+from lightning_genrec.models import CFGAN, MODELS, GenRecModule
+from lightning_genrec.models.lara import AttributeTables, attribute_fields
+from lightning_genrec.sequences import SequenceTables
+from recbole_ext.cold_start import cold_item_settings
 
 _RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties")
-
-
-class ConfigError(ValueError):
-    """A configuration that lightning-genrec cannot run, with what to change."""
-
-
-class UnknownModelError(ConfigError):
-    """The model name is neither a lightning-genrec nor a RecBole model."""
 
 
 def config_path(name: str) -> str:
@@ -54,8 +62,6 @@ def _patch_config() -> None:
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         original(self, model, model_class, dataset)
-        from recbole_ext.registry import is_genrec_model
-
         if not is_genrec_model(model_class):
             return
         self._update_internal_config_dict(config_path(model))
@@ -73,8 +79,6 @@ def _patch_config() -> None:
 
     def _set_default_parameters(self):
         set_defaults(self)
-        from recbole_ext.registry import is_genrec_model
-
         if is_genrec_model(self.model_class):
             adapt_model_config(self)
 
@@ -82,15 +86,145 @@ def _patch_config() -> None:
     Config._set_default_parameters = _set_default_parameters
 
 
-def adapt_model_config(config) -> None:
-    """A lightning-genrec model's own config checks / adjustments (``adapt_config``), then the
-    time field wherever ``eval_args.order`` is ``TO``.  Runs inside RecBole's ``Config``, so
-    ``recbole.quick_start.run_recbole`` gets them too."""
-    from recbole_ext.registry import MODELS
+def is_genrec_model(model_class) -> bool:
+    """Whether ``model_class`` is the RecBole class of a lightning-genrec model (see ``registry``)."""
+    return isinstance(model_class, type) and getattr(model_class, "lightning_class", None) in MODELS.values()
 
-    MODELS[config["model"]].adapt_config(config)   # first: a model's own reason is the clearer message
+
+def hparams_from_config(cls: type[GenRecModule], config) -> dict:
+    """The model's constructor arguments that the RecBole config sets (``n_items`` excluded)."""
+    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "n_items")]
+    return {name: config[name] for name in names if name in config}
+
+
+def _setting(config, key: str):
+    return config[key] if key in config else None
+
+
+def test_input_of(config) -> str:
+    """The config's ``test_input`` (default ``'train'``), checked."""
+    return check_test_input(_setting(config, "test_input") or "train")
+
+
+def data_options(tables_class: type, config) -> dict:
+    """The keyword arguments of ``tables_class.from_train_dataset`` that ``config`` sets."""
+    options = {"test_input": test_input_of(config)}
+    if issubclass(tables_class, SequenceTables):
+        options.update(max_len=config["MAX_ITEM_LIST_LENGTH"], exclude_history=bool(config["exclude_history"]),
+                       lookahead=int(_setting(config, "next_k") or 1))
+    if issubclass(tables_class, ContentTables):
+        min_count = _setting(config, "content_min_count")
+        options.update(fields=content_fields(_setting(config, "content_fields")),
+                       min_count=2 if min_count is None else int(min_count), model=config["model"])
+    if issubclass(tables_class, AttributeTables):
+        options.update(fields=attribute_fields(_setting(config, "attribute_fields")), model=config["model"])
+    return options
+
+
+def tables_from_recbole(model: str, train, valid=None, test=None, config=None):
+    """The data form ``model`` trains on, from RecBole's three loaders and the config."""
+    tables_class = MODELS[model].tables_class
+    return tables_class.from_recbole(train, valid, test, **data_options(tables_class, config))
+
+
+# -- what each kind of model needs of the dataset and the split (runs inside RecBole's Config) -------------
+
+def _sequential_rules(config) -> None:
+    """A sequential model reads each user's interactions in time order: the dataset needs its time
+    field (added to ``load_col`` if missing there) and ``eval_args.order: TO``.  Leave-one-out splits
+    use RecBole's sequential dataset (next-item form); other splits its ordinary one (block form, the
+    same split as MVAE's)."""
+    name = config["model"]
+    require_time_field(config, f"{name} is a sequential model: it orders each user's interactions by time")
+    order = config["eval_args"]["order"]
+    if order != "TO":
+        raise ConfigError(f"{name} is a sequential model: eval_args.order is {order!r}; set it to 'TO' "
+                          "so that validation and test come after training in time.")
+    split = config["eval_args"]["split"] or {}
+    if "LS" not in split:
+        config["MODEL_TYPE"] = ModelType.GENERAL
+        config["repeatable"] = False   # RecBole's general evaluation: history = every earlier split
+
+
+def _content_rules(config) -> None:
+    """A content model: the ``.item`` file must have the ``content_fields`` (added to ``load_col``)."""
+    min_count = config["content_min_count"]
+    if min_count is not None and (isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1):
+        raise ConfigError(f"content_min_count={min_count!r}: must be an integer >= 1 (the number of training "
+                          "items a token needs to join the content vocabulary).")
+    require_item_fields(config, content_fields(config["content_fields"]))
+
+
+def _attribute_rules(config) -> None:
+    """An attribute model: the ``.item`` file must have the ``attribute_fields`` as token / token_seq
+    fields (added to ``load_col``)."""
+    fields = attribute_fields(config["attribute_fields"])
+    if not fields:
+        raise ConfigError(f"{config['model']}: attribute_fields is empty; name the token / token_seq item fields "
+                          "whose tokens are the item attributes (ml-100k: [class], the genres).")
+    require_item_fields(config, fields, ("token", "token_seq"), "attribute_fields")
+
+
+def _cfgan_rules(config) -> None:
+    """Item mode conditions on the training matrix only: ``test_input: train_valid`` is refused."""
+    if config["mode"] == "item" and config["test_input"] == "train_valid":
+        raise ConfigError("CFGAN mode 'item' scores from the items' training columns; test_input: "
+                          "train_valid (scoring test users from validation rows too) needs mode: user.")
+
+
+def model_rules(cls: type[GenRecModule]) -> list:
+    """The rules that apply to ``cls``: by what it reads (sequences, item content, item attributes)
+    and, for CFGAN, its own."""
+    rules = []
+    if cls.sequential:
+        rules.append(_sequential_rules)
+    if issubclass(cls.tables_class, ContentTables):
+        rules.append(_content_rules)
+    if issubclass(cls.tables_class, AttributeTables):
+        rules.append(_attribute_rules)
+    if issubclass(cls, CFGAN):
+        rules.append(_cfgan_rules)
+    return rules
+
+
+def adapt_model_config(config) -> None:
+    """A lightning-genrec model's config rules (:func:`model_rules`), then the time field wherever
+    ``eval_args.order`` is ``TO``.  Runs inside RecBole's ``Config``, so
+    ``recbole.quick_start.run_recbole`` gets them too."""
+    for rule in model_rules(MODELS[config["model"]]):   # first: a model's own reason is the clearer message
+        rule(config)
     if (config["eval_args"] or {}).get("order") == "TO":
         require_time_field(config, "eval_args.order is 'TO' (time order)")
+
+
+def item_file_header(config) -> dict[str, str] | None:
+    """``{field: type}`` of the dataset's ``.item`` file header, or ``None`` if there is no such file."""
+    path = os.path.join(config["data_path"], f"{config['dataset']}.item")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split(config["field_separator"] or "\t")
+    return dict((c.split(":") + [""])[:2] for c in header)
+
+
+def require_item_fields(config, fields, kinds: tuple[str, ...] | None = None, what: str = "content_fields") -> None:
+    """Before data loads: raise ``ConfigError`` unless the ``.item`` file has ``fields`` (of one of
+    the ``kinds``, e.g. ``("token", "token_seq")``); add them to ``load_col`` (RecBole's ml-100k
+    default loads interactions only).  A missing dataset is left to the dataset checks."""
+    header = item_file_header(config)
+    if header is None and not os.path.isfile(os.path.join(config["data_path"], f"{config['dataset']}.inter")):
+        return
+    if header is None or any(f not in header for f in fields):
+        raise ConfigError(missing_content_message(config["model"], config["dataset"], fields,
+                                                  None if header is None else list(header), what))
+    wrong = [f"{f} ({header[f]})" for f in fields if kinds and header[f] not in kinds]
+    if wrong:
+        raise ConfigError(f"{config['model']}: the item field{'s' if len(wrong) > 1 else ''} {', '.join(wrong)} "
+                          f"cannot be used: {what} must be {' or '.join(kinds)} fields of {config['dataset']}.item.")
+    load_col = config["load_col"]
+    if isinstance(load_col, dict):
+        item_cols = list(load_col.get("item") or [config["ITEM_ID_FIELD"]])
+        load_col["item"] = item_cols + [f for f in fields if f not in item_cols]
 
 
 _RECBOLE_SUBPACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
@@ -99,12 +233,6 @@ _RECBOLE_SUBPACKAGES = ("general_recommender", "context_aware_recommender", "seq
 
 def known_models() -> list[str]:
     """Our models, then RecBole's (the model classes its subpackages export)."""
-    import importlib
-
-    from recbole.model.abstract_recommender import AbstractRecommender
-
-    from recbole_ext.registry import MODELS
-
     names = set()
     for sub in _RECBOLE_SUBPACKAGES:
         pkg = importlib.import_module(f"recbole.model.{sub}")
@@ -117,13 +245,9 @@ def check_model(model) -> None:
     """Raise :class:`UnknownModelError` listing the known models."""
     if not isinstance(model, str):
         return
-    from recbole_ext.registry import MODELS
-
     if model in MODELS:
         return
     try:
-        from recbole.utils import get_model
-
         get_model(model)
         return
     except (ValueError, AttributeError, ImportError):  # RecBole may fail importing xgboost / lightgbm
@@ -185,16 +309,10 @@ _METRIC_NAMES = "NDCG, Recall, Precision, MRR, Novelty, ItemCoverage, GiniIndex"
 def check_hparams(config, selection: bool = True) -> None:
     """Validate a lightning-genrec model's hyperparameters and evaluation settings
     (with ``selection``, also that ``valid_metric`` is one the bridge trainer can select on)."""
-    from lightning_genrec.item_ranking import ITEM_METRICS
-    from lightning_genrec.metrics import ALL_METRICS
-    from recbole_ext.registry import MODELS, hparams_from_config
-
     cls = MODELS.get(config["model"])
     if cls is None:
         return
     cls.check_hparams(**hparams_from_config(cls, config))
-    from lightning_genrec.data import TEST_INPUTS
-
     if config["test_input"] not in (None, *TEST_INPUTS):
         raise ConfigError(f"test_input={config['test_input']!r}: use 'train' (test users are scored from their "
                           "training interactions, RecBole's convention) or 'train_valid' (also from their "
@@ -239,8 +357,6 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, lightni
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = before
     check_dataset_files(config)
-    from recbole_ext.cold_start import cold_item_settings
-
     cold_item_settings(config)   # raises on an invalid cold-start item protocol, before data loads
     check_hparams(config, selection=not lightning_door)
     return config
@@ -250,9 +366,6 @@ def load_data(config):
     """RecBole's dataset and split for ``config``: ``(dataset, train, valid, test)``.
 
     Seeds exactly as ``run_recbole`` does, so both doors see the same split."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_seed
-
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)

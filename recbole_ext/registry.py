@@ -11,7 +11,6 @@ binds it at import time.
 from __future__ import annotations
 
 import importlib.machinery
-import inspect
 import sys
 import types
 
@@ -20,12 +19,8 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 
 from lightning_genrec.models import MODELS, GenRecModule
-
-
-def hparams_from_config(cls: type[GenRecModule], config) -> dict:
-    """The model's constructor arguments that the RecBole config sets (``n_items`` excluded)."""
-    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "n_items")]
-    return {name: config[name] for name in names if name in config}
+from recbole_ext.config import data_options, hparams_from_config, is_genrec_model
+from recbole_ext.trainer import LightningTrainer
 
 
 class GenRecAdapter(GeneralRecommender):
@@ -42,7 +37,8 @@ class GenRecAdapter(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.tables = self.lightning_class.tables_class.from_train_dataset(dataset, config)
+        tables_class = self.lightning_class.tables_class
+        self.tables = tables_class.from_train_dataset(dataset, **data_options(tables_class, config))
         self.module = self.lightning_class(n_items=self.n_items, **hparams_from_config(self.lightning_class, config))
         self.module.attach_data(self.tables)
         if "item_metrics" in config and config["item_metrics"] is not None:
@@ -68,10 +64,6 @@ class GenRecAdapter(GeneralRecommender):
         return scores.gather(1, items.view(-1, 1)).view(-1)
 
 
-def is_genrec_model(model_class) -> bool:
-    return isinstance(model_class, type) and issubclass(model_class, GenRecAdapter)
-
-
 _ADAPTERS: dict[str, type[GenRecAdapter]] = {}
 
 
@@ -82,8 +74,6 @@ def adapter_class(name: str) -> type[GenRecAdapter]:
 
 def register(name: str, lightning_class: type[GenRecModule]) -> type[GenRecAdapter]:
     """Make ``run_recbole(model=name)`` build ``lightning_class`` and train it with Lightning."""
-    from recbole_ext.trainer import LightningTrainer
-
     module_name = f"recbole.model.general_recommender.{name.lower()}"
     model_type = ModelType.SEQUENTIAL if lightning_class.sequential else ModelType.GENERAL
     adapter = type(name, (GenRecAdapter,), {"lightning_class": lightning_class, "__module__": module_name,

@@ -2,7 +2,8 @@
 import pytest
 import pytorch_lightning as pl
 
-from lightning_genrec import MVAE, RecBoleDataModule
+from lightning_genrec import MVAE
+from recbole_ext import RecBoleDataModule
 from lightning_genrec.annealing import constant, cyclical, kl_weight, linear
 
 

@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import recbole_ext
-from lightning_genrec import CFGAN, RecBoleDataModule
+from lightning_genrec import CFGAN
+from recbole_ext import RecBoleDataModule
 from lightning_genrec.models import cfgan as cfgan_module
-from lightning_genrec.models.base import HyperparameterError
+from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.models.cfgan import (Discriminator, GANCollapseError, Generator, d_loss_fn, g_loss_fn,
                                            sample_unobserved)
 from recbole_ext.config import ConfigError, make_config

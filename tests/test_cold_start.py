@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import recbole_ext
-from lightning_genrec import RecBoleDataModule
+from recbole_ext import RecBoleDataModule
 from recbole_ext import cold_start
 from recbole_ext.config import ConfigError, load_data, make_config
 

@@ -6,7 +6,8 @@ import pytest
 import pytorch_lightning as pl
 
 import recbole_ext
-from lightning_genrec import MVAE, SVAE, RecBoleDataModule, comet_logger
+from lightning_genrec import MVAE, SVAE, comet_logger
+from recbole_ext import RecBoleDataModule
 
 SMALL = {"MVAE": lambda: MVAE(mlp_hidden_size=[32], latent_dimension=8, topk=[5, 10], total_anneal_steps=20),
          "SVAE": lambda: SVAE(embedding_size=16, rnn_size=16, hidden_size=16, latent_dimension=8, topk=[5, 10],

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recbole_ext import compat
-from recbole_ext.compat import DatasetNotFoundError
+from lightning_genrec.errors import DatasetNotFoundError
 
 from conftest import FAST
 

@@ -7,9 +7,11 @@ import pytorch_lightning as pl
 import torch
 
 import recbole_ext
-from lightning_genrec import CVAE, RecBoleDataModule
-from lightning_genrec.content import ContentTables, MissingContentError, item_content
-from lightning_genrec.models.base import HyperparameterError
+from lightning_genrec import CVAE
+from recbole_ext import RecBoleDataModule
+from lightning_genrec.content import ContentTables, item_content
+from lightning_genrec.errors import MissingContentError
+from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.models.cvae import ContentVAE, fold_in, item_step, outer_rows
 from recbole_ext.config import ConfigError, load_data, make_config
 

@@ -7,7 +7,8 @@ import scipy.sparse as sp
 import torch
 
 import recbole_ext
-from lightning_genrec import MVAE, InteractionTables, RecBoleDataModule
+from lightning_genrec import MVAE, InteractionTables
+from recbole_ext import RecBoleDataModule
 from lightning_genrec.data import EvalSplit
 from lightning_genrec.item_ranking import (item_metric_names, item_user_metrics, phase_item_metrics, phase_items,
                                            relevance, scores_from_users)

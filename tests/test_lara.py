@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import recbole_ext
-from lightning_genrec import LARA, RecBoleDataModule
+from lightning_genrec import LARA
+from recbole_ext import RecBoleDataModule
 from lightning_genrec.models import lara as lara_module
-from lightning_genrec.models.base import HyperparameterError
-from lightning_genrec.models.gan import GANCollapseError
+from lightning_genrec.errors import HyperparameterError
+from lightning_genrec.errors import GANCollapseError
 from lightning_genrec.models.lara import (AttributeTables, Discriminator, Generator, attribute_codes, d_loss_fn,
                                           embed_attributes, g_loss_fn, sample_non_interacting)
 from recbole_ext.config import ConfigError, make_config

@@ -9,7 +9,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from lightning_genrec import MVAE, RecBoleDataModule
+from lightning_genrec import MVAE
+from recbole_ext import RecBoleDataModule
 from lightning_genrec.data import ShardSampler
 
 from conftest import FAST, write_tiny_dataset

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec import MVAE, HyperparameterError, RecBoleDataModule
+from lightning_genrec import MVAE, HyperparameterError
+from recbole_ext import RecBoleDataModule
 from lightning_genrec.data import train_loader
 from lightning_genrec.models.mvae import MultVAE, mvae_loss
 

@@ -10,9 +10,9 @@ import torch
 
 import recbole_ext
 from lightning_genrec import MVAE
-from recbole_ext.compat import DatasetNotFoundError
+from lightning_genrec.errors import DatasetNotFoundError
 from recbole_ext.config import ConfigError, UnknownModelError, config_path, make_config
-from lightning_genrec.models.base import HyperparameterError
+from lightning_genrec.errors import HyperparameterError
 
 from conftest import assert_doors_agree
 
@@ -64,7 +64,7 @@ def test_config_file_override(tiny_config, tmp_path):
 def test_both_doors_give_the_same_numbers(tiny_config, tmp_path):
     """Train through RecBole's door; evaluate the same weights through Lightning's test loop."""
     result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config)
-    from lightning_genrec import RecBoleDataModule
+    from recbole_ext import RecBoleDataModule
 
     dm = RecBoleDataModule("tiny", config_dict=tiny_config)
     dm.setup()
@@ -139,7 +139,7 @@ def test_valid_metric_must_be_one_we_compute(tiny_config, metric, topk):
 
 def test_recbole_config_leaves_visible_devices_alone_for_lightning(tiny_config, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    from lightning_genrec import RecBoleDataModule
+    from recbole_ext import RecBoleDataModule
 
     RecBoleDataModule("tiny", config_dict=dict(tiny_config, gpu_id="0")).setup()
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"

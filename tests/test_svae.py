@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import recbole_ext
-from lightning_genrec import SVAE, RecBoleDataModule
+from lightning_genrec import SVAE
+from recbole_ext import RecBoleDataModule
 from lightning_genrec.models.svae import SeqVAE, next_k_targets, svae_loss
 from recbole_ext.config import ConfigError, make_config
 

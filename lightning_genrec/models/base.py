@@ -17,13 +17,10 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
+from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.data import InteractionTables
 from lightning_genrec.item_ranking import phase_item_metrics, scores_from_users
 from lightning_genrec.metrics import TopKMetrics
-
-
-class HyperparameterError(ValueError):
-    """A hyperparameter is outside its allowed range."""
 
 
 def check_hparam(name: str, value: Any, ok: Callable[[Any], bool], allowed: str) -> None:
@@ -94,11 +91,6 @@ class GenRecModule(pl.LightningModule):
         for name, value in hparams.items():
             if name in checks:
                 check_hparam(name, value, *checks[name])
-
-    @classmethod
-    def adapt_config(cls, config) -> None:
-        """Check / adjust a RecBole ``Config`` for this model before any data loads
-        (raise ``recbole_ext.config.ConfigError`` with what to change)."""
 
     # -- data ----------------------------------------------------------------
     @property

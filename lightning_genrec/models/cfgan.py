@@ -190,15 +190,6 @@ class CFGAN(RoundGAN):
         if n_items is not None and (mode == "user" or n_users is not None):
             self.build()
 
-    @classmethod
-    def adapt_config(cls, config) -> None:
-        """Item mode conditions on the training matrix only: ``test_input: train_valid`` is refused."""
-        from recbole_ext.config import ConfigError
-
-        if config["mode"] == "item" and config["test_input"] == "train_valid":
-            raise ConfigError("CFGAN mode 'item' scores from the items' training columns; test_input: "
-                              "train_valid (scoring test users from validation rows too) needs mode: user.")
-
     # -- shape ---------------------------------------------------------------------------
     @property
     def width(self) -> int:

@@ -228,19 +228,6 @@ class CVAE(VAEModule):
         if n_items is not None and n_content is not None:
             self.build()
 
-    @classmethod
-    def adapt_config(cls, config) -> None:
-        """CVAE reads item content: the ``.item`` file must have the ``content_fields``, which
-        are added to ``load_col`` (RecBole's ml-100k default loads interactions only)."""
-        from lightning_genrec.content import content_fields_of, require_item_fields
-        from recbole_ext.config import ConfigError
-
-        min_count = config["content_min_count"]
-        if min_count is not None and (isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1):
-            raise ConfigError(f"content_min_count={min_count!r}: must be an integer >= 1 (the number of training "
-                              "items a token needs to join the content vocabulary).")
-        require_item_fields(config, content_fields_of(config))
-
     def build(self) -> None:
         h = self.hparams
         if h.n_content is None:

@@ -11,12 +11,8 @@ import numpy as np
 import torch
 
 from lightning_genrec.data import InteractionTables
+from lightning_genrec.errors import GANCollapseError
 from lightning_genrec.models.base import GenRecModule
-
-
-class GANCollapseError(RuntimeError):
-    """The GAN stopped learning (non-finite loss, a discriminator that always wins, or a
-    generator whose output ignores its condition)."""
 
 
 class RoundTables(InteractionTables):

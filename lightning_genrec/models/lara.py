@@ -76,9 +76,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ATTRIBUTE_FIELDS = ("class",)
 
 
-def attribute_fields_of(config) -> tuple[str, ...]:
-    """The config's ``attribute_fields`` (default: ml-100k's genres, ``class``)."""
-    value = config["attribute_fields"] if config is not None and "attribute_fields" in config else None
+def attribute_fields(value) -> tuple[str, ...]:
+    """An ``attribute_fields`` setting as a tuple (``None``: ml-100k's genres, ``class``)."""
     if value is None:
         return DEFAULT_ATTRIBUTE_FIELDS
     return (value,) if isinstance(value, str) else tuple(value)
@@ -94,15 +93,14 @@ class AttributeTables(RoundTables):
     skipped_items: int = 0          # training items without any attribute (not trained on)
 
     @classmethod
-    def from_train_dataset(cls, dataset, config=None) -> "AttributeTables":
-        from recbole.utils import FeatureType
-
-        tables = super().from_train_dataset(dataset, config)
-        model = config["model"] if config is not None and "model" in config else "LARA"
-        fields = attribute_fields_of(config)
-        kinds = (FeatureType.TOKEN, FeatureType.TOKEN_SEQ)
+    def from_train_dataset(cls, dataset, test_input: str = "train", fields=None,
+                           model: str = "LARA") -> "AttributeTables":
+        """``fields``: the token / token_seq item fields whose tokens are the attributes (see
+        :func:`attribute_fields`); ``model`` names the model in messages."""
+        tables = super().from_train_dataset(dataset, test_input)
+        fields = attribute_fields(fields)
         wrong = [f"{f} ({dataset.field2type[f].value})" for f in fields
-                 if f in dataset.field2type and dataset.field2type[f] not in kinds]
+                 if f in dataset.field2type and dataset.field2type[f].value not in ("token", "token_seq")]
         if wrong:
             raise MissingContentError(f"{model}: attribute_fields must be token or token_seq item fields; "
                                       f"{', '.join(wrong)} cannot be binary attributes.")
@@ -287,19 +285,6 @@ class LARA(RoundGAN):
         if n_items is not None and n_attributes is not None:
             self.build()
 
-    @classmethod
-    def adapt_config(cls, config) -> None:
-        """The ``.item`` file must have the ``attribute_fields`` (token / token_seq); they are added
-        to ``load_col``."""
-        from lightning_genrec.content import require_item_fields
-        from recbole_ext.config import ConfigError
-
-        fields = attribute_fields_of(config)
-        if not fields:
-            raise ConfigError("LARA: attribute_fields is empty; name the token / token_seq item fields whose tokens "
-                              "are the item attributes (ml-100k: [class], the genres).")
-        require_item_fields(config, fields, ("token", "token_seq"), "attribute_fields")
-
     def build(self) -> None:
         h = self.hparams
         if h.n_attributes is None:
@@ -406,5 +391,5 @@ class LARA(RoundGAN):
         return self.generated_users(items) @ counts.T
 
 
-__all__ = ["LARA", "AttributeTables", "Discriminator", "Generator", "attribute_codes", "attribute_fields_of",
+__all__ = ["LARA", "AttributeTables", "Discriminator", "Generator", "attribute_codes", "attribute_fields",
            "d_loss_fn", "embed_attributes", "g_loss_fn", "sample_non_interacting"]

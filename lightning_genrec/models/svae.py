@@ -167,26 +167,6 @@ class SVAE(VAEModule):
         **ANNEAL_CHECKS,
     }
 
-    @classmethod
-    def adapt_config(cls, config) -> None:
-        """SVAE reads each user's interactions in time order: the dataset needs its time field
-        (``TIME_FIELD``, added to ``load_col`` if missing there) and ``eval_args.order: TO``.  Leave-one-out splits use RecBole's sequential dataset
-        (next-item form); other splits its ordinary one (block form, the same split as MVAE's)."""
-        from recbole.utils import ModelType
-
-        from recbole_ext.config import ConfigError, require_time_field
-
-        name = config["model"]
-        require_time_field(config, f"{name} is a sequential model: it orders each user's interactions by time")
-        order = config["eval_args"]["order"]
-        if order != "TO":
-            raise ConfigError(f"{name} is a sequential model: eval_args.order is {order!r}; set it to 'TO' "
-                              "so that validation and test come after training in time.")
-        split = config["eval_args"]["split"] or {}
-        if "LS" not in split:
-            config["MODEL_TYPE"] = ModelType.GENERAL
-            config["repeatable"] = False   # RecBole's general evaluation: history = every earlier split
-
     def build(self) -> None:
         h = self.hparams
         self.net = SeqVAE(h.n_items, h.embedding_size, h.rnn_size, h.hidden_size, h.latent_dimension)

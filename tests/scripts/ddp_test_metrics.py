@@ -17,7 +17,8 @@ os.environ["OMP_NUM_THREADS"] = "1"   # before torch is imported; Lightning's DD
 
 import pytorch_lightning as pl  # noqa: E402
 
-from lightning_genrec import MODELS, RecBoleDataModule
+from lightning_genrec import MODELS
+from recbole_ext import RecBoleDataModule
 
 ckpt, root, devices, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 name = sys.argv[5] if len(sys.argv) > 5 else "MVAE"

@@ -15,7 +15,8 @@ os.environ["OMP_NUM_THREADS"] = "1"   # before torch is imported; Lightning's DD
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-from lightning_genrec import CVAE, RecBoleDataModule  # noqa: E402
+from lightning_genrec import CVAE  # noqa: E402
+from recbole_ext import RecBoleDataModule  # noqa: E402
 
 root, devices, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 dm = RecBoleDataModule("odd", model="CVAE", config_dict={

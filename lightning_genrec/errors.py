@@ -1,0 +1,38 @@
+"""The exceptions users catch, in one place (the bottom layer: this module imports nothing of ours).
+
+Each message says what was wrong and what to change; the command line prints it as one line.
+"""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration that lightning-genrec cannot run, with what to change."""
+
+
+class UnknownModelError(ConfigError):
+    """The model name is neither a lightning-genrec nor a RecBole model."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A RecBole dataset folder or one of its atomic files is missing."""
+
+
+class HyperparameterError(ValueError):
+    """A hyperparameter is outside its allowed range."""
+
+
+class MissingContentError(ValueError):
+    """The dataset lacks the item fields a content or attribute model needs."""
+
+
+class GANCollapseError(RuntimeError):
+    """The GAN stopped learning (non-finite loss, a discriminator that always wins, or a
+    generator whose output ignores its condition)."""
+
+
+#: what the command line reports as one line (exit status 2) instead of a traceback
+USER_ERRORS = (ConfigError, FileNotFoundError, HyperparameterError, FloatingPointError, GANCollapseError,
+               MissingContentError)
+
+__all__ = ["ConfigError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
+           "USER_ERRORS", "UnknownModelError"]

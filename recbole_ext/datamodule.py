@@ -1,0 +1,98 @@
+"""``RecBoleDataModule``: where RecBole meets Lightning.
+
+RecBole's config, dataset and split (``recbole_ext.config.make_config`` /
+``load_data``) become the model's data form (``tables_class`` of the model,
+built with the settings :func:`recbole_ext.config.data_options` reads from the
+config) and Lightning loaders over it.  Importing this module (or
+``recbole_ext``) applies the RecBole compatibility fixes.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+
+from lightning_genrec.data import InteractionTables, eval_loader, train_loader, users_per_eval_batch
+from lightning_genrec.models import MODELS
+from recbole_ext.config import data_options, load_data, make_config
+
+
+class RecBoleDataModule(pl.LightningDataModule):
+    """RecBole config, dataset and split, served as Lightning loaders.
+
+    Args:
+        dataset: RecBole dataset name. ``'ml-100k'`` needs no ``data_path``: the
+            copy inside the recbole wheel is used. Nothing is ever downloaded.
+        model: name of the model the data is for (its YAML defaults take part in
+            the config, as in RecBole). Default ``'MVAE'``.
+        config_dict, config_file_list: RecBole configuration, as for ``run_recbole``
+            (e.g. ``{'eval_args': {...}, 'topk': [10, 20], 'seed': 2020}``).
+        train_batch_size, eval_batch_size: users per batch; default: the config's
+            ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole's full-ranking
+            loader reads it (scores per batch, ``eval_batch_size // n_items`` users, for user-level
+            splits; rows, one per user, for sequential ones), so both entry points batch alike.
+        num_workers: ``DataLoader`` workers.
+
+    After ``setup()``: ``config`` (RecBole ``Config``), ``tables`` (the model's
+    ``tables_class``: :class:`InteractionTables` for MVAE,
+    :class:`~lightning_genrec.sequences.SequenceTables` for SVAE), ``n_items``.
+    """
+
+    def __init__(self, dataset: str = "ml-100k", model: str = "MVAE", config_dict: dict | None = None,
+                 config_file_list: list[str] | None = None, train_batch_size: int | None = None,
+                 eval_batch_size: int | None = None, num_workers: int = 0):
+        super().__init__()
+        self.dataset_name, self.model_name = dataset, model
+        self.config_dict, self.config_file_list = dict(config_dict or {}), config_file_list
+        self._train_batch_size, self._eval_batch_size = train_batch_size, eval_batch_size
+        self.num_workers = num_workers
+        self.config = None
+        self.tables: InteractionTables | None = None
+        self._rows_per_eval_batch = False
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tables is not None:
+            return
+        self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict,
+                                  lightning_door=True)
+        _, train, valid, test = load_data(self.config)
+        tables_class = getattr(MODELS.get(self.model_name), "tables_class", InteractionTables)
+        self.tables = tables_class.from_recbole(train, valid, test, **data_options(tables_class, self.config))
+        # RecBole's full-sort loader counts eval_batch_size in scores for user-level splits, but in rows
+        # (one per user) for sequential ones; we batch as it does, so both entry points score the same
+        # users together and compute the same floats
+        self._rows_per_eval_batch = bool(getattr(valid if valid is not None else test, "is_sequential", False))
+
+    @property
+    def n_items(self) -> int:
+        self.setup()
+        return self.tables.n_items
+
+    @property
+    def train_batch_size(self) -> int:
+        return self._train_batch_size or self.config["train_batch_size"]
+
+    @property
+    def eval_batch_size(self) -> int:
+        if self._eval_batch_size:
+            return self._eval_batch_size
+        self.setup()
+        if self._rows_per_eval_batch:
+            return self.config["eval_batch_size"]
+        return users_per_eval_batch(self.config["eval_batch_size"], self.n_items)
+
+    def _shards(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def train_dataloader(self):
+        return train_loader(self.tables, self.train_batch_size, num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        return eval_loader(self.tables, "valid", self.eval_batch_size, self.num_workers, *self._shards())
+
+    def test_dataloader(self):
+        return eval_loader(self.tables, "test", self.eval_batch_size, self.num_workers, *self._shards())
+
+
+__all__ = ["RecBoleDataModule"]
