@@ -24,6 +24,7 @@ import torch
 
 from lightning_genrec.data import InteractionTables
 from lightning_genrec.errors import MissingContentError
+from lightning_genrec.hparams import integer, names
 
 DEFAULT_CONTENT_FIELDS = ("class", "movie_title", "release_year")
 
@@ -41,7 +42,7 @@ class ItemContent:
         return self.matrix.shape[1]
 
 
-def content_fields(value) -> tuple[str, ...]:
+def content_fields_tuple(value) -> tuple[str, ...]:
     """A ``content_fields`` setting as a tuple (``None``: ml-100k's genres, title words and release year)."""
     if value is None:
         return DEFAULT_CONTENT_FIELDS
@@ -71,7 +72,7 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
 
     ``train_items``: item ids the vocabulary and scaling are fitted on (default: all items).
     Raises :class:`MissingContentError` naming the fields when the dataset lacks them."""
-    fields = content_fields(fields)
+    fields = content_fields_tuple(fields)
     feat = dataset.item_feat
     available = [] if feat is None else [f for f in feat.columns if f != dataset.iid_field]
     if feat is None or any(f not in available for f in fields):
@@ -123,16 +124,21 @@ class ContentTables(InteractionTables):
     Config keys: ``content_fields`` (item fields, default ``[class, movie_title, release_year]``)
     and ``content_min_count`` (a token needs this many training items, default 2)."""
 
+    SETTINGS = InteractionTables.SETTINGS + (
+        names("content_fields", DEFAULT_CONTENT_FIELDS, "item fields that make up the content: token / token_seq "
+                                                        "(one- / multi-hot) or float / float_seq (min-max scaled)."),
+        integer("content_min_count", 2, "a token joins the vocabulary if this many training items carry it."),
+    )
+
     content: ItemContent | None = None
 
     @classmethod
-    def from_train_dataset(cls, dataset, test_input: str = "train", fields=None, min_count: int = 2,
-                           model: str = "the model") -> "ContentTables":
-        """``fields``: the item fields that make up the content (see :func:`content_fields`);
-        ``min_count``: training items a token needs to join the vocabulary; ``model`` names the
-        model in error messages."""
+    def from_train_dataset(cls, dataset, test_input: str = "train", content_fields=DEFAULT_CONTENT_FIELDS,
+                           content_min_count: int = 2, model: str = "the model") -> "ContentTables":
+        """``content_fields``, ``content_min_count``: see :attr:`SETTINGS`; ``model`` names the model
+        in error messages."""
         tables = super().from_train_dataset(dataset, test_input)
-        tables.content = item_content(dataset, content_fields(fields), tables.train_items(), int(min_count),
+        tables.content = item_content(dataset, content_fields, tables.train_items(), int(content_min_count),
                                       model=model)
         return tables
 

@@ -25,6 +25,8 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lightning_genrec.hparams import choice
+
 
 def _csr_from_lists(n_users: int, n_items: int, users: Sequence[int], item_lists: Sequence[Any]) -> sp.csr_matrix:
     rows, cols = [], []
@@ -50,6 +52,9 @@ class EvalSplit:
 
 
 TEST_INPUTS = ("train", "train_valid")
+TEST_INPUT = choice("test_input", "train", TEST_INPUTS,
+                    "what test users are scored from: train (RecBole's convention) or train_valid (also their "
+                    "validation interactions, e.g. the future-block protocol).")
 
 
 def check_test_input(value: str) -> str:
@@ -70,6 +75,9 @@ class InteractionTables:
     / ``rows(users, phase)`` for evaluation, ``add_split(loader, phase)`` and
     ``recbole_batch(interaction, phase)`` for the RecBole door.
     """
+
+    #: the data settings this form reads (config keys; ``recbole_ext.config.data_options`` passes them)
+    SETTINGS = (TEST_INPUT,)
 
     n_users: int                 # RecBole user_num (padding id 0 included)
     n_items: int                 # RecBole item_num (padding id 0 included)

@@ -17,8 +17,8 @@ class DatasetNotFoundError(FileNotFoundError):
     """A RecBole dataset folder or one of its atomic files is missing."""
 
 
-class HyperparameterError(ValueError):
-    """A hyperparameter is outside its allowed range."""
+class HyperparameterError(ConfigError):
+    """A hyperparameter (or a data setting) is unknown or outside its allowed range."""
 
 
 class MissingContentError(ValueError):

@@ -28,7 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lightning_genrec.data import _csr_from_lists, check_test_input, item_counts
+from lightning_genrec.data import TEST_INPUT, _csr_from_lists, check_test_input, item_counts
+from lightning_genrec.hparams import flag
 
 
 class Ragged:
@@ -88,6 +89,12 @@ class SequenceTables:
     number of input steps.  An evaluation batch has ``seq`` (B, T) / ``length``
     (the scoring input), ``target`` and, where items are excluded, ``exclude``.
     """
+
+    SETTINGS = (
+        TEST_INPUT,
+        flag("exclude_history", False, "next-item form: also exclude the items a user has seen when ranking the "
+                                       "next one (RecBole's sequential rule excludes nothing; the SVAE authors do)."),
+    )
 
     def __init__(self, n_users: int, n_items: int, train: Ragged, counts: np.ndarray, n_train_users: int,
                  form: str, max_len: int, exclude_history: bool = False, test_input: str = "train",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import inspect
 import os
 from importlib import resources
 
@@ -27,13 +26,12 @@ from recbole.data import create_dataset, data_preparation
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType, get_model, init_seed
 
-from lightning_genrec.content import ContentTables, content_fields, missing_content_message
-from lightning_genrec.data import TEST_INPUTS, check_test_input
+from lightning_genrec.content import ContentTables, missing_content_message
 from lightning_genrec.errors import ConfigError, DatasetNotFoundError, UnknownModelError
 from lightning_genrec.item_ranking import ITEM_METRICS
 from lightning_genrec.metrics import ALL_METRICS
 from lightning_genrec.models import CFGAN, MODELS, GenRecModule
-from lightning_genrec.models.lara import AttributeTables, attribute_fields
+from lightning_genrec.models.lara import AttributeTables
 from lightning_genrec.sequences import SequenceTables
 from recbole_ext.cold_start import cold_item_settings
 
@@ -64,6 +62,7 @@ def _patch_config() -> None:
         original(self, model, model_class, dataset)
         if not is_genrec_model(model_class):
             return
+        self._update_internal_config_dict(config_path("trainer"))   # what every model's training shares
         self._update_internal_config_dict(config_path(model))
         # RecBole's order is overall < model < dataset: re-apply the dataset file on top
         dataset_file = os.path.join(_RECBOLE_PROPERTIES, "dataset", dataset + ".yaml")
@@ -91,33 +90,30 @@ def is_genrec_model(model_class) -> bool:
     return isinstance(model_class, type) and getattr(model_class, "lightning_class", None) in MODELS.values()
 
 
-def hparams_from_config(cls: type[GenRecModule], config) -> dict:
-    """The model's constructor arguments that the RecBole config sets (``n_items`` excluded)."""
-    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "n_items")]
-    return {name: config[name] for name in names if name in config}
-
-
 def _setting(config, key: str):
     return config[key] if key in config else None
 
 
-def test_input_of(config) -> str:
-    """The config's ``test_input`` (default ``'train'``), checked."""
-    return check_test_input(_setting(config, "test_input") or "train")
+def hparams_from_config(cls: type[GenRecModule], config) -> dict:
+    """The model's hyperparameters that the RecBole config sets (``None`` = not set; the ones
+    sized from the data, such as ``n_items``, are never read from it)."""
+    return {h.name: config[h.name] for h in cls.HYPERPARAMETERS
+            if not h.from_data and _setting(config, h.name) is not None}
+
+
+def data_settings(tables_class: type, config) -> dict:
+    """``tables_class.SETTINGS`` as the config sets them (defaults where it does not), checked."""
+    return {h.name: h.default if _setting(config, h.name) is None else h.check(config[h.name])
+            for h in tables_class.SETTINGS}
 
 
 def data_options(tables_class: type, config) -> dict:
     """The keyword arguments of ``tables_class.from_train_dataset`` that ``config`` sets."""
-    options = {"test_input": test_input_of(config)}
+    options = data_settings(tables_class, config)
     if issubclass(tables_class, SequenceTables):
-        options.update(max_len=config["MAX_ITEM_LIST_LENGTH"], exclude_history=bool(config["exclude_history"]),
-                       lookahead=int(_setting(config, "next_k") or 1))
-    if issubclass(tables_class, ContentTables):
-        min_count = _setting(config, "content_min_count")
-        options.update(fields=content_fields(_setting(config, "content_fields")),
-                       min_count=2 if min_count is None else int(min_count), model=config["model"])
-    if issubclass(tables_class, AttributeTables):
-        options.update(fields=attribute_fields(_setting(config, "attribute_fields")), model=config["model"])
+        options.update(max_len=config["MAX_ITEM_LIST_LENGTH"], lookahead=int(_setting(config, "next_k") or 1))
+    if issubclass(tables_class, (ContentTables, AttributeTables)):
+        options["model"] = config["model"]
     return options
 
 
@@ -148,17 +144,13 @@ def _sequential_rules(config) -> None:
 
 def _content_rules(config) -> None:
     """A content model: the ``.item`` file must have the ``content_fields`` (added to ``load_col``)."""
-    min_count = config["content_min_count"]
-    if min_count is not None and (isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1):
-        raise ConfigError(f"content_min_count={min_count!r}: must be an integer >= 1 (the number of training "
-                          "items a token needs to join the content vocabulary).")
-    require_item_fields(config, content_fields(config["content_fields"]))
+    require_item_fields(config, data_settings(ContentTables, config)["content_fields"])
 
 
 def _attribute_rules(config) -> None:
     """An attribute model: the ``.item`` file must have the ``attribute_fields`` as token / token_seq
     fields (added to ``load_col``)."""
-    fields = attribute_fields(config["attribute_fields"])
+    fields = data_settings(AttributeTables, config)["attribute_fields"]
     if not fields:
         raise ConfigError(f"{config['model']}: attribute_fields is empty; name the token / token_seq item fields "
                           "whose tokens are the item attributes (ml-100k: [class], the genres).")
@@ -313,10 +305,7 @@ def check_hparams(config, selection: bool = True) -> None:
     if cls is None:
         return
     cls.check_hparams(**hparams_from_config(cls, config))
-    if config["test_input"] not in (None, *TEST_INPUTS):
-        raise ConfigError(f"test_input={config['test_input']!r}: use 'train' (test users are scored from their "
-                          "training interactions, RecBole's convention) or 'train_valid' (also from their "
-                          "validation interactions).")
+    data_settings(cls.tables_class, config)
     modes = config["eval_args"]["mode"]
     if any(mode != "full" for mode in modes.values()):
         raise ConfigError(f"{config['model']} ranks all items, but eval_args.mode is {modes}; "

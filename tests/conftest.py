@@ -67,6 +67,28 @@ def write_tiny_dataset(root, name="tiny", n_users=60, n_items=80, per_user=15, s
     return root
 
 
+#: per model: hyperparameters that keep it fast on the tiny dataset ...
+SMALL = {
+    "MVAE": dict(mlp_hidden_size=[32], latent_dimension=8, topk=[5, 10]),
+    "SVAE": dict(embedding_size=16, rnn_size=16, hidden_size=16, latent_dimension=8, topk=[5, 10]),
+    "CVAE": dict(mlp_hidden_size=[16, 8], latent_dimension=4, pretrain_epochs=2, topk=[5, 10]),
+    "CFGAN": dict(g_hidden_size=32, d_hidden_size=16, g_batch_size=8, d_batch_size=16, topk=[5, 10]),
+    "LARA": dict(hidden_size=16, batch_size=64, topk=[5, 10]),
+}
+#: ... and the data settings it needs there (content / attribute fields the tiny .item file has, a cold-start
+#: share that leaves LARA enough held-out items, smaller sequence batches)
+TINY_SETTINGS = {
+    "SVAE": {"train_batch_size": 8},
+    "CVAE": {"content_fields": ["class"], "content_min_count": 1},
+    "LARA": {"valid_metric": "item_ndcg@10", "cold_item_ratio": 0.4},
+}
+
+
+def small_config(name: str, tiny_config: dict, **extra) -> dict:
+    """RecBole config_dict for model ``name`` on the tiny dataset, with its SMALL hyperparameters."""
+    return {**tiny_config, **SMALL.get(name, {}), **TINY_SETTINGS.get(name, {}), **extra}
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     return str(write_tiny_dataset(tmp_path_factory.mktemp("data")))
@@ -115,7 +137,7 @@ def random_ndcg(tables, phase: str = "test", k: int = 10) -> float:
     return float(metrics.compute()[f"ndcg@{k}"])
 
 
-def assert_doors_agree(result, model, datamodule) -> None:
+def assert_entry_points_agree(result, model, datamodule) -> None:
     """Load the best weights the RecBole door saved (``result`` of ``run_recbole``) into ``model``,
     test them through Lightning's loop on ``datamodule``, and check all test metrics equal RecBole's (RecBole's
     7 at each K, plus the 3 item -> users metrics at each K when the model computes them)."""

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: bottom to top; a module's layer is its longest matching prefix
 LAYERS = {
     "lightning_genrec.errors": 0,
+    "lightning_genrec.hparams": 1,
     "lightning_genrec.annealing": 1, "lightning_genrec.metrics": 1, "lightning_genrec.item_ranking": 1,
     "lightning_genrec.comet": 1,
     "lightning_genrec.data": 2, "lightning_genrec.sequences": 2, "lightning_genrec.content": 2,

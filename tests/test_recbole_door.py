@@ -14,7 +14,6 @@ from lightning_genrec.errors import DatasetNotFoundError
 from recbole_ext.config import ConfigError, UnknownModelError, config_path, make_config
 from lightning_genrec.errors import HyperparameterError
 
-from conftest import assert_doors_agree
 
 NEW_KEYS = {"novelty@5", "novelty@10", "itemcoverage@5", "itemcoverage@10", "giniindex@5", "giniindex@10"}
 
@@ -59,16 +58,6 @@ def test_config_file_override(tiny_config, tmp_path):
     f.write_text("latent_dimension: 33\nanneal_schedule: constant\n")
     config = make_config("MVAE", "tiny", config_file_list=[str(f)], config_dict=tiny_config)
     assert config["latent_dimension"] == 33 and config["anneal_schedule"] == "constant"
-
-
-def test_both_doors_give_the_same_numbers(tiny_config, tmp_path):
-    """Train through RecBole's door; evaluate the same weights through Lightning's test loop."""
-    result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=tiny_config)
-    from recbole_ext import RecBoleDataModule
-
-    dm = RecBoleDataModule("tiny", config_dict=tiny_config)
-    dm.setup()
-    assert_doors_agree(result, MVAE(n_items=dm.n_items, topk=[5, 10]), dm)
 
 
 def test_unknown_model_lists_known_models(tiny_config):

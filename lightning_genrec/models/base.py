@@ -2,53 +2,51 @@
 :class:`~lightning_genrec.metrics.TopKMetrics`, lazy sizing from the data,
 hyperparameter checks and the non-finite-loss guard.
 
-A model subclasses :class:`GenRecModule`, calls ``save_hyperparameters()``,
-builds its layers in ``build()`` (``self.hparams.n_items`` is known then) and
-implements ``score(batch) -> (B, I)``.  Nothing else is needed for it to
-validate, test, log and run under RecBole's evaluator.
+A model subclasses :class:`GenRecModule`, declares its settings once in
+``HYPERPARAMETERS`` (:mod:`lightning_genrec.hparams`; the constructor's
+signature, its checks and its docstring's ``Args`` follow from them), builds its
+layers in ``build()`` (``self.hparams.n_items`` is known then) and implements
+``score(batch) -> (B, I)``.  Nothing else is needed for it to validate, test,
+log and run under RecBole's evaluator.
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, Callable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
-from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.data import InteractionTables
+from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, int_list, integer, number, resolve,
+                                      sized_from_data)
 from lightning_genrec.item_ranking import phase_item_metrics, scores_from_users
 from lightning_genrec.metrics import TopKMetrics
 
-
-def check_hparam(name: str, value: Any, ok: Callable[[Any], bool], allowed: str) -> None:
-    """Raise :class:`HyperparameterError` naming ``name`` and ``allowed`` unless ``ok(value)``."""
-    try:
-        good = ok(value)
-    except (TypeError, ValueError):
-        good = False
-    if not good:
-        raise HyperparameterError(f"invalid hyperparameter {name}={value!r}: must be {allowed}")
-
-
-def positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+# settings several models share, declared once (a model may take one with another default: ``with_default``)
+N_ITEMS = sized_from_data("n_items", "number of item columns (RecBole's item_num, padding id included).")
+TOPK = int_list("topk", [10, 20], "cut-offs K of the evaluation metrics.")
+LEARNING_RATE = number("learning_rate", 1e-3, "Adam step size.", low_open=True)
+WEIGHT_DECAY = number("weight_decay", 0.0, "Adam weight decay.")
+ANNEALING = (
+    number("anneal_cap", 0.2, "the largest KL weight beta."),
+    integer("total_anneal_steps", 200000, "minibatches for beta to reach anneal_cap (cyclical: the period).", low=0),
+    choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the minibatches."),
+)
 
 
-# name -> (test, what is allowed); shared by every model that has the hyperparameter
-COMMON_CHECKS = {
-    "n_items": (lambda v: v is None or positive_int(v), "a positive integer or None"),
-    "learning_rate": (lambda v: v > 0.0, "> 0"),
-    "weight_decay": (lambda v: v >= 0.0, ">= 0"),
-    "topk": (lambda v: len(v) > 0 and all(positive_int(k) for k in v), "a list of positive integers"),
-}
-ANNEAL_CHECKS = {
-    "anneal_cap": (lambda v: v >= 0.0, ">= 0"),
-    "total_anneal_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-    "anneal_schedule": (lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}"),
-}
+def signature_of(specs: tuple[Hyperparameter, ...]) -> inspect.Signature:
+    """``(*, name=default, ...)``: the constructor signature the settings describe (what
+    ``inspect.signature(Model)`` and ``help(Model)`` show)."""
+    kinds = {"int": int, "float": float, "str": str, "bool": bool, "int list": list[int], "str list": list[str]}
+    params = []
+    for h in specs:
+        annotation = kinds[h.kind] | None if (h.optional or h.from_data) else kinds[h.kind]
+        params.append(inspect.Parameter(h.name, inspect.Parameter.KEYWORD_ONLY, default=h.default,
+                                        annotation=annotation))
+    return inspect.Signature(params)
 
 
 class GenRecModule(pl.LightningModule):
@@ -66,11 +64,19 @@ class GenRecModule(pl.LightningModule):
     #: :mod:`lightning_genrec.item_ranking`) whenever a phase is evaluated; RecBole's config key
     #: ``item_metrics`` overrides it per run (LARA: on by default)
     item_metrics = False
-    #: the model's own hyperparameter checks, on top of ``COMMON_CHECKS``: name -> (test, allowed)
-    HPARAM_CHECKS: dict = {}
+    #: every setting of the model, in signature order (the one source of their defaults and ranges)
+    HYPERPARAMETERS: tuple[Hyperparameter, ...] = (N_ITEMS, TOPK)
 
-    def __init__(self):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "HYPERPARAMETERS" in vars(cls) and "__init__" in vars(cls):
+            cls.__signature__ = signature_of(cls.HYPERPARAMETERS)
+            cls.__doc__ = (inspect.cleandoc(cls.__doc__ or cls.__name__) + "\n\n"
+                           + args_doc(cls.HYPERPARAMETERS) + "\n")
+
+    def __init__(self, **hparams):
         super().__init__()
+        self.save_hyperparameters(self.resolve_hparams(hparams))
         self.val_metrics: TopKMetrics | None = None
         self.test_metrics: TopKMetrics | None = None
         self._tables = None
@@ -85,12 +91,20 @@ class GenRecModule(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
-    def check_hparams(cls, **hparams) -> None:
-        """Validate hyperparameters (called by ``__init__`` and by the RecBole door before data loads)."""
-        checks = {**COMMON_CHECKS, **cls.HPARAM_CHECKS}
-        for name, value in hparams.items():
-            if name in checks:
-                check_hparam(name, value, *checks[name])
+    def resolve_hparams(cls, given: dict) -> dict:
+        """All settings: ``given`` checked (an unknown name is an error), the rest at their defaults."""
+        values = resolve(cls.HYPERPARAMETERS, given, cls.__name__)
+        cls.check_together(values)
+        return values
+
+    @classmethod
+    def check_hparams(cls, **given) -> None:
+        """Validate settings without building the model (RecBole's entry point, before data loads)."""
+        cls.resolve_hparams(given)
+
+    @classmethod
+    def check_together(cls, hparams: dict) -> None:
+        """Constraints between settings (a model overrides this; raise ``HyperparameterError``)."""
 
     # -- data ----------------------------------------------------------------
     @property

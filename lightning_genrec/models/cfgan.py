@@ -47,13 +47,13 @@ Where this implementation departs, and why:
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.models.base import positive_int
+from lightning_genrec.hparams import choice, integer, number, sized_from_data, with_default
+from lightning_genrec.models.base import N_ITEMS, TOPK
 from lightning_genrec.models.gan import GANCollapseError, RoundGAN, RoundTables
 
 MODES = ("user", "item")
@@ -118,76 +118,43 @@ def g_loss_fn(D: Discriminator, c, out, mask, zr, alpha: float):
 
 class CFGAN(RoundGAN):
     """CFGAN (Chae et al., CIKM 2018) as a LightningModule with manual optimization.
-
-    Args:
-        n_items: number of items; ``None`` = taken from the data at fit time.
-        n_users: number of users (RecBole's ``user_num``); ``None`` = taken from the data.
-        mode: ``user`` (rows are users' purchase vectors; default) or ``item`` (iCFGAN:
-            rows are items' vectors over users, the mode of the authors' released settings).
-        g_hidden_size: generator hidden units. Default 400.
-        d_hidden_size: discriminator hidden units. Default 125.
-        g_layers: generator hidden layers. Default 1.
-        d_layers: discriminator hidden layers. Default 1.
-        zr_ratio: share of each row's unobserved entries drawn for zero-reconstruction. Default 0.7.
-        pm_ratio: share of each row's unobserved entries drawn for partial masking. Default 0.7.
-        zr_coefficient: alpha, the weight of the ZR term. Default 0.03.
-        g_learning_rate: generator Adam step size. Default 1e-4.
-        d_learning_rate: discriminator Adam step size. Default 1e-4.
-        g_reg_weight: L2 weight (times ||theta_G||^2 / 2) on the generator. Default 0.001.
-        d_reg_weight: L2 weight on the discriminator. Default 0.
-        g_batch_size: rows per generator minibatch. Default 32.
-        d_batch_size: rows per discriminator minibatch. Default 64.
-        g_steps: generator passes over the rows per round. Default 4.
-        d_steps: discriminator passes over the rows per round (they come first). Default 2.
-        collapse_d_loss: a round-mean discriminator loss below this counts as D always winning.
-            Default 1e-3.
-        collapse_patience: rounds in a row of that before training stops as collapsed. Default 5.
-        topk: cut-offs for the evaluation metrics. Default ``[5, 20]``.
     """
 
-    HPARAM_CHECKS = {
-        "n_users": (lambda v: v is None or positive_int(v), "a positive integer or None"),
-        "mode": (lambda v: v in MODES, f"one of {list(MODES)}"),
-        "g_hidden_size": (positive_int, "a positive integer"),
-        "d_hidden_size": (positive_int, "a positive integer"),
-        "g_layers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        "d_layers": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
-        "zr_ratio": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-        "pm_ratio": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-        "zr_coefficient": (lambda v: v >= 0.0, ">= 0"),
-        "g_learning_rate": (lambda v: v > 0.0, "> 0"),
-        "d_learning_rate": (lambda v: v > 0.0, "> 0"),
-        "g_reg_weight": (lambda v: v >= 0.0, ">= 0"),
-        "d_reg_weight": (lambda v: v >= 0.0, ">= 0"),
-        "g_batch_size": (positive_int, "a positive integer"),
-        "d_batch_size": (positive_int, "a positive integer"),
-        "g_steps": (positive_int, "a positive integer"),
-        "d_steps": (positive_int, "a positive integer"),
-        "collapse_d_loss": (lambda v: v >= 0.0, ">= 0"),
-        "collapse_patience": (positive_int, "a positive integer"),
-    }
+    HYPERPARAMETERS = (
+        N_ITEMS,
+        sized_from_data("n_users", "number of users (RecBole's user_num)."),
+        choice("mode", "user", MODES, "user: rows are users' purchase vectors; item: iCFGAN, rows are items' "
+                                      "vectors over users (the mode of the authors' released settings)."),
+        integer("g_hidden_size", 400, "generator hidden units."),
+        integer("d_hidden_size", 125, "discriminator hidden units."),
+        integer("g_layers", 1, "generator hidden layers.", low=0),
+        integer("d_layers", 1, "discriminator hidden layers.", low=0),
+        number("zr_ratio", 0.7, "share of each row's unobserved entries drawn for zero-reconstruction, per round.",
+               high=1.0),
+        number("pm_ratio", 0.7, "share of each row's unobserved entries drawn for partial masking, per round.",
+               high=1.0),
+        number("zr_coefficient", 0.03, "alpha: weight of the zero-reconstruction term in G's loss."),
+        number("g_learning_rate", 1e-4, "generator Adam step size.", low_open=True),
+        number("d_learning_rate", 1e-4, "discriminator Adam step size.", low_open=True),
+        number("g_reg_weight", 0.001, "L2 weight on the generator (times ||theta||^2 / 2)."),
+        number("d_reg_weight", 0.0, "L2 weight on the discriminator."),
+        integer("g_batch_size", 32, "rows per generator minibatch."),
+        integer("d_batch_size", 64, "rows per discriminator minibatch."),
+        integer("g_steps", 4, "generator passes over the rows per round."),
+        integer("d_steps", 2, "discriminator passes over the rows per round (they come first)."),
+        number("collapse_d_loss", 1e-3, "a round-mean discriminator loss below this counts as D winning outright."),
+        integer("collapse_patience", 5, "such rounds in a row before training stops as collapsed."),
+        with_default(TOPK, [5, 20]),
+    )
 
-    def __init__(self, n_items: int | None = None, n_users: int | None = None, mode: str = "user",
-                 g_hidden_size: int = 400, d_hidden_size: int = 125, g_layers: int = 1, d_layers: int = 1,
-                 zr_ratio: float = 0.7, pm_ratio: float = 0.7, zr_coefficient: float = 0.03,
-                 g_learning_rate: float = 1e-4, d_learning_rate: float = 1e-4, g_reg_weight: float = 0.001,
-                 d_reg_weight: float = 0.0, g_batch_size: int = 32, d_batch_size: int = 64, g_steps: int = 4,
-                 d_steps: int = 2, collapse_d_loss: float = 1e-3, collapse_patience: int = 5,
-                 topk: Sequence[int] = (5, 20)):
-        super().__init__()
-        self.check_hparams(n_items=n_items, n_users=n_users, mode=mode, g_hidden_size=g_hidden_size,
-                           d_hidden_size=d_hidden_size, g_layers=g_layers, d_layers=d_layers, zr_ratio=zr_ratio,
-                           pm_ratio=pm_ratio, zr_coefficient=zr_coefficient, g_learning_rate=g_learning_rate,
-                           d_learning_rate=d_learning_rate, g_reg_weight=g_reg_weight, d_reg_weight=d_reg_weight,
-                           g_batch_size=g_batch_size, d_batch_size=d_batch_size, g_steps=g_steps, d_steps=d_steps,
-                           collapse_d_loss=collapse_d_loss, collapse_patience=collapse_patience, topk=topk)
-        topk = list(topk)
-        self.save_hyperparameters()
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
         self.automatic_optimization = False
         self.generator: Generator | None = None
         self.discriminator: Discriminator | None = None
         self._cache: dict = {}
-        if n_items is not None and (mode == "user" or n_users is not None):
+        h = self.hparams
+        if h.n_items is not None and (h.mode == "user" or h.n_users is not None):
             self.build()
 
     # -- shape ---------------------------------------------------------------------------

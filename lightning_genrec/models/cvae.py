@@ -54,7 +54,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.content import ContentTables
-from lightning_genrec.models.base import ANNEAL_CHECKS, HyperparameterError, VAEModule, positive_int
+from lightning_genrec.errors import HyperparameterError
+from lightning_genrec.hparams import choice, int_list, integer, number, sized_from_data, with_default
+from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, VAEModule
 from lightning_genrec.models.mvae import ACTIVATIONS
 
 log = logging.getLogger(__name__)
@@ -158,75 +160,46 @@ class CVAE(VAEModule):
     have training interactions, then one ALS sweep of U and V on the whole training matrix.
     The data form is :class:`~lightning_genrec.content.ContentTables` (item content from the
     config's ``content_fields``, ``content_min_count``).
-
-    Args:
-        n_items: number of items; ``None`` = taken from the data at fit time.
-        n_content: width D of the item content rows; ``None`` = taken from the data.
-        mlp_hidden_size: inference network hidden layers (the generation network mirrors them
-            with tied weights). Default ``[200, 100]``.
-        latent_dimension: K, the size of z and of the user / item vectors. Default 50.
-        activation: of the hidden layers: sigmoid (default, the authors'), tanh, relu, leakyrelu.
-        lambda_u: precision of the user prior. Default 0.1.
-        lambda_v: precision of the item offset prior (how tightly v_j follows z_j). Default 10.
-        lambda_r: rating precision scale in the coupling weight lambda_v / lambda_r. Default 1.
-        confidence_a: confidence of an observed interaction. Default 1.
-        confidence_b: confidence of every unobserved pair. Default 0.01.
-        reg_weight: weight of the L2 term on the tied weights. Default 2e-4.
-        learning_rate: Adam step size for the VAE. Default 1e-3.
-        pretrain_epochs: epochs of content-VAE pre-training before the joint training. Default 20.
-        pretrain_corruption: masking-noise share of the input during pre-training. Default 0.3.
-        pretrain_batch_size: items per pre-training batch. Default 128.
-        anneal_cap: KL weight beta (the largest, if annealed). Default 1.0.
-        total_anneal_steps: minibatches for beta to reach ``anneal_cap``. Default 0 (constant).
-        anneal_schedule: ``constant`` (default), ``linear`` or ``cyclical``.
-        topk: cut-offs for the evaluation metrics. Default ``[10, 20]``.
     """
 
     tables_class = ContentTables
 
-    HPARAM_CHECKS = {
-        "n_content": (lambda v: v is None or positive_int(v), "a positive integer or None"),
-        "mlp_hidden_size": (lambda v: len(v) > 0 and all(positive_int(d) for d in v),
-                            "a non-empty list of positive integers"),
-        "latent_dimension": (positive_int, "a positive integer"),
-        "activation": (lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
-        "lambda_u": (lambda v: v > 0.0, "> 0"),
-        "lambda_v": (lambda v: v > 0.0, "> 0"),
-        "lambda_r": (lambda v: v > 0.0, "> 0"),
-        "confidence_a": (lambda v: v > 0.0, "> 0"),
-        "confidence_b": (lambda v: v >= 0.0, ">= 0"),
-        "reg_weight": (lambda v: v >= 0.0, ">= 0"),
-        "pretrain_epochs": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "an integer >= 0"),
-        "pretrain_corruption": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-        "pretrain_batch_size": (positive_int, "a positive integer"),
-        **ANNEAL_CHECKS,
-    }
+    HYPERPARAMETERS = (
+        N_ITEMS,
+        sized_from_data("n_content", "width D of the item content rows."),
+        int_list("mlp_hidden_size", [200, 100], "inference network hidden layers; generation mirrors them, tied."),
+        integer("latent_dimension", 50, "K: size of z and of the user / item vectors."),
+        choice("activation", "sigmoid", ACTIVATIONS, "hidden-layer activation (the authors': sigmoid)."),
+        number("lambda_u", 0.1, "precision of the user prior.", low_open=True),
+        number("lambda_v", 10.0, "precision of the item offset prior (how tightly v_j follows z_j).", low_open=True),
+        number("lambda_r", 1.0, "rating precision scale in the coupling weight lambda_v / lambda_r.", low_open=True),
+        number("confidence_a", 1.0, "confidence of an observed interaction.", low_open=True),
+        number("confidence_b", 0.01, "confidence of every unobserved user-item pair (at most confidence_a)."),
+        number("reg_weight", 2e-4, "L2 weight on the tied network weights."),
+        LEARNING_RATE,
+        integer("pretrain_epochs", 20, "content-VAE pre-training epochs before the joint training (0 = none).", low=0),
+        number("pretrain_corruption", 0.3, "masking noise on the input while pre-training.", high=1.0,
+               high_open=True),
+        integer("pretrain_batch_size", 128, "items per pre-training batch."),
+        with_default(ANNEALING[0], 1.0),
+        with_default(ANNEALING[1], 0),
+        with_default(ANNEALING[2], "constant"),
+        TOPK,
+    )
 
-    def __init__(self, n_items: int | None = None, n_content: int | None = None,
-                 mlp_hidden_size: Sequence[int] = (200, 100), latent_dimension: int = 50,
-                 activation: str = "sigmoid", lambda_u: float = 0.1, lambda_v: float = 10.0, lambda_r: float = 1.0,
-                 confidence_a: float = 1.0, confidence_b: float = 0.01, reg_weight: float = 2e-4,
-                 learning_rate: float = 1e-3, pretrain_epochs: int = 20, pretrain_corruption: float = 0.3,
-                 pretrain_batch_size: int = 128, anneal_cap: float = 1.0, total_anneal_steps: int = 0,
-                 anneal_schedule: str = "constant", topk: Sequence[int] = (10, 20)):
-        super().__init__()
-        self.check_hparams(n_items=n_items, n_content=n_content, mlp_hidden_size=mlp_hidden_size,
-                           latent_dimension=latent_dimension, activation=activation, lambda_u=lambda_u,
-                           lambda_v=lambda_v, lambda_r=lambda_r, confidence_a=confidence_a,
-                           confidence_b=confidence_b, reg_weight=reg_weight, learning_rate=learning_rate,
-                           pretrain_epochs=pretrain_epochs, pretrain_corruption=pretrain_corruption,
-                           pretrain_batch_size=pretrain_batch_size, anneal_cap=anneal_cap,
-                           total_anneal_steps=total_anneal_steps, anneal_schedule=anneal_schedule, topk=topk)
-        if confidence_b > confidence_a:
-            raise HyperparameterError(f"invalid hyperparameters confidence_b={confidence_b!r} > confidence_a="
-                                      f"{confidence_a!r}: an observed interaction must weigh at least as much "
-                                      "as an unobserved pair.")
-        mlp_hidden_size, topk = list(mlp_hidden_size), list(topk)
-        self.save_hyperparameters()
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
         self.net: ContentVAE | None = None
         self._cache: dict = {}
-        if n_items is not None and n_content is not None:
+        if self.hparams.n_items is not None and self.hparams.n_content is not None:
             self.build()
+
+    @classmethod
+    def check_together(cls, h: dict) -> None:
+        if h["confidence_b"] > h["confidence_a"]:
+            raise HyperparameterError(f"invalid hyperparameters confidence_b={h['confidence_b']!r} > confidence_a="
+                                      f"{h['confidence_a']!r}: an observed interaction must weigh at least as much "
+                                      "as an unobserved pair.")
 
     def build(self) -> None:
         h = self.hparams

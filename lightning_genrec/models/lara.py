@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -68,7 +67,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.content import ItemContent, MissingContentError, item_content
-from lightning_genrec.models.base import positive_int
+from lightning_genrec.hparams import integer, names, number, sized_from_data
+from lightning_genrec.models.base import N_ITEMS, TOPK
 from lightning_genrec.models.gan import RoundGAN, RoundTables
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ATTRIBUTE_FIELDS = ("class",)
 
 
-def attribute_fields(value) -> tuple[str, ...]:
+def attribute_fields_tuple(value) -> tuple[str, ...]:
     """An ``attribute_fields`` setting as a tuple (``None``: ml-100k's genres, ``class``)."""
     if value is None:
         return DEFAULT_ATTRIBUTE_FIELDS
@@ -89,16 +89,20 @@ class AttributeTables(RoundTables):
     from the ``attribute_fields`` token / token_seq item fields (a token is an attribute if a
     training item carries it).  Evaluation rows are the users' rows, as for MVAE."""
 
+    SETTINGS = RoundTables.SETTINGS + (
+        names("attribute_fields", DEFAULT_ATTRIBUTE_FIELDS, ".item token / token_seq fields whose tokens are the "
+                                                            "binary attributes."),
+    )
+
     attributes: ItemContent | None = None
     skipped_items: int = 0          # training items without any attribute (not trained on)
 
     @classmethod
-    def from_train_dataset(cls, dataset, test_input: str = "train", fields=None,
+    def from_train_dataset(cls, dataset, test_input: str = "train", attribute_fields=DEFAULT_ATTRIBUTE_FIELDS,
                            model: str = "LARA") -> "AttributeTables":
-        """``fields``: the token / token_seq item fields whose tokens are the attributes (see
-        :func:`attribute_fields`); ``model`` names the model in messages."""
+        """``attribute_fields``: see :attr:`SETTINGS`; ``model`` names the model in messages."""
         tables = super().from_train_dataset(dataset, test_input)
-        fields = attribute_fields(fields)
+        fields = attribute_fields_tuple(attribute_fields)
         wrong = [f"{f} ({dataset.field2type[f].value})" for f in fields
                  if f in dataset.field2type and dataset.field2type[f].value not in ("token", "token_seq")]
         if wrong:
@@ -233,56 +237,33 @@ def sample_non_interacting(items: torch.Tensor, candidates: torch.Tensor, observ
 
 class LARA(RoundGAN):
     """LARA (Sun et al., WSDM 2020) as a LightningModule with manual optimization.
-
-    Args:
-        n_items: number of items; ``None`` = taken from the data at fit time.
-        n_attributes: number of binary item attributes A; ``None`` = taken from the data.
-        attribute_dim: size of each attribute embedding. Default 5.
-        hidden_size: units of each of the two hidden layers of G and of D. Default 100.
-        g_learning_rate: generator Adam step size. Default 1e-4.
-        d_learning_rate: discriminator Adam step size. Default 1e-4.
-        batch_size: training pairs per minibatch. Default 1024.
-        d_steps: discriminator passes over the training pairs per round (they come first). Default 1.
-        g_steps: generator passes per round. Default 1.
-        collapse_d_loss: a round-mean discriminator loss below this counts as D always winning.
-            Default 1e-3.
-        collapse_patience: rounds in a row of that before training stops as collapsed. Default 5.
-        topk: cut-offs for the evaluation metrics (both directions). Default ``[10, 20]``.
     """
 
     tables_class = AttributeTables
     item_metrics = True
 
-    HPARAM_CHECKS = {
-        "n_attributes": (lambda v: v is None or positive_int(v), "a positive integer or None"),
-        "attribute_dim": (positive_int, "a positive integer"),
-        "hidden_size": (positive_int, "a positive integer"),
-        "g_learning_rate": (lambda v: v > 0.0, "> 0"),
-        "d_learning_rate": (lambda v: v > 0.0, "> 0"),
-        "batch_size": (positive_int, "a positive integer"),
-        "g_steps": (positive_int, "a positive integer"),
-        "d_steps": (positive_int, "a positive integer"),
-        "collapse_d_loss": (lambda v: v >= 0.0, ">= 0"),
-        "collapse_patience": (positive_int, "a positive integer"),
-    }
+    HYPERPARAMETERS = (
+        N_ITEMS,
+        sized_from_data("n_attributes", "number of binary item attributes A."),
+        integer("attribute_dim", 5, "size of each attribute-value embedding (present / absent each have one)."),
+        integer("hidden_size", 100, "units of each of the two tanh hidden layers of G and of D."),
+        number("g_learning_rate", 1e-4, "generator Adam step size.", low_open=True),
+        number("d_learning_rate", 1e-4, "discriminator Adam step size.", low_open=True),
+        integer("batch_size", 1024, "training (user, item) pairs per minibatch."),
+        integer("d_steps", 1, "discriminator passes over the training pairs per round (they come first)."),
+        integer("g_steps", 1, "generator passes over the training pairs per round."),
+        number("collapse_d_loss", 1e-3, "a round-mean discriminator loss below this counts as D winning outright."),
+        integer("collapse_patience", 5, "such rounds in a row before training stops as collapsed."),
+        TOPK,
+    )
 
-    def __init__(self, n_items: int | None = None, n_attributes: int | None = None, attribute_dim: int = 5,
-                 hidden_size: int = 100, g_learning_rate: float = 1e-4, d_learning_rate: float = 1e-4,
-                 batch_size: int = 1024, d_steps: int = 1, g_steps: int = 1, collapse_d_loss: float = 1e-3,
-                 collapse_patience: int = 5, topk: Sequence[int] = (10, 20)):
-        super().__init__()
-        self.check_hparams(n_items=n_items, n_attributes=n_attributes, attribute_dim=attribute_dim,
-                           hidden_size=hidden_size, g_learning_rate=g_learning_rate,
-                           d_learning_rate=d_learning_rate, batch_size=batch_size, d_steps=d_steps,
-                           g_steps=g_steps, collapse_d_loss=collapse_d_loss, collapse_patience=collapse_patience,
-                           topk=topk)
-        topk = list(topk)
-        self.save_hyperparameters()
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
         self.automatic_optimization = False
         self.generator: Generator | None = None
         self.discriminator: Discriminator | None = None
         self._cache: dict = {}
-        if n_items is not None and n_attributes is not None:
+        if self.hparams.n_items is not None and self.hparams.n_attributes is not None:
             self.build()
 
     def build(self) -> None:
@@ -391,5 +372,5 @@ class LARA(RoundGAN):
         return self.generated_users(items) @ counts.T
 
 
-__all__ = ["LARA", "AttributeTables", "Discriminator", "Generator", "attribute_codes", "attribute_fields",
+__all__ = ["LARA", "AttributeTables", "Discriminator", "Generator", "attribute_codes", "attribute_fields_tuple",
            "d_loss_fn", "embed_attributes", "g_loss_fn", "sample_non_interacting"]

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.models.base import ANNEAL_CHECKS, VAEModule, positive_int
+from lightning_genrec.hparams import choice, int_list, integer, number
+from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
 
@@ -84,45 +85,25 @@ def mvae_loss(logits, mu, logvar, x, beta: float):
 
 
 class MVAE(VAEModule):
-    """Mult-VAE as a LightningModule.
+    """Mult-VAE as a LightningModule (defaults: the paper's)."""
 
-    Args:
-        n_items: number of item columns; ``None`` = taken from the data at fit time.
-        mlp_hidden_size: encoder hidden layers (the decoder mirrors them). Default ``[600]``.
-        latent_dimension: size of z. Default 200.
-        dropout_prob: input dropout probability. Default 0.5.
-        activation: between hidden layers: tanh (default), relu, sigmoid, leakyrelu.
-        anneal_cap: the largest KL weight beta. Default 0.2.
-        total_anneal_steps: minibatches for beta to reach ``anneal_cap`` (the period
-            for ``cyclical``). Default 200000.
-        anneal_schedule: ``linear`` (default), ``cyclical`` or ``constant``.
-        learning_rate: Adam step size. Default 1e-3.
-        weight_decay: Adam weight decay. Default 0.
-        topk: cut-offs for the evaluation metrics. Default ``[10, 20]``.
-    """
+    HYPERPARAMETERS = (
+        N_ITEMS,
+        int_list("mlp_hidden_size", [600], "encoder hidden layers; the decoder mirrors them."),
+        integer("latent_dimension", 200, "size of z (not halved, unlike RecBole's MultiVAE)."),
+        number("dropout_prob", 0.5, "input dropout probability (the paper keeps 0.5).", high=1.0, high_open=True),
+        choice("activation", "tanh", ACTIVATIONS, "activation between hidden layers."),
+        *ANNEALING,
+        LEARNING_RATE,
+        WEIGHT_DECAY,
+        TOPK,
+    )
 
-    def __init__(self, n_items: int | None = None, mlp_hidden_size: Sequence[int] = (600,),
-                 latent_dimension: int = 200, dropout_prob: float = 0.5, activation: str = "tanh",
-                 anneal_cap: float = 0.2, total_anneal_steps: int = 200000, anneal_schedule: str = "linear",
-                 learning_rate: float = 1e-3, weight_decay: float = 0.0, topk: Sequence[int] = (10, 20)):
-        super().__init__()
-        self.check_hparams(n_items=n_items, mlp_hidden_size=mlp_hidden_size, latent_dimension=latent_dimension,
-                           dropout_prob=dropout_prob, activation=activation, anneal_cap=anneal_cap,
-                           total_anneal_steps=total_anneal_steps, anneal_schedule=anneal_schedule,
-                           learning_rate=learning_rate, weight_decay=weight_decay, topk=topk)
-        mlp_hidden_size, topk = list(mlp_hidden_size), list(topk)
-        self.save_hyperparameters()
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
         self.net: MultVAE | None = None
-        if n_items is not None:
+        if self.hparams.n_items is not None:
             self.build()
-
-    HPARAM_CHECKS = {
-        "mlp_hidden_size": (lambda v: all(positive_int(d) for d in v), "a list of positive integers"),
-        "latent_dimension": (positive_int, "a positive integer"),
-        "dropout_prob": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-        "activation": (lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}"),
-        **ANNEAL_CHECKS,
-    }
 
     def build(self) -> None:
         h = self.hparams

@@ -37,13 +37,13 @@ Where we differ from the authors' code, on purpose:
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.models.base import ANNEAL_CHECKS, VAEModule, positive_int
+from lightning_genrec.hparams import integer, with_default
+from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
 from lightning_genrec.sequences import SequenceTables
 
 
@@ -122,50 +122,29 @@ class SVAE(VAEModule):
 
     Trains on :class:`~lightning_genrec.sequences.SequenceTables`: padded windows of
     each user's time-ordered history (``train_batch_size`` windows a batch).
-
-    Args:
-        n_items: number of item columns; ``None`` = taken from the data at fit time.
-        embedding_size: item embedding size. Default 256.
-        rnn_size: GRU hidden size. Default 200.
-        hidden_size: the MLP layer before and after the latent layer. Default 150.
-        latent_dimension: size of z_t. Default 64.
-        next_k: items after each step that are its targets (1 = next item). Default 4.
-        anneal_cap: the largest KL weight beta. Default 0.2.
-        total_anneal_steps: minibatches for beta to reach ``anneal_cap`` (the period
-            for ``cyclical``). Default 200000.
-        anneal_schedule: ``linear`` (default), ``cyclical`` or ``constant``.
-        learning_rate: Adam step size. Default 1e-3.
-        weight_decay: Adam weight decay. Default 5e-3.
-        topk: cut-offs for the evaluation metrics. Default ``[10, 20]``.
     """
 
     tables_class = SequenceTables
     sequential = True
 
-    def __init__(self, n_items: int | None = None, embedding_size: int = 256, rnn_size: int = 200,
-                 hidden_size: int = 150, latent_dimension: int = 64, next_k: int = 4, anneal_cap: float = 0.2,
-                 total_anneal_steps: int = 200000, anneal_schedule: str = "linear", learning_rate: float = 1e-3,
-                 weight_decay: float = 5e-3, topk: Sequence[int] = (10, 20)):
-        super().__init__()
-        self.check_hparams(n_items=n_items, embedding_size=embedding_size, rnn_size=rnn_size,
-                           hidden_size=hidden_size, latent_dimension=latent_dimension, next_k=next_k,
-                           anneal_cap=anneal_cap, total_anneal_steps=total_anneal_steps,
-                           anneal_schedule=anneal_schedule, learning_rate=learning_rate,
-                           weight_decay=weight_decay, topk=topk)
-        topk = list(topk)
-        self.save_hyperparameters()
-        self.net: SeqVAE | None = None
-        if n_items is not None:
-            self.build()
+    HYPERPARAMETERS = (
+        N_ITEMS,
+        integer("embedding_size", 256, "item embedding size."),
+        integer("rnn_size", 200, "GRU hidden size."),
+        integer("hidden_size", 150, "the MLP layer before and after the latent layer."),
+        integer("latent_dimension", 64, "size of z_t."),
+        integer("next_k", 4, "items after each step that are its targets (1 = the next item only)."),
+        *ANNEALING,
+        LEARNING_RATE,
+        with_default(WEIGHT_DECAY, 5e-3),
+        TOPK,
+    )
 
-    HPARAM_CHECKS = {
-        "embedding_size": (positive_int, "a positive integer"),
-        "rnn_size": (positive_int, "a positive integer"),
-        "hidden_size": (positive_int, "a positive integer"),
-        "latent_dimension": (positive_int, "a positive integer"),
-        "next_k": (positive_int, "a positive integer (1 = next item only)"),
-        **ANNEAL_CHECKS,
-    }
+    def __init__(self, **hparams):
+        super().__init__(**hparams)
+        self.net: SeqVAE | None = None
+        if self.hparams.n_items is not None:
+            self.build()
 
     def build(self) -> None:
         h = self.hparams
