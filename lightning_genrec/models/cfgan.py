@@ -217,30 +217,35 @@ class CFGAN(RoundGAN):
         return opt_g, opt_d
 
     def training_step(self, batch, batch_idx):
+        """One round (see :mod:`~lightning_genrec.models.gan`): new ZR / PM draws, D's passes, G's passes."""
         h = self.hparams
         opt_g, opt_d = self.optimizers()
-        rows = self._rows()                                                     # (R, N)
-        g = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
-        zr = sample_unobserved(rows, h.zr_ratio, g).float()                     # (R, N)
-        mask = ((rows > 0) | sample_unobserved(rows, h.pm_ratio, g)).float()   # observed + PM
-        n = rows.shape[0]
+        rows = self._rows()                                                     # (R, N) conditions c = real rows
+        g = self.round_generator()
+        zr = sample_unobserved(rows, h.zr_ratio, g).float()                     # (R, N) zero-reconstruction entries
+        mask = ((rows > 0) | sample_unobserved(rows, h.pm_ratio, g)).float()   # (R, N) observed + partial masking
 
-        def d_loss(idx):
+        # discriminator: real rows against G's masked rows, G held fixed
+        self.toggle_optimizer(opt_d)
+        d_losses = []
+        for idx in self.minibatches(len(rows), h.d_batch_size, h.d_steps, g):
             c = rows[idx]
             with torch.no_grad():
-                fake = self.generator(c)                                        # G held fixed
-            return d_loss_fn(self.discriminator, c, fake * mask[idx])
+                fake = self.generator(c)                                        # (B, N)
+            d_losses.append(self.step(opt_d, d_loss_fn(self.discriminator, c, fake * mask[idx]), "discriminator"))
+        self.untoggle_optimizer(opt_d)
 
-        def g_loss(idx):
+        # generator: fool D on the masked rows, and push the ZR entries to 0; D held fixed
+        self.toggle_optimizer(opt_g)
+        g_losses = []
+        for idx in self.minibatches(len(rows), h.g_batch_size, h.g_steps, g):
             c = rows[idx]
-            return g_loss_fn(self.discriminator, c, self.generator(c), mask[idx], zr[idx], h.zr_coefficient)
+            loss = g_loss_fn(self.discriminator, c, self.generator(c), mask[idx], zr[idx], h.zr_coefficient)
+            g_losses.append(self.step(opt_g, loss, "generator"))
+        self.untoggle_optimizer(opt_g)
 
-        d_mean = self._phase(opt_d, h.d_steps, h.d_batch_size, d_loss, "discriminator", n, g)
-        g_mean = self._phase(opt_g, h.g_steps, h.g_batch_size, g_loss, "generator", n, g)
-        self._cache.pop("item_key", None)
-        self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True,
-                      batch_size=1)
-        self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
+        self._cache.pop("item_key", None)                                       # G changed: item scores are stale
+        d_mean, _ = self.log_round(d_losses, g_losses)
         self._check_collapse(d_mean, rows)
 
     @torch.no_grad()

@@ -1,11 +1,18 @@
-"""What the GANs (CFGAN, LARA) share: one Lightning epoch is one round of the authors'
-loop -- a discriminator phase, then a generator phase, each a series of minibatch steps
-with its own optimizer (Lightning manual optimization) -- run inside one
-``training_step``, plus the guards that stop a collapsed GAN instead of evaluating it.
+"""What the GANs (CFGAN, LARA) share.
+
+Both train as their authors do, in rounds: a discriminator phase (``d_steps`` shuffled
+passes over the training rows in minibatches, one step of D's optimizer each, G held
+fixed), then a generator phase (``g_steps`` passes, one step of G's optimizer each, D
+held fixed).  A phase reads the whole training data, so one round is one Lightning
+``training_step`` with manual optimization (two optimizers, as in Lightning's GAN
+example), and one Lightning epoch is one round: the loader serves a single placeholder
+batch per epoch (:class:`RoundTables`).  Each GAN's ``training_step`` spells out its two
+phases; the small helpers here draw the round's minibatches, take one optimizer step
+and stop a collapsed GAN instead of evaluating it.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -44,28 +51,35 @@ class RoundGAN(GenRecModule):
                                "generator minibatch passes) in one training_step, on one device; multi-process "
                                "strategies are not supported. Use devices=1.")
 
-    def _phase(self, opt, passes: int, batch_size: int, loss_of: Callable[[torch.Tensor], torch.Tensor],
-               who: str, n: int, g: torch.Generator) -> float:
-        """``passes`` shuffled passes over ``n`` training units in minibatches, one step of ``opt``
-        (the other network's parameters toggled off) per minibatch; returns the mean minibatch loss."""
-        total, steps = 0.0, 0
-        self.toggle_optimizer(opt)
-        for _ in range(passes):
-            for idx in torch.randperm(n, generator=g).to(self.device).split(batch_size):
-                loss = loss_of(idx)
-                self._check_round(loss, who)
-                opt.zero_grad()
-                self.manual_backward(loss)
-                opt.step()
-                total, steps = total + loss.item(), steps + 1
-        self.untoggle_optimizer(opt)
-        return total / steps
+    @staticmethod
+    def round_generator() -> torch.Generator:
+        """The round's own random stream (minibatch order, ZR / PM draws, negative users), seeded from
+        torch's global generator, so ``seed_everything`` makes every round reproducible."""
+        return torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
 
-    def _check_round(self, loss: torch.Tensor, who: str) -> None:
+    def minibatches(self, n: int, batch_size: int, passes: int, g: torch.Generator) -> Iterator[torch.Tensor]:
+        """Index tensors (on the model's device) of ``passes`` shuffled passes over ``n`` rows."""
+        for _ in range(passes):
+            yield from torch.randperm(n, generator=g).to(self.device).split(batch_size)
+
+    def step(self, opt, loss: torch.Tensor, network: str) -> float:
+        """One optimizer step on ``loss`` (``network``: ``"discriminator"`` or ``"generator"``, for the
+        message if the loss is not finite); returns the loss as a float."""
         if not torch.isfinite(loss):
-            raise GANCollapseError(f"{type(self).__name__} collapsed: the {who} loss became {loss.item()} in round "
-                                   f"{self.current_epoch}; training stopped and the model is not evaluated. "
+            raise GANCollapseError(f"{type(self).__name__} collapsed: the {network} loss became {loss.item()} in "
+                                   f"round {self.current_epoch}; training stopped and the model is not evaluated. "
                                    "Try smaller g_learning_rate / d_learning_rate.")
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        return loss.item()
+
+    def log_round(self, d_losses: list[float], g_losses: list[float]) -> tuple[float, float]:
+        """Log the round's mean D and G minibatch losses (``train/loss`` is G's); returns both."""
+        d_mean, g_mean = sum(d_losses) / len(d_losses), sum(g_losses) / len(g_losses)
+        self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True, batch_size=1)
+        self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
+        return d_mean, g_mean
 
     @torch.no_grad()
     def _detect_collapse(self, d_mean: float, out: torch.Tensor, advice: str) -> None:

@@ -321,33 +321,38 @@ class LARA(RoundGAN):
         return opt_g, opt_d
 
     def training_step(self, batch, batch_idx):
+        """One round (see :mod:`~lightning_genrec.models.gan`): fresh non-interacting users, D's passes,
+        G's passes, over the training (user, item) pairs."""
         h = self.hparams
         opt_g, opt_d = self.optimizers()
         d = self._data()
-        n = len(d["items"])
-        if n == 0:
+        users, items, codes, profiles = d["users"], d["items"], d["codes"], d["profiles"]
+        if len(items) == 0:
             raise RuntimeError("LARA has no training pair: no item with training interactions carries any of the "
                                "attributes. Check attribute_fields.")
-        g = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
-        neg, neg_ok = sample_non_interacting(d["items"], d["candidates"], d["keys"], self._tables.n_items, g)
-        codes, profiles = d["codes"], d["profiles"]
+        g = self.round_generator()
+        neg, neg_ok = sample_non_interacting(items, d["candidates"], d["keys"], self._tables.n_items, g)
 
-        def d_loss(idx):
-            a = codes[d["items"][idx]]
+        # discriminator: (item, its user) real; (item, G's user) and (item, a non-interacting user) fake
+        self.toggle_optimizer(opt_d)
+        d_losses = []
+        for idx in self.minibatches(len(items), h.batch_size, h.d_steps, g):
+            a = codes[items[idx]]                                               # (B, A) attribute codes
             with torch.no_grad():
-                fake = self.generator(a)                                        # G held fixed
-            return d_loss_fn(self.discriminator, a, profiles[d["users"][idx]], fake, profiles[neg[idx]],
-                             neg_ok[idx])
+                fake = self.generator(a)                                        # (B, A) G held fixed
+            loss = d_loss_fn(self.discriminator, a, profiles[users[idx]], fake, profiles[neg[idx]], neg_ok[idx])
+            d_losses.append(self.step(opt_d, loss, "discriminator"))
+        self.untoggle_optimizer(opt_d)
 
-        def g_loss(idx):
-            a = codes[d["items"][idx]]
-            return g_loss_fn(self.discriminator, a, self.generator(a))
+        # generator: make D call (item, G's user) real; D held fixed
+        self.toggle_optimizer(opt_g)
+        g_losses = []
+        for idx in self.minibatches(len(items), h.batch_size, h.g_steps, g):
+            a = codes[items[idx]]
+            g_losses.append(self.step(opt_g, g_loss_fn(self.discriminator, a, self.generator(a)), "generator"))
+        self.untoggle_optimizer(opt_g)
 
-        d_mean = self._phase(opt_d, h.d_steps, h.batch_size, d_loss, "discriminator", n, g)
-        g_mean = self._phase(opt_g, h.g_steps, h.batch_size, g_loss, "generator", n, g)
-        self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True,
-                      batch_size=1)
-        self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
+        d_mean, _ = self.log_round(d_losses, g_losses)
         with torch.no_grad():
             self._detect_collapse(d_mean, self.generator(d["conditions"]),
                                   "Try a smaller d_learning_rate or fewer d_steps")
