@@ -56,12 +56,12 @@ def _config(part: str, model: str, seed: int, epochs: int | None):
                        {"seed": seed, "state": "WARNING", **extra})
 
 
-def content_knn_scores(tables, users):
+def content_knn_scores(data, users):
     """cosine(mean content of each user's training items, each item's content): (B, I)."""
     import numpy as np
 
-    X = tables.content.matrix
-    R = tables.train[users]
+    X = data.content.matrix
+    R = data.train[users]
     profile = np.asarray(R @ X) / np.maximum(np.asarray(R.sum(axis=1)), 1.0)
     unit = lambda m: m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)   # noqa: E731
     return unit(profile) @ unit(X).T
@@ -72,25 +72,25 @@ def run_baseline(part: str, model: str, seed: int) -> dict:
     import torch
 
     from lightning_genrec.metrics import TopKMetrics
-    from recbole_ext.config import load_data, tables_from_recbole
+    from recbole_ext.config import load_data, data_from_recbole
 
     config = _config(part, model, seed, None)
     start = time.perf_counter()
     _, train, valid, test = load_data(config)
-    tables = tables_from_recbole("CVAE", train, valid, test, config)
+    data = data_from_recbole("CVAE", train, valid, test, config)
     rng = np.random.default_rng(seed)
     out = {}
     for phase in ("valid", "test"):
-        users = tables.split(phase).users
-        batch = tables.rows(users, phase)
+        users = data.split(phase).users
+        batch = data.rows(users, phase)
         if model == "ContentKNN":
-            scores = torch.from_numpy(content_knn_scores(tables, users)).float()
+            scores = torch.from_numpy(content_knn_scores(data, users)).float()
         else:
-            scores = torch.from_numpy(rng.random((len(users), tables.n_items))).float()
+            scores = torch.from_numpy(rng.random((len(users), data.n_items))).float()
         scores = scores.masked_fill(batch["exclude"], -float("inf"))
         scores[:, 0] = -float("inf")
-        metrics = TopKMetrics(tables.n_items, list(config["topk"]), torch.as_tensor(tables.item_counts),
-                              tables.n_train_users)
+        metrics = TopKMetrics(data.n_items, list(config["topk"]), torch.as_tensor(data.item_counts),
+                              data.n_train_users)
         metrics.update(scores, batch["target"])
         values = {k: float(v) for k, v in metrics.compute().items()}
         if phase == "test":

@@ -64,34 +64,34 @@ def _config(model: str, seed: int, epochs: int | None):
                         **extra})
 
 
-def baseline_scores(model: str, tables, phase: str, rng):
+def baseline_scores(model: str, data, phase: str, rng):
     """``item_scores(items) -> (C, U)`` of a baseline, users as in ``phase``."""
     import numpy as np
     import torch
 
-    counts = tables.profile_counts(phase)                                # (U, A) genre counts
+    counts = data.profile_counts(phase)                                # (U, A) genre counts
     if model == "GenreProfile":
         unit = lambda m: m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)   # noqa: E731
-        return lambda items: torch.from_numpy(unit(tables.attributes.matrix[items]) @ unit(counts).T)
+        return lambda items: torch.from_numpy(unit(data.attributes.matrix[items]) @ unit(counts).T)
     if model == "MostActive":
-        activity = np.asarray(tables.train.sum(axis=1), dtype=np.float32).ravel()
+        activity = np.asarray(data.train.sum(axis=1), dtype=np.float32).ravel()
         return lambda items: torch.from_numpy(np.tile(activity, (len(items), 1)))
-    return lambda items: torch.from_numpy(rng.random((len(items), tables.n_users)))
+    return lambda items: torch.from_numpy(rng.random((len(items), data.n_users)))
 
 
-def overlap_with_most_active(module, tables, k: int) -> float:
+def overlap_with_most_active(module, data, k: int) -> float:
     """Mean share of a test item's top-k users that are also among the k most active users."""
     import numpy as np
     import torch
 
     from lightning_genrec.item_ranking import phase_items
 
-    items = phase_items(tables, "test")
+    items = phase_items(data, "test")
     with torch.no_grad():
         scores = module.item_user_scores(items, "test").float().cpu()
     scores[:, 0] = -torch.inf
     top = scores.topk(k, dim=1).indices.numpy()                                   # (C, k)
-    activity = np.asarray(tables.train.sum(axis=1)).ravel()
+    activity = np.asarray(data.train.sum(axis=1)).ravel()
     active = set(np.argsort(-activity, kind="stable")[:k].tolist())
     return float(np.mean([len(active & set(row.tolist())) / k for row in top]))
 
@@ -100,16 +100,16 @@ def run_baseline(model: str, seed: int) -> dict:
     import numpy as np
 
     from lightning_genrec.item_ranking import phase_item_metrics
-    from recbole_ext.config import load_data, tables_from_recbole
+    from recbole_ext.config import load_data, data_from_recbole
 
     config = _config(model, seed, None)
     start = time.perf_counter()
     _, train, valid, test = load_data(config)
-    tables = tables_from_recbole("LARA", train, valid, test, config)
+    data = data_from_recbole("LARA", train, valid, test, config)
     rng = np.random.default_rng(seed)
     out = {}
     for phase in ("valid", "test"):
-        values = phase_item_metrics(tables, phase, baseline_scores(model, tables, phase, rng), config["topk"])
+        values = phase_item_metrics(data, phase, baseline_scores(model, data, phase, rng), config["topk"])
         if phase == "test":
             out.update(values)
         else:
@@ -117,7 +117,7 @@ def run_baseline(model: str, seed: int) -> dict:
     seconds = time.perf_counter() - start
     return {"fit_s": seconds, "time_to_best_s": seconds, "epochs": 1, "best_epoch": 0, "s_per_epoch": seconds,
             "train_s_per_epoch": 0.0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "n_test_items": int(len(np.flatnonzero(np.asarray(tables.test.positives.sum(0)).ravel()))), **out}
+            "n_test_items": int(len(np.flatnonzero(np.asarray(data.test.positives.sum(0)).ravel()))), **out}
 
 
 def run_one(part: str, model: str, seed: int, epochs: int | None = None) -> dict:
@@ -128,7 +128,7 @@ def run_one(part: str, model: str, seed: int, epochs: int | None = None) -> dict
 
         def train_seconds(trainer, net, train, test):
             return {"train_s_per_epoch": statistics.mean(trainer.epoch_seconds),
-                    "overlap_most_active@20": overlap_with_most_active(net.module, net.tables, 20)}
+                    "overlap_most_active@20": overlap_with_most_active(net.module, net.data, 20)}
 
         result = timed_run(_config(model, seed, epochs), after_test=train_seconds)
     return {"part": part, "model": model, "seed": seed, **result}

@@ -52,7 +52,7 @@ REPORT = {"next_item": ["ndcg@10", "recall@10", "ndcg@20", "recall@20", "mrr@10"
           "block": ["ndcg@100", "recall@100", "precision@10", "ndcg@10", "recall@10"]}
 
 
-def _exclusion_wrapper(net, tables):
+def _exclusion_wrapper(net, data):
     """``full_sort_predict`` with each row's user history (training sequence + the row's
     item list) at -inf: the same exclusion for every model."""
     original = net.full_sort_predict
@@ -60,14 +60,14 @@ def _exclusion_wrapper(net, tables):
 
     def full_sort_predict(interaction):
         scores = original(interaction).view(len(interaction), -1)
-        exclude = tables.recbole_batch(interaction, uid_field)["exclude"].to(scores.device)
+        exclude = data.recbole_batch(interaction, uid_field)["exclude"].to(scores.device)
         return scores.masked_fill(exclude, float("-inf")).reshape(-1)
 
     return full_sort_predict
 
 
 def run_one(part: str, row: str, seed: int, epochs: int | None = None) -> dict:
-    from lightning_genrec.sequences import SequenceTables
+    from lightning_genrec.sequences import SequenceData
     from recbole_ext.config import data_options, make_config
     from timed_run import timed_run
 
@@ -80,9 +80,9 @@ def run_one(part: str, row: str, seed: int, epochs: int | None = None) -> dict:
         """Next-item: the same trained model re-scored with each user's seen items excluded."""
         if part != "next_item":
             return {}
-        tables = SequenceTables.from_train_dataset(train._dataset, **data_options(SequenceTables, config))
-        tables.exclude_history = True
-        net.full_sort_predict = _exclusion_wrapper(net, tables)
+        data = SequenceData.from_train_dataset(train._dataset, **data_options(SequenceData, config))
+        data.exclude_history = True
+        net.full_sort_predict = _exclusion_wrapper(net, data)
         again = trainer.evaluate(test, load_best_model=False, show_progress=False)
         return {f"x:{k}": float(v) for k, v in again.items()}
 
@@ -116,7 +116,7 @@ def run_speed(batch_size: int, seed: int) -> dict:
                          enable_model_summary=False, limit_val_batches=0, callbacks=[Clock()])
     trainer.fit(model, dm)
     return {"part": "speed", "model": f"SVAE batch {dm.train_batch_size}", "seed": seed,
-            "train_batch_size": dm.train_batch_size, "windows": len(dm.tables.train_units()),
+            "train_batch_size": dm.train_batch_size, "windows": len(dm.data.train_examples()),
             "epoch_s": seconds[0], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

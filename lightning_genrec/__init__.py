@@ -13,15 +13,15 @@ Layers, bottom to top (a module imports only from its own layer or below;
            -> models -> recbole_ext (config, registry, trainer, datamodule, ...)
 """
 from lightning_genrec.comet import comet_logger
-from lightning_genrec.content import ContentTables
-from lightning_genrec.data import InteractionTables
+from lightning_genrec.content import ContentData
+from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import (ConfigError, DatasetNotFoundError, GANCollapseError, HyperparameterError,
                                      MissingContentError)
 from lightning_genrec.metrics import TopKMetrics
 from lightning_genrec.models import CFGAN, CVAE, LARA, MODELS, MVAE, SVAE, GenRecModule
-from lightning_genrec.sequences import SequenceTables
+from lightning_genrec.sequences import SequenceData
 
 __version__ = "0.1.0"
-__all__ = ["CFGAN", "CVAE", "ConfigError", "ContentTables", "DatasetNotFoundError", "GANCollapseError",
-           "GenRecModule", "HyperparameterError", "InteractionTables", "LARA", "MODELS", "MVAE",
-           "MissingContentError", "SVAE", "SequenceTables", "TopKMetrics", "comet_logger"]
+__all__ = ["CFGAN", "CVAE", "ConfigError", "ContentData", "DatasetNotFoundError", "GANCollapseError",
+           "GenRecModule", "HyperparameterError", "InteractionData", "LARA", "MODELS", "MVAE",
+           "MissingContentError", "SVAE", "SequenceData", "TopKMetrics", "comet_logger"]

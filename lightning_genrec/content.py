@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lightning_genrec.data import InteractionTables
+from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import MissingContentError
 from lightning_genrec.hparams import integer, names
 
@@ -116,15 +116,15 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
 
 
 @dataclass
-class ContentTables(InteractionTables):
-    """:class:`~lightning_genrec.data.InteractionTables` plus item content, for models that
+class ContentData(InteractionData):
+    """:class:`~lightning_genrec.data.InteractionData` plus item content, for models that
     train on items (CVAE): one training unit per item with training interactions, a batch
     is ``{"item": (B,), "content": (B, D)}``.  Evaluation rows are the users' rows, as for MVAE.
 
     Config keys: ``content_fields`` (item fields, default ``[class, movie_title, release_year]``)
     and ``content_min_count`` (a token needs this many training items, default 2)."""
 
-    SETTINGS = InteractionTables.SETTINGS + (
+    SETTINGS = InteractionData.SETTINGS + (
         names("content_fields", DEFAULT_CONTENT_FIELDS, "item fields that make up the content: token / token_seq "
                                                         "(one- / multi-hot) or float / float_seq (min-max scaled)."),
         integer("content_min_count", 2, "a token joins the vocabulary if this many training items carry it."),
@@ -134,17 +134,17 @@ class ContentTables(InteractionTables):
 
     @classmethod
     def from_train_dataset(cls, dataset, test_input: str = "train", content_fields=DEFAULT_CONTENT_FIELDS,
-                           content_min_count: int = 2, model: str = "the model") -> "ContentTables":
+                           content_min_count: int = 2, model: str = "the model") -> "ContentData":
         """``content_fields``, ``content_min_count``: see :attr:`SETTINGS`; ``model`` names the model
         in error messages."""
-        tables = super().from_train_dataset(dataset, test_input)
-        tables.content = item_content(dataset, content_fields, tables.train_items(), int(content_min_count),
+        data = super().from_train_dataset(dataset, test_input)
+        data.content = item_content(dataset, content_fields, data.train_items(), int(content_min_count),
                                       model=model)
-        return tables
+        return data
 
-    def train_units(self) -> np.ndarray:
+    def train_examples(self) -> np.ndarray:
         return self.train_items()
 
-    def train_batch(self, units) -> dict[str, torch.Tensor]:
-        items = np.asarray(units, dtype=np.int64)
+    def train_batch(self, examples) -> dict[str, torch.Tensor]:
+        items = np.asarray(examples, dtype=np.int64)
         return {"item": torch.from_numpy(items), "content": torch.from_numpy(self.content.matrix[items])}

@@ -1,7 +1,7 @@
 """The data forms the models train and evaluate on, and the loaders that serve them.
 
 RecBole loads, filters and splits (``create_dataset`` / ``data_preparation``);
-:class:`InteractionTables` holds its output in the unit our models train on: one
+:class:`InteractionData` holds its output in the unit our models train on: one
 row per user (Liang et al.), served by ordinary ``DataLoader``\\ s over user
 indices, so Lightning's DDP can shard them.  Evaluation rows carry exactly what
 RecBole's full-sort loader uses -- the same users, the same excluded history and
@@ -67,13 +67,13 @@ def check_test_input(value: str) -> str:
 
 
 @dataclass
-class InteractionTables:
+class InteractionData:
     """A RecBole split in user-row form.
 
-    Any tables class serves the loaders below through the same small interface:
-    ``train_units()`` / ``train_batch(units)`` for training, ``split(phase).users``
+    Any data class serves the loaders below through the same small interface:
+    ``train_examples()`` / ``train_batch(examples)`` for training, ``split(phase).users``
     / ``rows(users, phase)`` for evaluation, ``add_split(loader, phase)`` and
-    ``recbole_batch(interaction, phase)`` for the RecBole door.
+    ``recbole_batch(interaction, phase)`` for RecBole's entry point.
     """
 
     #: the data settings this form reads (config keys; ``recbole_ext.config.data_options`` passes them)
@@ -89,7 +89,7 @@ class InteractionTables:
     test_input: str = "train"    # "train_valid": test users are scored from train + validation rows
 
     @classmethod
-    def from_train_dataset(cls, dataset, test_input: str = "train") -> "InteractionTables":
+    def from_train_dataset(cls, dataset, test_input: str = "train") -> "InteractionData":
         """From RecBole's training ``Dataset`` alone (what a RecBole model is built with).
 
         ``test_input``: ``'train'`` (test users are scored from their training rows) or
@@ -100,13 +100,13 @@ class InteractionTables:
                    len(dataset.user_counter), test_input=check_test_input(test_input))
 
     @classmethod
-    def from_recbole(cls, train_data, valid_data=None, test_data=None, **options) -> "InteractionTables":
+    def from_recbole(cls, train_data, valid_data=None, test_data=None, **options) -> "InteractionData":
         """From the three loaders of ``recbole.data.data_preparation``; ``options`` are
         :meth:`from_train_dataset`'s keyword arguments (of this class)."""
-        tables = cls.from_train_dataset(train_data._dataset, **options)
-        tables.add_split(valid_data, "valid")
-        tables.add_split(test_data, "test")
-        return tables
+        data = cls.from_train_dataset(train_data._dataset, **options)
+        data.add_split(valid_data, "valid")
+        data.add_split(test_data, "test")
+        return data
 
     def add_split(self, loader, phase: str) -> None:
         """Set ``valid`` or ``test`` from RecBole's full-sort loader for that phase."""
@@ -128,7 +128,7 @@ class InteractionTables:
     def split(self, phase: str) -> EvalSplit:
         s = getattr(self, phase)
         if s is None:
-            raise ValueError(f"these tables have no {phase} split")
+            raise ValueError(f"this data has no {phase} split")
         return s
 
     def train_users(self) -> np.ndarray:
@@ -138,12 +138,12 @@ class InteractionTables:
         """Items with at least one training interaction (the catalogue a model may learn from)."""
         return np.flatnonzero(self.item_counts > 0)
 
-    def train_units(self) -> np.ndarray:
+    def train_examples(self) -> np.ndarray:
         """What one training epoch visits: every user with training interactions."""
         return self.train_users()
 
-    def train_batch(self, units) -> dict[str, torch.Tensor]:
-        return self.rows(units)
+    def train_batch(self, examples) -> dict[str, torch.Tensor]:
+        return self.rows(examples)
 
     def _input(self, u: np.ndarray, phase: str | None) -> np.ndarray:
         x = self.train[u].toarray()
@@ -191,13 +191,13 @@ class _Users(Dataset):
 class _Collate:
     """Picklable collate: unit ids -> a model batch (so worker processes can use it)."""
 
-    def __init__(self, tables, phase: str | None):
-        self.tables, self.phase = tables, phase
+    def __init__(self, data, phase: str | None):
+        self.data, self.phase = data, phase
 
-    def __call__(self, units):
+    def __call__(self, examples):
         if self.phase is None:
-            return self.tables.train_batch(units)
-        return self.tables.rows(units, self.phase)
+            return self.data.train_batch(examples)
+        return self.data.rows(examples, self.phase)
 
 
 class ShardSampler(DistributedSampler):
@@ -217,13 +217,13 @@ class ShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
-def train_loader(tables, batch_size: int, shuffle: bool = True, num_workers: int = 0,
+def train_loader(data, batch_size: int, shuffle: bool = True, num_workers: int = 0,
                  seed: int | None = None) -> DataLoader:
-    """One epoch over ``tables.train_units()`` (MVAE: one row per user with training
+    """One epoch over ``data.train_examples()`` (MVAE: one row per user with training
     interactions; SVAE: one window of each user's sequence)."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(_Users(tables.train_units()), batch_size=batch_size, shuffle=shuffle,
-                      collate_fn=_Collate(tables, None), num_workers=num_workers, generator=generator)
+    return DataLoader(_Users(data.train_examples()), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=_Collate(data, None), num_workers=num_workers, generator=generator)
 
 
 def users_per_eval_batch(eval_batch_size: int, n_items: int) -> int:
@@ -231,11 +231,11 @@ def users_per_eval_batch(eval_batch_size: int, n_items: int) -> int:
     return max(1, eval_batch_size // n_items)
 
 
-def eval_loader(tables, phase: str, batch_size: int, num_workers: int = 0,
+def eval_loader(data, phase: str, batch_size: int, num_workers: int = 0,
                 world_size: int = 1, rank: int = 0) -> DataLoader:
     """Rows of the users RecBole evaluates in ``phase`` (``batch_size`` users a batch);
     sharded without padding when ``world_size > 1``."""
-    users = _Users(tables.split(phase).users)
+    users = _Users(data.split(phase).users)
     sampler = ShardSampler(users, world_size, rank) if world_size > 1 else None
     return DataLoader(users, batch_size=batch_size, shuffle=False, sampler=sampler,
-                      collate_fn=_Collate(tables, phase), num_workers=num_workers)
+                      collate_fn=_Collate(data, phase), num_workers=num_workers)

@@ -1,7 +1,7 @@
 """Item -> users ranking: for each item, rank the users; the metrics of LARA's paper.
 
 This is the transpose of RecBole's full ranking.  For one evaluation phase
-(``valid`` / ``test`` of an :class:`~lightning_genrec.data.InteractionTables`):
+(``valid`` / ``test`` of an :class:`~lightning_genrec.data.InteractionData`):
 
 * the **items** evaluated are those with at least one held-out positive in the
   phase (under the cold-start item protocol: the phase's held-out items);
@@ -41,22 +41,22 @@ def item_metric_names(topk: Sequence[int]) -> list[str]:
     return [f"item_{m}@{k}" for m in ITEM_METRICS for k in sorted({int(k) for k in topk})]
 
 
-def phase_items(tables, phase: str) -> np.ndarray:
+def phase_items(data, phase: str) -> np.ndarray:
     """Items with at least one held-out positive in ``phase``."""
-    positives = tables.split(phase).positives
+    positives = data.split(phase).positives
     return np.flatnonzero(np.asarray((positives > 0).sum(axis=0)).ravel())
 
 
-def relevance(tables, phase: str, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def relevance(data, phase: str, items: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """``(relevant, excluded)``, both (C, U) bool for the ``items``: the phase's positives, and
     the users who must not be ranked for the item (its history users -- training interactions,
     in ``test`` also validation ones, and what RecBole excludes for the phase's users -- and
     the padding user 0)."""
-    s = tables.split(phase)
+    s = data.split(phase)
     relevant = (s.positives[:, items] > 0).T.toarray()
-    history = sp.csr_matrix(tables.train[:, items] > 0) + sp.csr_matrix(s.exclude[:, items] > 0)
-    if phase == "test" and tables.valid is not None:
-        history = history + sp.csr_matrix(tables.valid.positives[:, items] > 0)
+    history = sp.csr_matrix(data.train[:, items] > 0) + sp.csr_matrix(s.exclude[:, items] > 0)
+    if phase == "test" and data.valid is not None:
+        history = history + sp.csr_matrix(data.valid.positives[:, items] > 0)
     excluded = (history > 0).T.toarray()
     excluded[:, 0] = True
     return torch.from_numpy(relevant), torch.from_numpy(excluded)
@@ -97,25 +97,25 @@ def item_user_metrics(scores: torch.Tensor, relevant: torch.Tensor, excluded: to
     return {name: out[name] for name in item_metric_names(topk)}
 
 
-def phase_item_metrics(tables, phase: str, item_scores: Callable[[np.ndarray], torch.Tensor],
+def phase_item_metrics(data, phase: str, item_scores: Callable[[np.ndarray], torch.Tensor],
                        topk: Sequence[int]) -> dict[str, float]:
     """Item -> users metrics of ``phase``; ``item_scores(items)`` gives (C, U) scores for them."""
-    items = phase_items(tables, phase)
-    relevant, excluded = relevance(tables, phase, items)
+    items = phase_items(data, phase)
+    relevant, excluded = relevance(data, phase, items)
     return item_user_metrics(item_scores(items), relevant, excluded, topk)
 
 
-def scores_from_users(score: Callable[[dict], torch.Tensor], tables, phase: str,
+def scores_from_users(score: Callable[[dict], torch.Tensor], data, phase: str,
                       users_per_batch: int = 256) -> Callable[[np.ndarray], torch.Tensor]:
     """An ``item_scores`` for any user -> item model: every user's (1 .. U-1) score row, as the
-    model scores the user in ``phase`` (``score(batch)`` on ``tables.rows(users)``), transposed."""
+    model scores the user in ``phase`` (``score(batch)`` on ``data.rows(users)``), transposed."""
     @torch.no_grad()
     def item_scores(items: np.ndarray) -> torch.Tensor:
-        users = np.arange(1, tables.n_users)
+        users = np.arange(1, data.n_users)
         cols = torch.as_tensor(items, dtype=torch.long)
         parts = [torch.full((1, len(items)), -torch.inf)]                       # user 0: padding
         for chunk in np.array_split(users, max(1, int(np.ceil(len(users) / users_per_batch)))):
-            parts.append(score(tables.rows(chunk, phase)).float().cpu()[:, cols])
+            parts.append(score(data.rows(chunk, phase)).float().cpu()[:, cols])
         return torch.cat(parts).T                                              # (C, U)
     return item_scores
 

@@ -80,10 +80,10 @@ class SeqEvalSplit:
         self.inputs = {int(u): s for u, s in zip(users, inputs)}
 
 
-class SequenceTables:
+class SequenceData:
     """A RecBole split as time-ordered sequences (see the module docstring for the forms).
 
-    Training units are windows ``(user, start)``; a training batch has ``seq``
+    Training examples are windows ``(user, start)``; a training batch has ``seq``
     (B, T + lookahead): the window's input items followed by the next ``lookahead``
     items (the targets beyond the window), zero-padded; and ``length`` (B,), the
     number of input steps.  An evaluation batch has ``seq`` (B, T) / ``length``
@@ -109,16 +109,16 @@ class SequenceTables:
         self._valid_seqs: Ragged | None = None   # block form: validation items in time order
         self._train_valid: Ragged | None = None  # block form: train then validation items (cached)
         self.uid_field = self.iid_field = self.list_field = self.length_field = None
-        self._units: np.ndarray | None = None
+        self._examples: np.ndarray | None = None
 
     # -- construction ------------------------------------------------------------
     @classmethod
     def from_train_dataset(cls, dataset, max_len: int = 50, exclude_history: bool = False, test_input: str = "train",
-                           lookahead: int = 1) -> "SequenceTables":
+                           lookahead: int = 1) -> "SequenceData":
         """From RecBole's training ``Dataset``: its sequential dataset gives the next-item form,
         an ordinary one the block form.  ``max_len``: the longest input window (RecBole's
         ``MAX_ITEM_LIST_LENGTH``); ``exclude_history``: also exclude a user's earlier items when
-        ranking the next one; ``test_input`` as for :class:`~lightning_genrec.data.InteractionTables`;
+        ranking the next one; ``test_input`` as for :class:`~lightning_genrec.data.InteractionData`;
         ``lookahead``: how many next items each step predicts (SVAE's ``next_k``)."""
         form = "next_item" if hasattr(dataset, "item_list_length_field") else "block"
         inter = dataset.inter_feat
@@ -136,19 +136,19 @@ class SequenceTables:
                                  np.concatenate([firsts, target_s]))
         else:
             train = Ragged.group(dataset.user_num, *_time_ordered(dataset, inter))
-        tables = cls(dataset.user_num, dataset.item_num, train, item_counts(dataset), len(dataset.user_counter),
+        data = cls(dataset.user_num, dataset.item_num, train, item_counts(dataset), len(dataset.user_counter),
                      form, max_len, exclude_history, check_test_input(test_input), max(1, int(lookahead)))
-        tables.uid_field, tables.iid_field = dataset.uid_field, dataset.iid_field
+        data.uid_field, data.iid_field = dataset.uid_field, dataset.iid_field
         if form == "next_item":
-            tables.list_field, tables.length_field = dataset.item_id_list_field, dataset.item_list_length_field
-        return tables
+            data.list_field, data.length_field = dataset.item_id_list_field, dataset.item_list_length_field
+        return data
 
     @classmethod
-    def from_recbole(cls, train_data, valid_data=None, test_data=None, **options) -> "SequenceTables":
-        tables = cls.from_train_dataset(train_data._dataset, **options)
-        tables.add_split(valid_data, "valid")
-        tables.add_split(test_data, "test")
-        return tables
+    def from_recbole(cls, train_data, valid_data=None, test_data=None, **options) -> "SequenceData":
+        data = cls.from_train_dataset(train_data._dataset, **options)
+        data.add_split(valid_data, "valid")
+        data.add_split(test_data, "test")
+        return data
 
     def add_split(self, loader, phase: str) -> None:
         """Set ``valid`` / ``test`` from RecBole's full-sort loader of that phase."""
@@ -180,7 +180,7 @@ class SequenceTables:
 
     def _block_split(self, loader, phase) -> SeqEvalSplit:
         if loader.is_sequential:
-            raise ValueError("block-form tables need RecBole's general (non-sequential) loaders")
+            raise ValueError("block-form data need RecBole's general (non-sequential) loaders")
         users = np.asarray(loader.uid_list, dtype=np.int64)
         positives = _csr_from_lists(self.n_users, self.n_items, users, loader.uid2positive_item[users])
         exclude = _csr_from_lists(self.n_users, self.n_items, users, loader.uid2history_item[users])
@@ -204,14 +204,14 @@ class SequenceTables:
     def split(self, phase: str) -> SeqEvalSplit:
         s = getattr(self, phase)
         if s is None:
-            raise ValueError(f"these tables have no {phase} split")
+            raise ValueError(f"these data have no {phase} split")
         return s
 
     # -- training ----------------------------------------------------------------
-    def train_units(self) -> np.ndarray:
+    def train_examples(self) -> np.ndarray:
         """Indices of training windows: each user's input steps 0..n-2 (the last item is
         only a target), ``max_len`` steps at a time."""
-        if self._units is None:
+        if self._examples is None:
             lengths = self.train.lengths()
             users, starts = [], []
             for u in np.flatnonzero(lengths >= 2):
@@ -220,20 +220,20 @@ class SequenceTables:
                 starts.append(s)
             self._window_table = (np.concatenate(users) if users else np.zeros(0, np.int64),
                                   np.concatenate(starts) if starts else np.zeros(0, np.int64))
-            self._units = np.arange(len(self._window_table[0]))
-        return self._units
+            self._examples = np.arange(len(self._window_table[0]))
+        return self._examples
 
-    def train_batch(self, units) -> dict[str, torch.Tensor]:
-        self.train_units()
+    def train_batch(self, examples) -> dict[str, torch.Tensor]:
+        self.train_examples()
         users, starts = self._window_table
         seqs, lengths = [], []
-        for w in np.asarray(units, dtype=np.int64):
+        for w in np.asarray(examples, dtype=np.int64):
             u, s = users[w], starts[w]
             full = self.train[u]
             end = min(s + self.max_len, len(full) - 1)          # input steps s .. end-1
             seqs.append(full[s:end + self.lookahead])          # inputs, then the targets past the window
             lengths.append(end - s)
-        return {"user": torch.from_numpy(users[np.asarray(units, dtype=np.int64)]), "seq": pad(seqs),
+        return {"user": torch.from_numpy(users[np.asarray(examples, dtype=np.int64)]), "seq": pad(seqs),
                 "length": torch.tensor(lengths, dtype=torch.int64)}
 
     # -- evaluation ----------------------------------------------------------------

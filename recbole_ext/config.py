@@ -26,13 +26,13 @@ from recbole.data import create_dataset, data_preparation
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType, get_model, init_seed
 
-from lightning_genrec.content import ContentTables, missing_content_message
+from lightning_genrec.content import ContentData, missing_content_message
 from lightning_genrec.errors import ConfigError, DatasetNotFoundError, UnknownModelError
 from lightning_genrec.item_ranking import ITEM_METRICS
 from lightning_genrec.metrics import ALL_METRICS
 from lightning_genrec.models import CFGAN, MODELS, GenRecModule
-from lightning_genrec.models.lara import AttributeTables
-from lightning_genrec.sequences import SequenceTables
+from lightning_genrec.models.lara import AttributeData
+from lightning_genrec.sequences import SequenceData
 from recbole_ext.cold_start import cold_item_settings
 
 _RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties")
@@ -101,26 +101,26 @@ def hparams_from_config(cls: type[GenRecModule], config) -> dict:
             if not h.from_data and _setting(config, h.name) is not None}
 
 
-def data_settings(tables_class: type, config) -> dict:
-    """``tables_class.SETTINGS`` as the config sets them (defaults where it does not), checked."""
+def data_settings(data_class: type, config) -> dict:
+    """``data_class.SETTINGS`` as the config sets them (defaults where it does not), checked."""
     return {h.name: h.default if _setting(config, h.name) is None else h.check(config[h.name])
-            for h in tables_class.SETTINGS}
+            for h in data_class.SETTINGS}
 
 
-def data_options(tables_class: type, config) -> dict:
-    """The keyword arguments of ``tables_class.from_train_dataset`` that ``config`` sets."""
-    options = data_settings(tables_class, config)
-    if issubclass(tables_class, SequenceTables):
+def data_options(data_class: type, config) -> dict:
+    """The keyword arguments of ``data_class.from_train_dataset`` that ``config`` sets."""
+    options = data_settings(data_class, config)
+    if issubclass(data_class, SequenceData):
         options.update(max_len=config["MAX_ITEM_LIST_LENGTH"], lookahead=int(_setting(config, "next_k") or 1))
-    if issubclass(tables_class, (ContentTables, AttributeTables)):
+    if issubclass(data_class, (ContentData, AttributeData)):
         options["model"] = config["model"]
     return options
 
 
-def tables_from_recbole(model: str, train, valid=None, test=None, config=None):
+def data_from_recbole(model: str, train, valid=None, test=None, config=None):
     """The data form ``model`` trains on, from RecBole's three loaders and the config."""
-    tables_class = MODELS[model].tables_class
-    return tables_class.from_recbole(train, valid, test, **data_options(tables_class, config))
+    data_class = MODELS[model].data_class
+    return data_class.from_recbole(train, valid, test, **data_options(data_class, config))
 
 
 # -- what each kind of model needs of the dataset and the split (runs inside RecBole's Config) -------------
@@ -144,13 +144,13 @@ def _sequential_rules(config) -> None:
 
 def _content_rules(config) -> None:
     """A content model: the ``.item`` file must have the ``content_fields`` (added to ``load_col``)."""
-    require_item_fields(config, data_settings(ContentTables, config)["content_fields"])
+    require_item_fields(config, data_settings(ContentData, config)["content_fields"])
 
 
 def _attribute_rules(config) -> None:
     """An attribute model: the ``.item`` file must have the ``attribute_fields`` as token / token_seq
     fields (added to ``load_col``)."""
-    fields = data_settings(AttributeTables, config)["attribute_fields"]
+    fields = data_settings(AttributeData, config)["attribute_fields"]
     if not fields:
         raise ConfigError(f"{config['model']}: attribute_fields is empty; name the token / token_seq item fields "
                           "whose tokens are the item attributes (ml-100k: [class], the genres).")
@@ -170,9 +170,9 @@ def model_rules(cls: type[GenRecModule]) -> list:
     rules = []
     if cls.sequential:
         rules.append(_sequential_rules)
-    if issubclass(cls.tables_class, ContentTables):
+    if issubclass(cls.data_class, ContentData):
         rules.append(_content_rules)
-    if issubclass(cls.tables_class, AttributeTables):
+    if issubclass(cls.data_class, AttributeData):
         rules.append(_attribute_rules)
     if issubclass(cls, CFGAN):
         rules.append(_cfgan_rules)
@@ -305,7 +305,7 @@ def check_hparams(config, selection: bool = True) -> None:
     if cls is None:
         return
     cls.check_hparams(**hparams_from_config(cls, config))
-    data_settings(cls.tables_class, config)
+    data_settings(cls.data_class, config)
     modes = config["eval_args"]["mode"]
     if any(mode != "full" for mode in modes.values()):
         raise ConfigError(f"{config['model']} ranks all items, but eval_args.mode is {modes}; "
@@ -326,10 +326,10 @@ def check_hparams(config, selection: bool = True) -> None:
                           f"one of {_METRIC_NAMES}{item_text} at a K in topk={topk} (e.g. NDCG@{max(topk)}).")
 
 
-def make_config(model, dataset, config_file_list=None, config_dict=None, lightning_door=False) -> Config:
+def make_config(model, dataset, config_file_list=None, config_dict=None, for_datamodule=False) -> Config:
     """``recbole.config.Config`` with every check of this module applied.
 
-    With ``lightning_door`` (the DataModule): RecBole's ``Config`` may not reset
+    With ``for_datamodule`` (the DataModule): RecBole's ``Config`` may not reset
     ``CUDA_VISIBLE_DEVICES`` to its ``gpu_id`` (Lightning's Trainer picks devices),
     and ``valid_metric`` is not checked (the user's callbacks select epochs)."""
     check_model(model)
@@ -340,21 +340,21 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, lightni
     try:
         config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     finally:
-        if lightning_door:
+        if for_datamodule:
             if before is None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = before
     check_dataset_files(config)
     cold_item_settings(config)   # raises on an invalid cold-start item protocol, before data loads
-    check_hparams(config, selection=not lightning_door)
+    check_hparams(config, selection=not for_datamodule)
     return config
 
 
 def load_data(config):
     """RecBole's dataset and split for ``config``: ``(dataset, train, valid, test)``.
 
-    Seeds exactly as ``run_recbole`` does, so both doors see the same split."""
+    Seeds exactly as ``run_recbole`` does, so both entry points see the same split."""
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)

@@ -1,7 +1,7 @@
 """``RecBoleDataModule``: where RecBole meets Lightning.
 
 RecBole's config, dataset and split (``recbole_ext.config.make_config`` /
-``load_data``) become the model's data form (``tables_class`` of the model,
+``load_data``) become the model's data form (``data_class`` of the model,
 built with the settings :func:`recbole_ext.config.data_options` reads from the
 config) and Lightning loaders over it.  Importing this module (or
 ``recbole_ext``) applies the RecBole compatibility fixes.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 
-from lightning_genrec.data import InteractionTables, eval_loader, train_loader, users_per_eval_batch
+from lightning_genrec.data import InteractionData, eval_loader, train_loader, users_per_eval_batch
 from lightning_genrec.models import MODELS
 from recbole_ext.config import data_options, load_data, make_config
 
@@ -31,9 +31,9 @@ class RecBoleDataModule(pl.LightningDataModule):
             splits; rows, one per user, for sequential ones), so both entry points batch alike.
         num_workers: ``DataLoader`` workers.
 
-    After ``setup()``: ``config`` (RecBole ``Config``), ``tables`` (the model's
-    ``tables_class``: :class:`InteractionTables` for MVAE,
-    :class:`~lightning_genrec.sequences.SequenceTables` for SVAE), ``n_items``.
+    After ``setup()``: ``config`` (RecBole ``Config``), ``data`` (the model's
+    ``data_class``: :class:`InteractionData` for MVAE,
+    :class:`~lightning_genrec.sequences.SequenceData` for SVAE), ``n_items``.
     """
 
     def __init__(self, dataset: str = "ml-100k", model: str = "MVAE", config_dict: dict | None = None,
@@ -45,17 +45,17 @@ class RecBoleDataModule(pl.LightningDataModule):
         self._train_batch_size, self._eval_batch_size = train_batch_size, eval_batch_size
         self.num_workers = num_workers
         self.config = None
-        self.tables: InteractionTables | None = None
+        self.data: InteractionData | None = None
         self._rows_per_eval_batch = False
 
     def setup(self, stage: str | None = None) -> None:
-        if self.tables is not None:
+        if self.data is not None:
             return
         self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict,
-                                  lightning_door=True)
+                                  for_datamodule=True)
         _, train, valid, test = load_data(self.config)
-        tables_class = getattr(MODELS.get(self.model_name), "tables_class", InteractionTables)
-        self.tables = tables_class.from_recbole(train, valid, test, **data_options(tables_class, self.config))
+        data_class = getattr(MODELS.get(self.model_name), "data_class", InteractionData)
+        self.data = data_class.from_recbole(train, valid, test, **data_options(data_class, self.config))
         # RecBole's full-sort loader counts eval_batch_size in scores for user-level splits, but in rows
         # (one per user) for sequential ones; we batch as it does, so both entry points score the same
         # users together and compute the same floats
@@ -64,7 +64,7 @@ class RecBoleDataModule(pl.LightningDataModule):
     @property
     def n_items(self) -> int:
         self.setup()
-        return self.tables.n_items
+        return self.data.n_items
 
     @property
     def train_batch_size(self) -> int:
@@ -86,13 +86,13 @@ class RecBoleDataModule(pl.LightningDataModule):
         return trainer.world_size, trainer.global_rank
 
     def train_dataloader(self):
-        return train_loader(self.tables, self.train_batch_size, num_workers=self.num_workers)
+        return train_loader(self.data, self.train_batch_size, num_workers=self.num_workers)
 
     def val_dataloader(self):
-        return eval_loader(self.tables, "valid", self.eval_batch_size, self.num_workers, *self._shards())
+        return eval_loader(self.data, "valid", self.eval_batch_size, self.num_workers, *self._shards())
 
     def test_dataloader(self):
-        return eval_loader(self.tables, "test", self.eval_batch_size, self.num_workers, *self._shards())
+        return eval_loader(self.data, "test", self.eval_batch_size, self.num_workers, *self._shards())
 
 
 __all__ = ["RecBoleDataModule"]

@@ -33,7 +33,7 @@ MD_END = "<!-- end of generated {name} settings -->"
 def settings(cls: type[GenRecModule]) -> list[Hyperparameter]:
     """The config keys of a model: its hyperparameters (not those sized from the data), then its
     data form's settings."""
-    return [h for h in cls.HYPERPARAMETERS if not h.from_data] + list(cls.tables_class.SETTINGS)
+    return [h for h in cls.HYPERPARAMETERS if not h.from_data] + list(cls.data_class.SETTINGS)
 
 
 def yaml_value(value) -> str:
@@ -48,7 +48,7 @@ def yaml_value(value) -> str:
 
 def yaml_block(cls: type[GenRecModule]) -> str:
     """The generated lines of ``configs/<model>.yaml``, markers included."""
-    source = f"{cls.__name__}.HYPERPARAMETERS and {cls.tables_class.__name__}.SETTINGS"
+    source = f"{cls.__name__}.HYPERPARAMETERS and {cls.data_class.__name__}.SETTINGS"
     lines = [YAML_START.format(source=source)]
     for h in settings(cls):
         lines.append(f"{h.name}: {yaml_value(h.default)}".ljust(32) + f"  # ({h.type_text()}) {h.meaning}")

@@ -37,10 +37,10 @@ class GenRecAdapter(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        tables_class = self.lightning_class.tables_class
-        self.tables = tables_class.from_train_dataset(dataset, **data_options(tables_class, config))
+        data_class = self.lightning_class.data_class
+        self.data = data_class.from_train_dataset(dataset, **data_options(data_class, config))
         self.module = self.lightning_class(n_items=self.n_items, **hparams_from_config(self.lightning_class, config))
-        self.module.attach_data(self.tables)
+        self.module.attach_data(self.data)
         if "item_metrics" in config and config["item_metrics"] is not None:
             self.module.item_metrics = bool(config["item_metrics"])
         self.eval_phase: str | None = None   # set by LightningTrainer: which split is being scored
@@ -50,7 +50,7 @@ class GenRecAdapter(GeneralRecommender):
                            "RecBole selects for it automatically; RecBole's own Trainer cannot train it.")
 
     def full_sort_predict(self, interaction):
-        batch = self.tables.recbole_batch(interaction, self.USER_ID, self.eval_phase)
+        batch = self.data.recbole_batch(interaction, self.USER_ID, self.eval_phase)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         scores = self.module.score(batch)                               # (B, I)
         if "exclude" in batch:  # history the model excludes itself (RecBole's sequential loaders do not)

@@ -114,10 +114,10 @@ class LightningTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.eval_collector.data_collect(train_data)
         self._valid_data = valid_data
-        module, tables = self.model.module, self.model.tables
+        module, data = self.model.module, self.model.data
         validate = bool(valid_data) and self.eval_step > 0
         if valid_data:   # also without validation epochs: test_input='train_valid' reads it
-            tables.add_split(valid_data, "valid")
+            data.add_split(valid_data, "valid")
 
         monitor = f"valid/{self.valid_metric}"
         progress = _RecBoleLog(self, monitor, self.valid_metric_bigger, self.stopping_step, callback_fn, verbose)
@@ -132,8 +132,8 @@ class LightningTrainer(Trainer):
             check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
             limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir)
         self.lightning_trainer.fit(
-            module, train_loader(tables, self.config["train_batch_size"], seed=self.config["seed"]),
-            eval_loader(tables, "valid", users_per_eval_batch(self.config["eval_batch_size"], tables.n_items))
+            module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"]),
+            eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items))
             if validate else None)
         module.to(self.device)
 
@@ -157,9 +157,9 @@ class LightningTrainer(Trainer):
             result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
         finally:
             self.model.eval_phase = None
-        module, tables = self.model.module, self.model.tables
+        module, data = self.model.module, self.model.data
         if result is not None and module.item_metrics:   # item -> users ranking beside RecBole's metrics
-            tables.add_split(eval_data, phase)           # the loader evaluated, whichever it is
+            data.add_split(eval_data, phase)           # the loader evaluated, whichever it is
             places = self.config["metric_decimal_place"]
             result.update({k: round(v, places) for k, v in module.item_results(phase).items()})
         if result and eval_data is not self._valid_data and self.comet is not None:

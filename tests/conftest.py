@@ -122,23 +122,23 @@ def ml100k(tmp_path_factory):
         os.chdir(cwd)
 
 
-def random_ndcg(tables, phase: str = "test", k: int = 10) -> float:
+def random_ndcg(data, phase: str = "test", k: int = 10) -> float:
     """NDCG@k of seeded uniform random scores over the same users and candidates as a model's ``phase``."""
     import torch
 
     from lightning_genrec.metrics import TopKMetrics
 
-    batch = tables.rows(tables.split(phase).users, phase)
+    batch = data.rows(data.split(phase).users, phase)
     scores = torch.rand(batch["target"].shape, generator=torch.Generator().manual_seed(0))
     scores = scores.masked_fill(batch["exclude"], -float("inf"))
     scores[:, 0] = -float("inf")
-    metrics = TopKMetrics(tables.n_items, [k])
+    metrics = TopKMetrics(data.n_items, [k])
     metrics.update(scores, batch["target"])
     return float(metrics.compute()[f"ndcg@{k}"])
 
 
 def assert_entry_points_agree(result, model, datamodule) -> None:
-    """Load the best weights the RecBole door saved (``result`` of ``run_recbole``) into ``model``,
+    """Load the best weights RecBole's run_recbole saved (``result`` of ``run_recbole``) into ``model``,
     test them through Lightning's loop on ``datamodule``, and check all test metrics equal RecBole's (RecBole's
     7 at each K, plus the 3 item -> users metrics at each K when the model computes them)."""
     import pytorch_lightning as pl

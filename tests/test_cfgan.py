@@ -1,4 +1,4 @@
-"""CFGAN: the paper's G / D, ZR and PM, D-then-G rounds with two optimizers, collapse detection, both doors."""
+"""CFGAN: the paper's G / D, ZR and PM, D-then-G rounds with two optimizers, collapse detection, both entry points."""
 from types import SimpleNamespace
 
 import pytest
@@ -104,7 +104,7 @@ def test_a_round_is_d_passes_then_g_passes(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(cfgan_module, "g_loss_fn", lambda *a: calls.append("G") or g_real(*a))
     dm = _datamodule(tiny_config)
     fit_model(CFGAN(**SMALL), dm, 1, tmp_path)
-    rows = len(dm.tables.train_users())   # the users with training interactions
+    rows = len(dm.data.train_users())   # the users with training interactions
     d_batches, g_batches = 2 * -(-rows // 16), 4 * -(-rows // 8)
     assert calls == ["D"] * d_batches + ["G"] * g_batches
 
@@ -115,17 +115,17 @@ def test_loss_stays_finite_and_ranking_beats_chance(tiny_config, tmp_path):
     model = CFGAN(**SMALL, g_learning_rate=1e-3, d_learning_rate=1e-3)
     trainer = fit_model(model, dm, 15, tmp_path)
     ours = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
-    assert ours > 1.5 * random_ndcg(dm.tables)
+    assert ours > 1.5 * random_ndcg(dm.data)
 
 
 def test_item_mode_scores_are_the_users_entries_of_each_items_generated_vector(tiny_config, tmp_path):
     dm = _datamodule(tiny_config, mode="item")
     model = CFGAN(**SMALL, mode="item")
     fit_model(model, dm, 2, tmp_path)
-    assert model.generator.net[0].in_features == dm.tables.n_users
-    users = torch.as_tensor(dm.tables.split("test").users[:4])
+    assert model.generator.net[0].in_features == dm.data.n_users
+    users = torch.as_tensor(dm.data.split("test").users[:4])
     with torch.no_grad():
-        items = torch.from_numpy(dm.tables.train.T.toarray()).float()
+        items = torch.from_numpy(dm.data.train.T.toarray()).float()
         expected = model.generator(items).t()[users]
     assert torch.allclose(model.score({"user": users, "input": None}), expected)
 
@@ -138,8 +138,8 @@ def test_item_mode_gives_the_same_numbers_through_both_entry_points(tiny_config)
     assert result["test_result"]["ndcg@10"] > 0
     dm = RecBoleDataModule("tiny", model="CFGAN", config_dict=cfg)
     dm.setup()
-    lm = CFGAN(n_items=dm.n_items, n_users=dm.tables.n_users, mode=mode, **SMALL)
-    lm.attach_data(dm.tables)
+    lm = CFGAN(n_items=dm.n_items, n_users=dm.data.n_users, mode=mode, **SMALL)
+    lm.attach_data(dm.data)
     assert_entry_points_agree(result, lm, dm)
 
 
@@ -153,9 +153,9 @@ def test_item_scores_follow_new_weights(tiny_config, tmp_path):
     dm = _datamodule(tiny_config, mode="item")
     model = CFGAN(**SMALL, mode="item")
     fit_model(model, dm, 1, tmp_path)
-    users = torch.as_tensor(dm.tables.split("test").users[:3])
+    users = torch.as_tensor(dm.data.split("test").users[:3])
     before = model.score({"user": users, "input": None}).clone()
-    other = CFGAN(n_items=dm.n_items, n_users=dm.tables.n_users, mode="item", **SMALL)
+    other = CFGAN(n_items=dm.n_items, n_users=dm.data.n_users, mode="item", **SMALL)
     model.load_state_dict(other.state_dict())
     assert not torch.allclose(model.score({"user": users, "input": None}), before)
 

@@ -79,16 +79,16 @@ def test_warm_protocol_is_recboles_own_split(tiny_config):
 def test_datamodule_and_metrics_see_the_cold_candidates(tiny_config):
     dm = RecBoleDataModule("tiny", model="MVAE", config_dict=dict(tiny_config, **COLD))
     dm.setup()
-    tables = dm.tables
+    data = dm.data
     for phase in ("valid", "test"):
-        split = tables.split(phase)
+        split = data.split(phase)
         phase_items = np.flatnonzero(np.asarray(split.positives.sum(axis=0)).ravel() > 0)
-        batch = tables.rows(split.users[:3], phase)
+        batch = data.rows(split.users[:3], phase)
         ranked = ~batch["exclude"]
         ranked[:, 0] = False
         for row in ranked:   # exactly the phase's held-out items (every one of them has a positive somewhere)
             assert set(np.flatnonzero(row.numpy())) == set(phase_items)
-            assert not (row.numpy() & (tables.item_counts > 0)).any()   # no training item is ranked
+            assert not (row.numpy() & (data.item_counts > 0)).any()   # no training item is ranked
 
 
 def test_recbole_models_rank_only_held_out_items(tiny_config):

@@ -60,7 +60,7 @@ def test_lightning_run_writes_offline_archive_with_its_values(name, tiny_config,
         assert metrics[key][-1] == pytest.approx(value, abs=1e-6), key
 
 
-def test_recbole_door_logs_config_and_test_results(tiny_config, tmp_path, monkeypatch):
+def test_recbole_entry_point_logs_config_and_test_results(tiny_config, tmp_path, monkeypatch):
     monkeypatch.delenv("COMET_API_KEY", raising=False)
     result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(
         tiny_config, comet=True, comet_offline_directory=str(tmp_path / "c")))

@@ -1,4 +1,4 @@
-"""CVAE: the paper's content VAE, exact ALS closed forms, content from RecBole item fields, both doors."""
+"""CVAE: the paper's content VAE, exact ALS closed forms, content from RecBole item fields, both entry points."""
 import os
 
 import numpy as np
@@ -9,7 +9,7 @@ import torch
 import recbole_ext
 from lightning_genrec import CVAE
 from recbole_ext import RecBoleDataModule
-from lightning_genrec.content import ContentTables, item_content
+from lightning_genrec.content import ContentData, item_content
 from lightning_genrec.errors import MissingContentError
 from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.models.cvae import ContentVAE, fold_in, item_step, outer_rows
@@ -153,15 +153,15 @@ def _datamodule(tiny_config, **extra):
 
 def test_trains_over_items_and_vae_never_sees_held_out_items(tiny_config):
     dm = _datamodule(tiny_config)
-    tables = dm.tables
-    assert isinstance(tables, ContentTables)
-    units = tables.train_units()
-    assert set(units) == set(np.flatnonzero(tables.item_counts > 0))
-    held_out = np.flatnonzero(np.asarray(tables.valid.positives.sum(0)).ravel()
-                              + np.asarray(tables.test.positives.sum(0)).ravel())
-    assert not set(units) & set(held_out)
-    batch = tables.train_batch(units[:5])
-    assert batch["content"].shape == (5, tables.content.dim)
+    data = dm.data
+    assert isinstance(data, ContentData)
+    examples = data.train_examples()
+    assert set(examples) == set(np.flatnonzero(data.item_counts > 0))
+    held_out = np.flatnonzero(np.asarray(data.valid.positives.sum(0)).ravel()
+                              + np.asarray(data.test.positives.sum(0)).ravel())
+    assert not set(examples) & set(held_out)
+    batch = data.train_batch(examples[:5])
+    assert batch["content"].shape == (5, data.content.dim)
 
 
 def test_cold_items_are_scored_from_content_and_beat_chance(tiny_config, tmp_path):
@@ -173,24 +173,24 @@ def test_cold_items_are_scored_from_content_and_beat_chance(tiny_config, tmp_pat
     trainer = pl.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_checkpointing=False, default_root_dir=str(tmp_path))
     trainer.fit(model, datamodule=dm)
-    rated = torch.from_numpy(dm.tables.item_counts > 0)
+    rated = torch.from_numpy(dm.data.item_counts > 0)
     # v_j = E[z_j] exactly for items without training interactions
     theta = model.item_means().float()
     assert torch.allclose(model.item_factors[~rated], theta[~rated], atol=1e-6)
     assert not torch.allclose(model.item_factors[rated], theta[rated], atol=1e-3)
     tested = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
     # the same users with random scores over the same candidates
-    assert tested > 1.5 * random_ndcg(dm.tables)
+    assert tested > 1.5 * random_ndcg(dm.data)
 
 
 def test_user_vectors_are_the_als_user_step_on_the_input_row(tiny_config):
     dm = _datamodule(tiny_config)
     model = CVAE(**SMALL)
-    model.attach_data(dm.tables)
+    model.attach_data(dm.data)
     model.init_factors()
     model.als_sweep()
-    users = dm.tables.split("test").users[:4]
-    x = torch.from_numpy(dm.tables.train[users].toarray())
+    users = dm.data.split("test").users[:4]
+    x = torch.from_numpy(dm.data.train[users].toarray())
     V = model.item_factors.double()
     Vr = V[model.rated]
     u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1, rated=model.rated)
@@ -206,7 +206,7 @@ def test_cold_start_protocol_gives_the_same_numbers_through_both_entry_points(ti
     assert result["test_result"]["ndcg@10"] > 0
     dm = RecBoleDataModule("tiny", model="CVAE", config_dict=cfg)
     dm.setup()
-    assert_entry_points_agree(result, CVAE(n_items=dm.n_items, n_content=dm.tables.content.dim, **SMALL), dm)
+    assert_entry_points_agree(result, CVAE(n_items=dm.n_items, n_content=dm.data.content.dim, **SMALL), dm)
 
 
 def test_recboles_own_run_recbole_and_warm_split(tiny_config):
@@ -226,7 +226,7 @@ def test_a_loaded_checkpoint_neither_pretrains_nor_reinitialises(tiny_config, tm
     path = str(tmp_path / "cvae.ckpt")
     trainer.save_checkpoint(path)
     loaded = CVAE.load_from_checkpoint(path)
-    x = torch.from_numpy(dm.tables.train[dm.tables.split("test").users].toarray())
+    x = torch.from_numpy(dm.data.train[dm.data.split("test").users].toarray())
     assert torch.equal(model.score({"input": x}), loaded.score({"input": x}))
     assert bool(loaded.progress.all())   # a resumed fit neither pre-trains nor re-initialises V again
 
@@ -278,7 +278,7 @@ def test_needs_content_tables(tiny_config):
     dm = RecBoleDataModule("tiny", model="MVAE", config_dict=tiny_config)
     dm.setup()
     with pytest.raises(ValueError, match="CVAE needs item content"):
-        CVAE(**SMALL).attach_data(dm.tables)
+        CVAE(**SMALL).attach_data(dm.data)
 
 
 def test_confidence_b_above_confidence_a_is_refused():

@@ -1,4 +1,4 @@
-"""One source for each default: the YAMLs, the README tables, the signatures and the docstrings follow each
+"""One source for each default: the YAMLs, the README data, the signatures and the docstrings follow each
 model's declared hyperparameters; shared training keys live once; the YAMLs ship in the package."""
 import inspect
 import os

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import torch
 
 import recbole_ext
-from lightning_genrec import MVAE, InteractionTables
+from lightning_genrec import MVAE, InteractionData
 from recbole_ext import RecBoleDataModule
 from lightning_genrec.data import EvalSplit
 from lightning_genrec.item_ranking import (item_metric_names, item_user_metrics, phase_item_metrics, phase_items,
@@ -39,13 +39,13 @@ def test_candidates_exclude_every_users_history_of_the_item():
     def m(cells):
         rows, cols = (list(c) for c in zip(*cells)) if cells else ([], [])
         return sp.csr_matrix(([1.0] * len(rows), (rows, cols)), shape=(4, 3))
-    tables = InteractionTables(4, 3, m([(1, 1), (1, 2), (3, 2)]), np.array([0, 1, 2]), 2,
+    data = InteractionData(4, 3, m([(1, 1), (1, 2), (3, 2)]), np.array([0, 1, 2]), 2,
                                valid=EvalSplit(np.array([2]), m([]), m([(2, 1)])),
                                test=EvalSplit(np.array([3]), m([(3, 2)]), m([(3, 1)])))
-    relevant, excluded = relevance(tables, "test", np.array([1]))
+    relevant, excluded = relevance(data, "test", np.array([1]))
     assert relevant.tolist() == [[False, False, False, True]]
     assert excluded.tolist() == [[True, True, True, False]]
-    _, excluded = relevance(tables, "valid", np.array([1]))
+    _, excluded = relevance(data, "valid", np.array([1]))
     assert excluded.tolist() == [[True, True, False, False]]
 
 
@@ -60,16 +60,16 @@ def test_excluded_users_are_never_ranked_and_items_without_relevant_users_are_sk
         item_user_metrics(scores, relevant & False, excluded, [1])
 
 
-def _brute_force(tables, phase, scores_ui, k):
+def _brute_force(data, phase, scores_ui, k):
     """Per item: rank all users but 0 and the item's history users; RecBole's formulas."""
-    s = tables.split(phase)
-    history = ((tables.train + s.exclude) > 0).toarray()
+    s = data.split(phase)
+    history = ((data.train + s.exclude) > 0).toarray()
     if phase == "test":
-        history |= (tables.valid.positives > 0).toarray()      # a validation interaction is history for test
+        history |= (data.valid.positives > 0).toarray()      # a validation interaction is history for test
     pos = (s.positives > 0).toarray()
     p, n, m = [], [], []
     for i in np.flatnonzero(pos.any(axis=0)):
-        cand = [u for u in range(1, tables.n_users) if not history[u, i]]
+        cand = [u for u in range(1, data.n_users) if not history[u, i]]
         order = sorted(cand, key=lambda u: -scores_ui[u, i])[:k]
         hits = [pos[u, i] for u in order]
         n_rel = min(int(pos[:, i].sum()), k)
@@ -82,15 +82,15 @@ def _brute_force(tables, phase, scores_ui, k):
 def test_phase_metrics_equal_a_brute_force_transposed_ranking(tiny_config):
     dm = RecBoleDataModule("tiny", model="MVAE", config_dict=tiny_config)
     dm.setup()
-    tables: InteractionTables = dm.tables
+    data: InteractionData = dm.data
     rng = np.random.default_rng(0)
-    scores_ui = rng.random((tables.n_users, tables.n_items))
-    out = phase_item_metrics(tables, "test", lambda items: torch.from_numpy(scores_ui[:, items].T), [5])
-    p, n, m = _brute_force(tables, "test", scores_ui, 5)
+    scores_ui = rng.random((data.n_users, data.n_items))
+    out = phase_item_metrics(data, "test", lambda items: torch.from_numpy(scores_ui[:, items].T), [5])
+    p, n, m = _brute_force(data, "test", scores_ui, 5)
     assert out["item_precision@5"] == pytest.approx(p)
     assert out["item_ndcg@5"] == pytest.approx(n)
     assert out["item_map@5"] == pytest.approx(m)
-    assert len(phase_items(tables, "test")) > 10
+    assert len(phase_items(data, "test")) > 10
 
 
 def test_scores_from_users_transposes_the_models_user_scores(tiny_config):
@@ -99,10 +99,10 @@ def test_scores_from_users_transposes_the_models_user_scores(tiny_config):
     model = MVAE(n_items=dm.n_items).eval()
     items = np.array([3, 7, 11])
     with torch.no_grad():
-        got = scores_from_users(model.score, dm.tables, "test", users_per_batch=7)(items)
-        users = np.arange(1, dm.tables.n_users)
-        expected = model.score(dm.tables.rows(users, "test"))[:, items].T
-    assert got.shape == (3, dm.tables.n_users)
+        got = scores_from_users(model.score, dm.data, "test", users_per_batch=7)(items)
+        users = np.arange(1, dm.data.n_users)
+        expected = model.score(dm.data.rows(users, "test"))[:, items].T
+    assert got.shape == (3, dm.data.n_users)
     assert torch.isinf(got[:, 0]).all()
     # 7 users a batch against all at once: equal up to float32 accumulation order, not bit for bit
     assert_close_across_batch_shapes(got[:, 1:], expected)

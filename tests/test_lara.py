@@ -1,5 +1,5 @@
 """LARA: the paper's G / D over attribute embeddings, its three-pair D loss, D-then-G rounds, item -> users
-ranking (and the transposed user -> item scores), both doors, attribute errors."""
+ranking (and the transposed user -> item scores), both entry points, attribute errors."""
 import logging
 import os
 
@@ -13,7 +13,7 @@ from lightning_genrec import LARA
 from recbole_ext import RecBoleDataModule
 from lightning_genrec.models import lara as lara_module
 from lightning_genrec.errors import GANCollapseError
-from lightning_genrec.models.lara import (AttributeTables, Discriminator, Generator, attribute_codes, d_loss_fn,
+from lightning_genrec.models.lara import (AttributeData, Discriminator, Generator, attribute_codes, d_loss_fn,
                                           embed_attributes, g_loss_fn, sample_non_interacting)
 from recbole_ext.config import ConfigError, make_config
 
@@ -49,7 +49,7 @@ def test_each_attribute_value_has_its_own_embedding_id():
 def test_generator_and_discriminator_are_the_papers():
     G, D = Generator(18, 5, 100), Discriminator(18, 5, 100)
     assert G.embedding.weight.shape == (36, 5) and D.embedding.weight.shape == (36, 5)
-    assert G.embedding.weight.data_ptr() != D.embedding.weight.data_ptr()         # separate tables
+    assert G.embedding.weight.data_ptr() != D.embedding.weight.data_ptr()         # separate data
     assert [type(m).__name__ for m in G.net] == ["Linear", "Tanh", "Linear", "Tanh", "Linear", "Tanh"]
     assert G.net[0].in_features == 90 and G.net[-2].out_features == 18
     assert [type(m).__name__ for m in D.net] == ["Linear", "Tanh", "Linear", "Tanh", "Linear"]
@@ -97,13 +97,13 @@ def test_negative_users_never_interacted_with_the_item():
 
 def test_real_users_are_their_genre_counts(tiny_config):
     dm = _datamodule(tiny_config)
-    t: AttributeTables = dm.tables
+    t: AttributeData = dm.data
     assert t.attributes.columns == ["class=Action", "class=Comedy", "class=Drama", "class=Horror"]
     counts = t.profile_counts()
     assert np.allclose(counts, t.train.toarray() @ t.attributes.matrix)
     model = LARA(**SMALL)
     model.attach_data(t)
-    shares = model._data()["profiles"].numpy()
+    shares = model._arrays()["profiles"].numpy()
     users = t.train_users()
     assert np.allclose(shares[users].sum(1), 1.0)                      # the discriminator's users: shares
     users_, items_ = t.pairs()
@@ -128,7 +128,7 @@ def test_items_without_attributes_are_skipped_and_reported(tiny_config, tmp_path
     root = _dataset_with_bare_items(str(tmp_path / "data"))
     with caplog.at_level(logging.WARNING, logger="lightning_genrec.models.lara"):
         dm = _datamodule(dict(tiny_config, data_path=root), dataset="bare")
-    t = dm.tables
+    t = dm.data
     bare = np.flatnonzero(~t.has_attributes()[1:]) + 1
     trained_bare = bare[t.item_counts[bare] > 0]
     assert len(trained_bare) == t.skipped_items > 0
@@ -179,7 +179,7 @@ def test_a_round_is_a_d_pass_then_a_g_pass(tiny_config, tmp_path, monkeypatch):
     monkeypatch.setattr(lara_module, "g_loss_fn", lambda *a: calls.append("G") or g_real(*a))
     dm = _datamodule(tiny_config)
     fit_model(LARA(**SMALL, d_steps=2), dm, 1, tmp_path)
-    batches = -(-len(dm.tables.pairs()[0]) // 64)
+    batches = -(-len(dm.data.pairs()[0]) // 64)
     assert calls == ["D"] * (2 * batches) + ["G"] * batches
 
 
@@ -197,7 +197,7 @@ def test_item_to_users_is_generated_user_times_raw_counts_and_user_scores_are_it
     dm = _datamodule(tiny_config, test_input=test_input)
     model = LARA(**SMALL)
     fit_model(model, dm, 1, tmp_path)
-    t = dm.tables
+    t = dm.data
     items = np.flatnonzero(np.asarray(t.split("test").positives.sum(0)).ravel())   # the cold test items
     R = t.train.toarray()
     if test_input == "train_valid":   # test users are also their validation interactions
@@ -215,7 +215,7 @@ def test_item_to_users_is_generated_user_times_raw_counts_and_user_scores_are_it
 
 def test_train_valid_input_adds_validation_items_to_the_test_user_vectors(tiny_config):
     dm = _datamodule(tiny_config, test_input="train_valid")
-    t = dm.tables
+    t = dm.data
     assert np.allclose(t.profile_counts("test") - t.profile_counts("valid"),
                        (t.split("valid").positives > 0).toarray() @ t.attributes.matrix)
 
@@ -223,7 +223,7 @@ def test_train_valid_input_adds_validation_items_to_the_test_user_vectors(tiny_c
 @pytest.mark.slow
 def test_ranking_users_beats_chance(tiny_config):
     # a GAN on 60 users swings from round to round, so as a user would: select the round on the
-    # validation items (RecBole door), test on the other held-out items, over three item draws.
+    # validation items (RecBole's entry point), test on the other held-out items, over three item draws.
     # Slow (3 x 150 rounds, ~20 s on one idle core): LARA's mechanics (losses, D-then-G order, which
     # network each phase moves, the scoring formula, both entry points) have fast tests above; no
     # shorter run of this GAN on 60 users beat chance reliably enough to stand in for it.
@@ -234,7 +234,7 @@ def test_ranking_users_beats_chance(tiny_config):
         cfg = _config(tiny_config, epochs=150, stopping_step=150, g_learning_rate=1e-3, d_learning_rate=1e-3,
                       seed=seed)
         ours.append(recbole_ext.run_recbole(model="LARA", dataset="tiny", config_dict=cfg)["test_result"]["item_ndcg@10"])
-        t = _datamodule(tiny_config, seed=seed).tables
+        t = _datamodule(tiny_config, seed=seed).data
         rng = torch.Generator().manual_seed(seed)
         chance += [phase_item_metrics(t, "test", lambda items: torch.rand(len(items), t.n_users, generator=rng),
                                       [10])["item_ndcg@10"] for _ in range(10)]
@@ -263,10 +263,10 @@ def test_generator_that_ignores_the_attributes_is_reported(tiny_config, tmp_path
 
 
 def test_other_tables_are_refused():
-    from lightning_genrec import InteractionTables
+    from lightning_genrec import InteractionData
 
     with pytest.raises(ValueError, match="LARA needs item attributes"):
-        LARA(**SMALL).attach_data(InteractionTables.__new__(InteractionTables))
+        LARA(**SMALL).attach_data(InteractionData.__new__(InteractionData))
 
 
 def test_defaults_are_the_authors_settings():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from recbole.evaluator import Collector, Evaluator
 
-from lightning_genrec.data import InteractionTables
+from lightning_genrec.data import InteractionData
 from lightning_genrec.metrics import TopKMetrics, gini_index
 
 
@@ -73,23 +73,23 @@ def _recbole_result(config, train, loader, score_matrix):
 @pytest.mark.parametrize("phase", ["valid", "test"])
 def test_equals_recbole_evaluator_on_ml100k(ml100k, kind, phase):
     config, dataset, train, valid, test = ml100k
-    tables = InteractionTables.from_recbole(train, valid, test)
+    data = InteractionData.from_recbole(train, valid, test)
     g = torch.Generator().manual_seed(0)
-    n_users, n_items = tables.n_users, tables.n_items
+    n_users, n_items = data.n_users, data.n_items
     if kind == "random":
         s = torch.rand(n_users, n_items, generator=g)
     elif kind == "popular":  # many hits: exercises every rank position
-        s = torch.as_tensor(tables.item_counts, dtype=torch.float32) + torch.rand(n_users, n_items, generator=g)
+        s = torch.as_tensor(data.item_counts, dtype=torch.float32) + torch.rand(n_users, n_items, generator=g)
     else:  # coarse integer scores: many ties, the order is torch.topk's in both
         s = torch.randint(0, 5, (n_users, n_items), generator=g).float()
     expected = _recbole_result(config, train, valid if phase == "valid" else test, s)
 
-    ours = TopKMetrics(n_items, topk=config["topk"], item_counts=torch.as_tensor(tables.item_counts),
-                       n_train_users=tables.n_train_users)
-    split = tables.split(phase)
+    ours = TopKMetrics(n_items, topk=config["topk"], item_counts=torch.as_tensor(data.item_counts),
+                       n_train_users=data.n_train_users)
+    split = data.split(phase)
     for start in range(0, len(split.users), 300):  # several batches
         users = split.users[start:start + 300]
-        batch = tables.rows(users, phase)
+        batch = data.rows(users, phase)
         scores = s[torch.as_tensor(users)].masked_fill(batch["exclude"], -math.inf)
         scores[:, 0] = -math.inf
         ours.update(scores, batch["target"])

@@ -34,7 +34,7 @@ def _datamodule(name, tiny_config, **extra):
 
 def _model(name, dm):
     model = MODELS[name](**SMALL.get(name, {}))
-    model.attach_data(dm.tables)
+    model.attach_data(dm.data)
     return model
 
 
@@ -44,8 +44,8 @@ def _trainer(tmp_path, **kw):
 
 
 def _test_batch(dm):
-    users = dm.tables.split("test").users[:5]
-    return dm.tables.rows(users, "test")
+    users = dm.data.split("test").users[:5]
+    return dm.data.rows(users, "test")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -68,7 +68,7 @@ def test_checkpoint_round_trip_gives_identical_scores_and_metrics(name, tiny_con
     trainer.save_checkpoint(path)
     loaded = MODELS[name].load_from_checkpoint(path)
     assert dict(loaded.hparams) == dict(model.hparams)
-    loaded.attach_data(dm.tables)
+    loaded.attach_data(dm.data)
     model.eval(), loaded.eval()
     with torch.no_grad():
         assert torch.equal(model.score(_test_batch(dm)), loaded.score(_test_batch(dm)))   # the same arithmetic

@@ -91,11 +91,11 @@ def test_loss_is_multinomial_nll_plus_beta_kl_summed_per_user():
 def test_trains_over_users_one_row_each_per_epoch(tiny_config):
     dm = RecBoleDataModule("tiny", config_dict=tiny_config)
     dm.setup()
-    users = torch.cat([b["user"] for b in train_loader(dm.tables, batch_size=7)])
+    users = torch.cat([b["user"] for b in train_loader(dm.data, batch_size=7)])
     assert sorted(users.tolist()) == list(range(1, 61))       # 60 users, each once (0 is padding)
-    batch = next(iter(train_loader(dm.tables, batch_size=7)))
+    batch = next(iter(train_loader(dm.data, batch_size=7)))
     assert batch["input"].shape == (7, dm.n_items)
-    assert torch.equal(batch["input"].sum(1), torch.as_tensor(dm.tables.train[batch["user"].numpy()].sum(1)).view(-1))
+    assert torch.equal(batch["input"].sum(1), torch.as_tensor(dm.data.train[batch["user"].numpy()].sum(1)).view(-1))
 
 
 def test_loss_falls_and_ranking_beats_chance(tiny_config, tmp_path):

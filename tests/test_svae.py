@@ -1,4 +1,4 @@
-"""SVAE: the paper's loss, padding that changes nothing, RecBole's sequential data in both doors."""
+"""SVAE: the paper's loss, padding that changes nothing, RecBole's sequential data through both entry points."""
 import json
 import os
 import subprocess
@@ -113,7 +113,7 @@ def test_empty_history_is_scored_from_the_initial_state():
 def test_next_item_tables_rebuild_recboles_sequences(tiny_config, tiny_root):
     dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, MAX_ITEM_LIST_LENGTH=6))
     dm.setup()
-    t, ds = dm.tables, None
+    t, ds = dm.data, None
     assert t.form == "next_item"
     truth = _time_ordered_items(tiny_root)
     from recbole_ext.config import load_data
@@ -129,7 +129,7 @@ def test_next_item_tables_rebuild_recboles_sequences(tiny_config, tiny_root):
         assert t.valid.inputs[u].tolist() == ids[:-2][-6:]
     # training windows: every step of every training sequence exactly once, <= 6 steps each
     steps = {}
-    for w in t.train_units():
+    for w in t.train_examples():
         b = t.train_batch([w])
         u, n = int(b["user"][0]), int(b["length"][0])
         assert 1 <= n <= 6
@@ -141,11 +141,11 @@ def test_next_item_tables_rebuild_recboles_sequences(tiny_config, tiny_root):
 def test_training_window_carries_its_targets_past_its_end(tiny_config):
     dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, MAX_ITEM_LIST_LENGTH=4))
     dm.setup()
-    assert dm.tables.lookahead == 4                              # the config's next_k
-    SVAE(**SMALL, next_k=6).attach_data(dm.tables)                # a model that looks further widens it
-    first = dm.tables.train_batch([0])
+    assert dm.data.lookahead == 4                              # the config's next_k
+    SVAE(**SMALL, next_k=6).attach_data(dm.data)                # a model that looks further widens it
+    first = dm.data.train_batch([0])
     u = int(first["user"][0])
-    full = dm.tables.train[u]
+    full = dm.data.train[u]
     assert first["length"].item() == 4
     assert first["seq"][0].tolist() == full[:10].tolist()         # 4 inputs + 6 targets beyond the window
 
@@ -157,7 +157,7 @@ def test_block_form_is_mvaes_split_in_time_order(tiny_config):
     seq.setup()
     flat = RecBoleDataModule("tiny", model="MVAE", config_dict=cfg)
     flat.setup()
-    s, m = seq.tables, flat.tables
+    s, m = seq.data, flat.data
     assert s.form == "block" and seq.config["MODEL_TYPE"].name == "GENERAL"
     for phase in ("valid", "test"):
         a, b = s.split(phase), m.split(phase)
@@ -173,7 +173,7 @@ def test_block_form_is_mvaes_split_in_time_order(tiny_config):
     ordered = [int(ds.token2id(ds.iid_field, i)) for i in _time_ordered_items(seq.config["data_path"].rsplit("/", 1)[0])[token]]
     n_input = len(s.train[u]) + len(s._valid_seqs[u])
     assert s.test.inputs[u].tolist() == ordered[:n_input] and n_input < len(ordered)
-    assert set(flat.tables.rows([u], "test")["input"][0].nonzero().view(-1).tolist()) == set(s.test.inputs[u].tolist())
+    assert set(flat.data.rows([u], "test")["input"][0].nonzero().view(-1).tolist()) == set(s.test.inputs[u].tolist())
 
 
 def test_sequences_follow_timestamps_not_file_order(tmp_path, tiny_config):
@@ -195,12 +195,12 @@ def test_sequences_follow_timestamps_not_file_order(tmp_path, tiny_config):
         mine = [r for r in reversed(rows) if r[0] == f"u{u}"]
         expected = [i for _, i, _ in sorted(mine, key=lambda r: r[2])]       # stable: ties keep file order
         uid = int(ds.token2id(ds.uid_field, f"u{u}"))
-        got = [ds.id2token(ds.iid_field, i) for i in dm.tables.train[uid]]
+        got = [ds.id2token(ds.iid_field, i) for i in dm.data.train[uid]]
         assert got == expected[:-2]
-        assert ds.id2token(ds.iid_field, int(dm.tables.test.positives[uid].indices[0])) == expected[-1]
+        assert ds.id2token(ds.iid_field, int(dm.data.test.positives[uid].indices[0])) == expected[-1]
 
 
-# -- both doors ----------------------------------------------------------------------------
+# -- both entry points ----------------------------------------------------------------------------
 
 def test_block_form_gives_the_same_numbers_through_both_entry_points(tiny_config):
     # (the next-item form, SVAE's default, is in test_models.py's contract)
@@ -229,14 +229,14 @@ def test_recboles_own_run_recbole_runs_svae_as_a_sequential_model(tiny_config):
 def test_exclude_history_masks_every_seen_item(tiny_config):
     dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, exclude_history=True))
     dm.setup()
-    t = dm.tables
+    t = dm.data
     u = int(t.test.users[0])
     excluded = set(t.test.exclude[u].indices)
     assert excluded == set(t.train[u].tolist()) | set(t.test.inputs[u].tolist())
     assert not excluded & set(t.test.positives[u].indices)
     plain = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config))
     plain.setup()
-    assert "exclude" not in plain.tables.rows([u], "test")      # RecBole's sequential rule: nothing excluded
+    assert "exclude" not in plain.data.rows([u], "test")      # RecBole's sequential rule: nothing excluded
 
 
 def test_lightning_training_logs_the_kl_weight(tiny_config):

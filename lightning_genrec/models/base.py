@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
-from lightning_genrec.data import InteractionTables
+from lightning_genrec.data import InteractionData
 from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, int_list, integer, number, resolve,
                                       sized_from_data)
 from lightning_genrec.item_ranking import phase_item_metrics, scores_from_users
@@ -53,12 +53,12 @@ class GenRecModule(pl.LightningModule):
     """Base LightningModule for the generative recommenders.
 
     Class attributes a model may override:
-        tables_class: the data form it trains on (``InteractionTables``: one row per user).
+        data_class: the data form it trains on (``InteractionData``: one row per user).
         sequential: ``True`` for models that read each user's interactions in time order
             (RecBole then builds its sequential dataset for leave-one-out splits).
     """
 
-    tables_class = InteractionTables
+    data_class = InteractionData
     sequential = False
     #: also rank users for each item (``item_precision@K``, ``item_ndcg@K``, ``item_map@K`` from
     #: :mod:`lightning_genrec.item_ranking`) whenever a phase is evaluated; RecBole's config key
@@ -79,7 +79,7 @@ class GenRecModule(pl.LightningModule):
         self.save_hyperparameters(self.resolve_hparams(hparams))
         self.val_metrics: TopKMetrics | None = None
         self.test_metrics: TopKMetrics | None = None
-        self._tables = None
+        self._data = None
 
     # -- to implement -------------------------------------------------------
     def build(self) -> None:
@@ -111,32 +111,32 @@ class GenRecModule(pl.LightningModule):
     def is_built(self) -> bool:
         return self.hparams.get("n_items") is not None and any(True for _ in self.parameters())
 
-    def attach_data(self, tables) -> None:
-        """Size the model from ``tables`` (if not yet) and set up the metrics' item statistics."""
+    def attach_data(self, data) -> None:
+        """Size the model from ``data`` (if not yet) and set up the metrics' item statistics."""
         n_items = self.hparams.get("n_items")
         if n_items is None:
-            self.hparams.n_items = tables.n_items
+            self.hparams.n_items = data.n_items
             self.build()
-        elif n_items != tables.n_items:
+        elif n_items != data.n_items:
             raise ValueError(f"{type(self).__name__} was built for {n_items} items but the data has "
-                             f"{tables.n_items}; build the model for this dataset (n_items=None sizes it).")
-        self._tables = tables
-        counts = torch.as_tensor(tables.item_counts)
+                             f"{data.n_items}; build the model for this dataset (n_items=None sizes it).")
+        self._data = data
+        counts = torch.as_tensor(data.item_counts)
         topk = list(self.hparams.topk)
-        self.val_metrics = TopKMetrics(tables.n_items, topk, counts, tables.n_train_users)
-        self.test_metrics = TopKMetrics(tables.n_items, topk, counts, tables.n_train_users)
+        self.val_metrics = TopKMetrics(data.n_items, topk, counts, data.n_train_users)
+        self.test_metrics = TopKMetrics(data.n_items, topk, counts, data.n_train_users)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        tables = getattr(dm, "tables", None)
-        if tables is not None:
-            self.attach_data(tables)
+        data = getattr(dm, "data", None)
+        if data is not None:
+            self.attach_data(data)
         if not self.is_built:
             raise RuntimeError(f"{type(self).__name__} does not know the number of items: pass n_items=... "
                                "or train with a RecBoleDataModule.")
         if stage in ("validate", "test") and self.val_metrics is None:
             raise RuntimeError("evaluation needs the training statistics: use a RecBoleDataModule or call "
-                               "model.attach_data(tables) first.")
+                               "model.attach_data(data) first.")
 
     # -- training helpers ------------------------------------------------------
     def check_finite(self, loss: torch.Tensor) -> None:
@@ -170,7 +170,7 @@ class GenRecModule(pl.LightningModule):
         ``phase``.  Default: the user -> item scores of all users, transposed."""
         def score(batch):
             return self.score({k: v.to(self.device) for k, v in batch.items()})
-        return scores_from_users(score, self._tables, phase)(items)
+        return scores_from_users(score, self._data, phase)(items)
 
     @torch.no_grad()
     def item_results(self, phase: str) -> dict[str, float]:
@@ -178,10 +178,10 @@ class GenRecModule(pl.LightningModule):
         if self.sequential:
             raise RuntimeError(f"{type(self).__name__} scores the next item of a sequence; item -> users metrics "
                                "are for general models (set item_metrics: false).")
-        if self._tables is None:
+        if self._data is None:
             raise RuntimeError("item -> users metrics need the evaluation data: use a RecBoleDataModule or call "
-                               "model.attach_data(tables) first.")
-        return phase_item_metrics(self._tables, phase, lambda items: self.item_user_scores(items, phase),
+                               "model.attach_data(data) first.")
+        return phase_item_metrics(self._data, phase, lambda items: self.item_user_scores(items, phase),
                                   self.hparams.topk)
 
     def _log_metrics(self, metrics: TopKMetrics, prefix: str) -> None:

@@ -54,7 +54,7 @@ from torch import nn
 
 from lightning_genrec.hparams import choice, integer, number, sized_from_data, with_default
 from lightning_genrec.models.base import N_ITEMS, TOPK
-from lightning_genrec.models.gan import GANCollapseError, RoundGAN, RoundTables
+from lightning_genrec.models.gan import GANCollapseError, RoundGAN, RoundData
 
 MODES = ("user", "item")
 
@@ -173,16 +173,16 @@ class CFGAN(RoundGAN):
         self.discriminator = Discriminator(self.width, h.d_hidden_size, h.d_layers)
         self.register_d_wins()
 
-    def attach_data(self, tables) -> None:
+    def attach_data(self, data) -> None:
         h = self.hparams
         if h.n_users is None:
-            h.n_users = tables.n_users
+            h.n_users = data.n_users
             if h.mode == "item" and h.n_items is not None and self.generator is None:
                 self.build()
-        elif h.mode == "item" and h.n_users != tables.n_users:
+        elif h.mode == "item" and h.n_users != data.n_users:
             raise ValueError(f"CFGAN (item mode) was built for {h.n_users} users but the data has "
-                             f"{tables.n_users}; build it for this dataset (n_users=None sizes it).")
-        super().attach_data(tables)
+                             f"{data.n_users}; build it for this dataset (n_users=None sizes it).")
+        super().attach_data(data)
         self._cache = {}
 
     def _matrix(self) -> torch.Tensor:
@@ -190,10 +190,10 @@ class CFGAN(RoundGAN):
         item mode, every id (RecBole's padding id 0 included: an all-zero row)."""
         cached = self._cache.get("matrix")
         if cached is None or cached.device != self.device:
-            if self._tables is None:
+            if self._data is None:
                 raise RuntimeError("CFGAN needs its training data: use a RecBoleDataModule or call "
-                                   "model.attach_data(tables) first.")
-            m = self._tables.train if self.hparams.mode == "user" else self._tables.train.T.tocsr()
+                                   "model.attach_data(data) first.")
+            m = self._data.train if self.hparams.mode == "user" else self._data.train.T.tocsr()
             cached = torch.from_numpy(m.toarray()).float().to(self.device)
             self._cache["matrix"] = cached
         return cached
@@ -273,4 +273,4 @@ class CFGAN(RoundGAN):
         self._cache.pop("item_key", None)
 
 
-__all__ = ["CFGAN", "Discriminator", "GANCollapseError", "Generator", "RoundTables", "sample_unobserved"]
+__all__ = ["CFGAN", "Discriminator", "GANCollapseError", "Generator", "RoundData", "sample_unobserved"]

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.content import ContentTables
+from lightning_genrec.content import ContentData
 from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.hparams import choice, int_list, integer, number, sized_from_data, with_default
 from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, VAEModule
@@ -158,11 +158,11 @@ class CVAE(VAEModule):
 
     Trains on items: each epoch is one pass of content-VAE minibatches over the items that
     have training interactions, then one ALS sweep of U and V on the whole training matrix.
-    The data form is :class:`~lightning_genrec.content.ContentTables` (item content from the
+    The data form is :class:`~lightning_genrec.content.ContentData` (item content from the
     config's ``content_fields``, ``content_min_count``).
     """
 
-    tables_class = ContentTables
+    data_class = ContentData
 
     HYPERPARAMETERS = (
         N_ITEMS,
@@ -215,11 +215,11 @@ class CVAE(VAEModule):
         self.register_buffer("progress", torch.zeros(2, dtype=torch.bool))   # [pretrained, factors ready]
         self.register_buffer("sweeps", torch.zeros((), dtype=torch.long))    # epochs whose ALS sweep ran
 
-    def attach_data(self, tables) -> None:
-        if not isinstance(tables, ContentTables):
+    def attach_data(self, data) -> None:
+        if not isinstance(data, ContentData):
             raise ValueError("CVAE needs item content: build its data with RecBoleDataModule(model='CVAE') "
-                             "(ContentTables), not the interaction-only tables of another model.")
-        width = tables.content.dim
+                             "(ContentData), not the interaction-only data of another model.")
+        width = data.content.dim
         if self.hparams.n_content is None:
             self.hparams.n_content = width
             if self.hparams.n_items is not None:
@@ -227,31 +227,31 @@ class CVAE(VAEModule):
         elif self.hparams.n_content != width:
             raise ValueError(f"CVAE was built for {self.hparams.n_content} content columns but the data has "
                              f"{width}; use the same content_fields / content_min_count, or n_content=None.")
-        super().attach_data(tables)
+        super().attach_data(data)
         self._cache = {}
         self.rated.zero_()
-        self.rated[torch.from_numpy(tables.train_items())] = True
+        self.rated[torch.from_numpy(data.train_items())] = True
 
     # -- data on the model's device ----------------------------------------------
     def _content(self) -> torch.Tensor:
         cached = self._cache.get("content")
         if cached is None or cached.device != self.device or cached.dtype != self.net.mu.weight.dtype:
             dtype = self.net.mu.weight.dtype
-            self._cache["content"] = torch.from_numpy(self._tables.content.matrix).to(self.device, dtype)
+            self._cache["content"] = torch.from_numpy(self._data.content.matrix).to(self.device, dtype)
         return self._cache["content"]
 
     def _train_matrix(self) -> torch.Tensor:
         if "R" not in self._cache or self._cache["R"].device != self.device:
-            coo = self._tables.train.tocoo()
+            coo = self._data.train.tocoo()
             index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
             self._cache["R"] = torch.sparse_coo_tensor(index, torch.ones(coo.nnz, dtype=torch.float64),
                                                        coo.shape, check_invariants=True).coalesce().to(self.device)
         return self._cache["R"]
 
     def _require_data(self, what: str) -> None:
-        if self._tables is None:
+        if self._data is None:
             raise RuntimeError(f"CVAE {what} needs its training data: use a RecBoleDataModule(model='CVAE') or "
-                               "call model.attach_data(tables) first.")
+                               "call model.attach_data(data) first.")
 
     # -- the collaborative part ---------------------------------------------------
     @torch.no_grad()
@@ -301,7 +301,7 @@ class CVAE(VAEModule):
         self._require_data("pretrain")
         h = self.hparams
         X = self._content()
-        items = torch.from_numpy(self._tables.train_items())
+        items = torch.from_numpy(self._data.train_items())
         g = torch.Generator().manual_seed(torch.initial_seed() % (2 ** 63))
         opt = torch.optim.Adam(self.net.parameters(), lr=h.learning_rate)
         with torch.enable_grad():

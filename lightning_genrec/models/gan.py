@@ -6,7 +6,7 @@ fixed), then a generator phase (``g_steps`` passes, one step of G's optimizer ea
 held fixed).  A phase reads the whole training data, so one round is one Lightning
 ``training_step`` with manual optimization (two optimizers, as in Lightning's GAN
 example), and one Lightning epoch is one round: the loader serves a single placeholder
-batch per epoch (:class:`RoundTables`).  Each GAN's ``training_step`` spells out its two
+batch per epoch (:class:`RoundData`).  Each GAN's ``training_step`` spells out its two
 phases; the small helpers here draw the round's minibatches, take one optimizer step
 and stop a collapsed GAN instead of evaluating it.
 """
@@ -17,20 +17,20 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lightning_genrec.data import InteractionTables
+from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import GANCollapseError
 from lightning_genrec.models.base import GenRecModule
 
 
-class RoundTables(InteractionTables):
-    """:class:`~lightning_genrec.data.InteractionTables` whose training epoch is one unit: a
+class RoundData(InteractionData):
+    """:class:`~lightning_genrec.data.InteractionData` whose training epoch is one unit: a
     GAN round, which reads the whole training data (the model draws its own minibatches)."""
 
-    def train_units(self) -> np.ndarray:
+    def train_examples(self) -> np.ndarray:
         return np.zeros(1, dtype=np.int64)
 
-    def train_batch(self, units) -> dict[str, torch.Tensor]:
-        return {"round": torch.as_tensor(np.asarray(units, dtype=np.int64))}
+    def train_batch(self, examples) -> dict[str, torch.Tensor]:
+        return {"round": torch.as_tensor(np.asarray(examples, dtype=np.int64))}
 
 
 class RoundGAN(GenRecModule):
@@ -40,7 +40,7 @@ class RoundGAN(GenRecModule):
     ``d_wins`` buffer (:meth:`register_d_wins`); its hparams include ``collapse_d_loss`` and
     ``collapse_patience``."""
 
-    tables_class = RoundTables
+    data_class = RoundData
 
     def register_d_wins(self) -> None:
         self.register_buffer("d_wins", torch.zeros((), dtype=torch.long))   # rounds in a row D has won outright
@@ -108,4 +108,4 @@ class RoundGAN(GenRecModule):
                 "seed or smaller learning rates.")
 
 
-__all__ = ["GANCollapseError", "RoundGAN", "RoundTables"]
+__all__ = ["GANCollapseError", "RoundGAN", "RoundData"]

@@ -69,7 +69,7 @@ from torch import nn
 from lightning_genrec.content import ItemContent, MissingContentError, item_content
 from lightning_genrec.hparams import integer, names, number, sized_from_data
 from lightning_genrec.models.base import N_ITEMS, TOPK
-from lightning_genrec.models.gan import RoundGAN, RoundTables
+from lightning_genrec.models.gan import RoundGAN, RoundData
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,12 @@ def attribute_fields_tuple(value) -> tuple[str, ...]:
 
 
 @dataclass
-class AttributeTables(RoundTables):
-    """:class:`~lightning_genrec.models.gan.RoundTables` plus binary item attributes (I, A)
+class AttributeData(RoundData):
+    """:class:`~lightning_genrec.models.gan.RoundData` plus binary item attributes (I, A)
     from the ``attribute_fields`` token / token_seq item fields (a token is an attribute if a
     training item carries it).  Evaluation rows are the users' rows, as for MVAE."""
 
-    SETTINGS = RoundTables.SETTINGS + (
+    SETTINGS = RoundData.SETTINGS + (
         names("attribute_fields", DEFAULT_ATTRIBUTE_FIELDS, ".item token / token_seq fields whose tokens are the "
                                                             "binary attributes."),
     )
@@ -99,24 +99,24 @@ class AttributeTables(RoundTables):
 
     @classmethod
     def from_train_dataset(cls, dataset, test_input: str = "train", attribute_fields=DEFAULT_ATTRIBUTE_FIELDS,
-                           model: str = "LARA") -> "AttributeTables":
+                           model: str = "LARA") -> "AttributeData":
         """``attribute_fields``: see :attr:`SETTINGS`; ``model`` names the model in messages."""
-        tables = super().from_train_dataset(dataset, test_input)
+        data = super().from_train_dataset(dataset, test_input)
         fields = attribute_fields_tuple(attribute_fields)
         wrong = [f"{f} ({dataset.field2type[f].value})" for f in fields
                  if f in dataset.field2type and dataset.field2type[f].value not in ("token", "token_seq")]
         if wrong:
             raise MissingContentError(f"{model}: attribute_fields must be token or token_seq item fields; "
                                       f"{', '.join(wrong)} cannot be binary attributes.")
-        trained = tables.train_items()
-        tables.attributes = item_content(dataset, fields, trained, 1, model=model)
-        no_attr = trained[~tables.has_attributes()[trained]]
-        tables.skipped_items = len(no_attr)
+        trained = data.train_items()
+        data.attributes = item_content(dataset, fields, trained, 1, model=model)
+        no_attr = trained[~data.has_attributes()[trained]]
+        data.skipped_items = len(no_attr)
         if len(no_attr):
-            n_inter = int(tables.item_counts[no_attr].sum())
+            n_inter = int(data.item_counts[no_attr].sum())
             log.warning(f"{model}: {len(no_attr)} training item(s) have none of the attributes "
                         f"({', '.join(fields)}); they and their {n_inter} interaction(s) are skipped in training.")
-        return tables
+        return data
 
     @property
     def n_attributes(self) -> int:
@@ -239,7 +239,7 @@ class LARA(RoundGAN):
     """LARA (Sun et al., WSDM 2020) as a LightningModule with manual optimization.
     """
 
-    tables_class = AttributeTables
+    data_class = AttributeData
     item_metrics = True
 
     HYPERPARAMETERS = (
@@ -275,29 +275,29 @@ class LARA(RoundGAN):
         self.discriminator = Discriminator(h.n_attributes, h.attribute_dim, h.hidden_size)
         self.register_d_wins()
 
-    def attach_data(self, tables) -> None:
-        if not isinstance(tables, AttributeTables):
+    def attach_data(self, data) -> None:
+        if not isinstance(data, AttributeData):
             raise ValueError("LARA needs item attributes: build its data with RecBoleDataModule(model='LARA') "
-                             "(AttributeTables), not the interaction-only tables of another model.")
+                             "(AttributeData), not the interaction-only data of another model.")
         h = self.hparams
         if h.n_attributes is None:
-            h.n_attributes = tables.n_attributes
+            h.n_attributes = data.n_attributes
             if h.n_items is not None:
                 self.build()
-        elif h.n_attributes != tables.n_attributes:
+        elif h.n_attributes != data.n_attributes:
             raise ValueError(f"LARA was built for {h.n_attributes} attributes but the data has "
-                             f"{tables.n_attributes}; use the same attribute_fields, or n_attributes=None.")
-        super().attach_data(tables)
+                             f"{data.n_attributes}; use the same attribute_fields, or n_attributes=None.")
+        super().attach_data(data)
         self._cache = {}
 
     # -- data on the model's device ------------------------------------------------------------
-    def _data(self) -> dict[str, torch.Tensor]:
+    def _arrays(self) -> dict[str, torch.Tensor]:
         d = self._cache.get("data")
         if d is None or d["codes"].device != self.device:
-            t = self._tables
+            t = self._data
             if t is None:
                 raise RuntimeError("LARA needs its training data: use a RecBoleDataModule or call "
-                                   "model.attach_data(tables) first.")
+                                   "model.attach_data(data) first.")
             attrs = torch.from_numpy(t.attributes.matrix)
             counts = torch.from_numpy(t.profile_counts())
             users, items = t.pairs()
@@ -325,13 +325,13 @@ class LARA(RoundGAN):
         G's passes, over the training (user, item) pairs."""
         h = self.hparams
         opt_g, opt_d = self.optimizers()
-        d = self._data()
+        d = self._arrays()
         users, items, codes, profiles = d["users"], d["items"], d["codes"], d["profiles"]
         if len(items) == 0:
             raise RuntimeError("LARA has no training pair: no item with training interactions carries any of the "
                                "attributes. Check attribute_fields.")
         g = self.round_generator()
-        neg, neg_ok = sample_non_interacting(items, d["candidates"], d["keys"], self._tables.n_items, g)
+        neg, neg_ok = sample_non_interacting(items, d["candidates"], d["keys"], self._data.n_items, g)
 
         # discriminator: (item, its user) real; (item, G's user) and (item, a non-interacting user) fake
         self.toggle_optimizer(opt_d)
@@ -360,7 +360,7 @@ class LARA(RoundGAN):
     # -- scoring ---------------------------------------------------------------------------------------
     def generated_users(self, items: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """(C, A) generated users G(a) of ``items`` (default: every item id)."""
-        codes = self._data()["codes"]
+        codes = self._arrays()["codes"]
         if items is not None:
             codes = codes[torch.as_tensor(items, dtype=torch.long, device=codes.device)]
         return self.generator(codes)
@@ -368,14 +368,14 @@ class LARA(RoundGAN):
     def score(self, batch):
         """User -> item: each user's raw attribute counts (from the batch's input rows) times every
         item's generated user."""
-        counts = batch["input"].float() @ self._data()["attrs"]                 # (B, A)
+        counts = batch["input"].float() @ self._arrays()["attrs"]                 # (B, A)
         return counts @ self.generated_users().T                               # (B, I)
 
     def item_user_scores(self, items: np.ndarray, phase: str) -> torch.Tensor:
         """Item -> users: G(a) of each item times every user's raw attribute counts, (C, U)."""
-        counts = torch.from_numpy(self._tables.profile_counts(phase)).to(self.device)   # (U, A), cheap
+        counts = torch.from_numpy(self._data.profile_counts(phase)).to(self.device)   # (U, A), cheap
         return self.generated_users(items) @ counts.T
 
 
-__all__ = ["LARA", "AttributeTables", "Discriminator", "Generator", "attribute_codes", "attribute_fields_tuple",
+__all__ = ["LARA", "AttributeData", "Discriminator", "Generator", "attribute_codes", "attribute_fields_tuple",
            "d_loss_fn", "embed_attributes", "g_loss_fn", "sample_non_interacting"]

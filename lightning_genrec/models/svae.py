@@ -44,7 +44,7 @@ from torch import nn
 
 from lightning_genrec.hparams import integer, with_default
 from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
-from lightning_genrec.sequences import SequenceTables
+from lightning_genrec.sequences import SequenceData
 
 
 class SeqVAE(nn.Module):
@@ -120,11 +120,11 @@ def svae_loss(logits, mu, logvar, targets, length, k: int, beta: float):
 class SVAE(VAEModule):
     """SVAE as a LightningModule.
 
-    Trains on :class:`~lightning_genrec.sequences.SequenceTables`: padded windows of
+    Trains on :class:`~lightning_genrec.sequences.SequenceData`: padded windows of
     each user's time-ordered history (``train_batch_size`` windows a batch).
     """
 
-    tables_class = SequenceTables
+    data_class = SequenceData
     sequential = True
 
     HYPERPARAMETERS = (
@@ -150,10 +150,10 @@ class SVAE(VAEModule):
         h = self.hparams
         self.net = SeqVAE(h.n_items, h.embedding_size, h.rnn_size, h.hidden_size, h.latent_dimension)
 
-    def attach_data(self, tables) -> None:
-        super().attach_data(tables)
-        if hasattr(tables, "lookahead"):   # training windows must carry k targets past their end
-            tables.lookahead = max(tables.lookahead, self.hparams.next_k)
+    def attach_data(self, data) -> None:
+        super().attach_data(data)
+        if hasattr(data, "lookahead"):   # training windows must carry k targets past their end
+            data.lookahead = max(data.lookahead, self.hparams.next_k)
 
     def forward(self, seq: torch.Tensor):
         return self.net(seq)

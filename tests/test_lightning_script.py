@@ -1,4 +1,4 @@
-"""Lightning's door: DataModule + model + Trainer; DDP gives the single-process numbers."""
+"""A Lightning script: DataModule + model + Trainer; DDP gives the single-process numbers."""
 import json
 import os
 import re
@@ -29,10 +29,10 @@ def test_shard_sampler_splits_without_padding():
 def test_datamodule_serves_recboles_split(tiny_config):
     dm = RecBoleDataModule("tiny", config_dict=tiny_config)
     dm.setup()
-    valid, test = dm.tables.valid, dm.tables.test
+    valid, test = dm.data.valid, dm.data.test
     # test ranks exclude the training *and* validation items, as RecBole's full-sort loader does
     u = int(test.users[0])
-    train_items = set(dm.tables.train[u].indices)
+    train_items = set(dm.data.train[u].indices)
     assert set(valid.positives[u].indices) <= set(test.exclude[u].indices)
     assert train_items <= set(test.exclude[u].indices)
     assert not set(test.positives[u].indices) & set(test.exclude[u].indices)

@@ -1,5 +1,5 @@
-"""RecBole's door: run_recbole, YAML defaults, command line, checkpoints, errors, and
-the same numbers as the Lightning door."""
+"""RecBole's entry point: run_recbole, YAML defaults, command line, checkpoints, errors, and
+the same numbers as a Lightning script."""
 import glob
 import os
 import subprocess
