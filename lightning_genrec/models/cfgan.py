@@ -54,7 +54,7 @@ from torch import nn
 
 from lightning_genrec.hparams import choice, integer, number, sized_from_data, with_default
 from lightning_genrec.models.base import N_ITEMS, TOPK
-from lightning_genrec.models.gan import GANCollapseError, RoundGAN, RoundData
+from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, GANCollapseError, RoundData, RoundGAN
 
 MODES = ("user", "item")
 
@@ -134,16 +134,15 @@ class CFGAN(RoundGAN):
         number("pm_ratio", 0.7, "share of each row's unobserved entries drawn for partial masking, per round.",
                high=1.0),
         number("zr_coefficient", 0.03, "alpha: weight of the zero-reconstruction term in G's loss."),
-        number("g_learning_rate", 1e-4, "generator Adam step size.", low_open=True),
-        number("d_learning_rate", 1e-4, "discriminator Adam step size.", low_open=True),
+        G_LEARNING_RATE,
+        D_LEARNING_RATE,
         number("g_reg_weight", 0.001, "L2 weight on the generator (times ||theta||^2 / 2)."),
         number("d_reg_weight", 0.0, "L2 weight on the discriminator."),
         integer("g_batch_size", 32, "rows per generator minibatch."),
         integer("d_batch_size", 64, "rows per discriminator minibatch."),
         integer("g_steps", 4, "generator passes over the rows per round."),
         integer("d_steps", 2, "discriminator passes over the rows per round (they come first)."),
-        number("collapse_d_loss", 1e-3, "a round-mean discriminator loss below this counts as D winning outright."),
-        integer("collapse_patience", 5, "such rounds in a row before training stops as collapsed."),
+        *COLLAPSE,
         with_default(TOPK, [5, 20]),
     )
 

@@ -19,7 +19,16 @@ import torch
 
 from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import GANCollapseError
+from lightning_genrec.hparams import integer, number
 from lightning_genrec.models.base import GenRecModule
+
+# settings both GANs have, declared once
+G_LEARNING_RATE = number("g_learning_rate", 1e-4, "generator Adam step size.", low_open=True)
+D_LEARNING_RATE = number("d_learning_rate", 1e-4, "discriminator Adam step size.", low_open=True)
+COLLAPSE = (
+    number("collapse_d_loss", 1e-3, "a round-mean discriminator loss below this counts as D winning outright."),
+    integer("collapse_patience", 5, "such rounds in a row before training stops as collapsed."),
+)
 
 
 class RoundData(InteractionData):

@@ -67,9 +67,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.content import ItemContent, MissingContentError, item_content
-from lightning_genrec.hparams import integer, names, number, sized_from_data
+from lightning_genrec.hparams import integer, names, sized_from_data
 from lightning_genrec.models.base import N_ITEMS, TOPK
-from lightning_genrec.models.gan import RoundGAN, RoundData
+from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, RoundData, RoundGAN
 
 log = logging.getLogger(__name__)
 
@@ -247,13 +247,12 @@ class LARA(RoundGAN):
         sized_from_data("n_attributes", "number of binary item attributes A."),
         integer("attribute_dim", 5, "size of each attribute-value embedding (present / absent each have one)."),
         integer("hidden_size", 100, "units of each of the two tanh hidden layers of G and of D."),
-        number("g_learning_rate", 1e-4, "generator Adam step size.", low_open=True),
-        number("d_learning_rate", 1e-4, "discriminator Adam step size.", low_open=True),
+        G_LEARNING_RATE,
+        D_LEARNING_RATE,
         integer("batch_size", 1024, "training (user, item) pairs per minibatch."),
         integer("d_steps", 1, "discriminator passes over the training pairs per round (they come first)."),
         integer("g_steps", 1, "generator passes over the training pairs per round."),
-        number("collapse_d_loss", 1e-3, "a round-mean discriminator loss below this counts as D winning outright."),
-        integer("collapse_patience", 5, "such rounds in a row before training stops as collapsed."),
+        *COLLAPSE,
         TOPK,
     )
 
