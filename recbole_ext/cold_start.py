@@ -15,14 +15,8 @@ held-out items, only those items (``cold_item_rank: cold``): every other item
 is added to the user's excluded history.  ``cold_item_rank: all`` ranks every
 item except the user's history instead.
 
-Config keys (any general model; off unless ``cold_item_split`` is true):
-
-========================= ========= ==========================================================
-``cold_item_split``       ``false`` ``true``: use this protocol instead of ``eval_args.split``
-``cold_item_ratio``       ``0.2``   share of items held out entirely, in (0, 1)
-``cold_item_valid_ratio`` ``0.5``   share of the held-out items whose interactions validate
-``cold_item_rank``        ``cold``  ``cold``: rank only the phase's held-out items; ``all``: every item
-========================= ========= ==========================================================
+Config keys (any general model; off unless ``cold_item_split`` is true): see
+:data:`COLD_ITEM_SETTINGS` (the README's table is written from it).
 
 ``eval_args.split``, ``order`` and ``group_by`` are not used while the
 protocol is on; ``eval_args.mode`` must be ``full`` (only RecBole's full-sort
@@ -44,36 +38,29 @@ from recbole.data.dataset import Dataset
 from recbole.utils import ModelType
 
 from lightning_genrec.errors import ConfigError
+from lightning_genrec.hparams import choice, flag, number
 
 RANK_MODES = ("cold", "all")
-DEFAULT_RATIO = 0.2
-DEFAULT_VALID_RATIO = 0.5
-
-
-def _share(name, value, default, what):
-    value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ConfigError(f"{name}={value!r}: must be in (0, 1): {what}.")
-    return float(value)
+#: the protocol's config keys, declared once
+COLD_ITEM_SETTINGS = (
+    flag("cold_item_split", False, "true: hold out whole items instead of RecBole's eval_args split."),
+    number("cold_item_ratio", 0.2, "share of the items held out entirely (seeded by seed).", low_open=True,
+           high=1.0, high_open=True),
+    number("cold_item_valid_ratio", 0.5, "share of the held-out items whose interactions validate (the rest "
+                                         "test).", low_open=True, high=1.0, high_open=True),
+    choice("cold_item_rank", "cold", RANK_MODES, "cold: rank only the phase's held-out items; all: every item "
+                                                 "but the user's history."),
+)
 
 
 def cold_item_settings(config) -> tuple[float, float, str] | None:
     """``(ratio, valid_ratio, rank)`` when ``cold_item_split`` is on, else ``None``; raises
     :class:`~recbole_ext.config.ConfigError` for an invalid setting (before any data loads
     when called from :func:`recbole_ext.config.make_config`)."""
-    switch = config["cold_item_split"]
-    if switch in (None, False):
+    switch, ratio, valid, rank = (h.default if config[h.name] is None else h.check(config[h.name])
+                                  for h in COLD_ITEM_SETTINGS)
+    if not switch:
         return None
-    if switch is not True:
-        raise ConfigError(f"cold_item_split={switch!r}: use true (hold out whole items) or false.")
-    ratio = _share("cold_item_ratio", config["cold_item_ratio"], DEFAULT_RATIO,
-                   "the share of the items held out entirely (default 0.2)")
-    valid = _share("cold_item_valid_ratio", config["cold_item_valid_ratio"], DEFAULT_VALID_RATIO,
-                   "the share of the held-out items whose interactions validate (the rest test; default 0.5)")
-    rank = config["cold_item_rank"] or "cold"
-    if rank not in RANK_MODES:
-        raise ConfigError(f"cold_item_rank={rank!r}: use 'cold' (rank only the held-out items) or 'all' "
-                          "(rank every item).")
     model_type = config["MODEL_TYPE"]
     if model_type not in (ModelType.GENERAL, ModelType.TRADITIONAL):
         raise ConfigError(f"the cold-start item protocol (cold_item_split) is for general models; {config['model']} "

@@ -20,6 +20,7 @@ import sys
 
 from lightning_genrec.hparams import Hyperparameter
 from lightning_genrec.models import MODELS, GenRecModule
+from recbole_ext.cold_start import COLD_ITEM_SETTINGS
 from recbole_ext.config import config_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,14 +57,22 @@ def yaml_block(cls: type[GenRecModule]) -> str:
     return "\n".join(lines)
 
 
-def markdown_block(cls: type[GenRecModule]) -> str:
-    """The README's table of a model's settings, markers included."""
-    name = cls.__name__
+#: settings of the protocols (not of one model) that the README tabulates
+PROTOCOLS = {"cold-start item protocol": COLD_ITEM_SETTINGS}
+
+
+def markdown_table(name: str, specs) -> str:
+    """The README's table of ``specs`` under ``name``, markers included."""
     lines = [MD_START.format(name=name), "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
-    for h in settings(cls):
+    for h in specs:
         lines.append(f"| `{h.name}` | `{yaml_value(h.default)}` | {h.allowed()} | {h.meaning} |")
     lines += ["", MD_END.format(name=name)]
     return "\n".join(lines)
+
+
+def markdown_block(cls: type[GenRecModule]) -> str:
+    """The README's table of a model's settings, markers included."""
+    return markdown_table(cls.__name__, settings(cls))
 
 
 def _replace(text: str, block: str, where: str) -> str:
@@ -87,6 +96,8 @@ def rendered() -> dict[str, str]:
     text = open(README, encoding="utf-8").read()
     for name, cls in MODELS.items():
         text = _replace(text, markdown_block(cls), README)
+    for name, specs in PROTOCOLS.items():
+        text = _replace(text, markdown_table(name, specs), README)
     out[README] = text
     return out
 
