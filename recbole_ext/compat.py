@@ -2,8 +2,8 @@
 
 Each fix is narrow, idempotent and keyed to an item of ``shared/RECBOLE_NOTES.md``;
 ``tests/test_compat.py`` has one test per item.  :func:`apply` must run before
-``recbole`` (or ``ray``) is imported; ``import recbole_ext`` and
-``import lightning_genrec`` both do it.
+``recbole`` (or ``ray``) is imported; ``import recbole_ext`` does it (``import
+lightning_genrec`` alone imports no RecBole).
 
 1. ``ray`` 2.6.3 needs ``pkg_resources`` -> the package pins ``setuptools<81``
    (nothing to patch at run time; :func:`check_environment` says so clearly).
@@ -17,6 +17,10 @@ Each fix is narrow, idempotent and keyed to an item of ``shared/RECBOLE_NOTES.md
    quick start (only those modules) load with an explicit trusted flag.
 7. ``Collector.get_data_struct`` calls ``.cpu()`` on ints and Counters
    (``ItemCoverage``, ``GiniIndex`` crash) -> only tensors are moved.
+8. RecBole's ``MRR`` / ``MAP`` / ``NDCG`` use ``np.float``, which numpy >= 1.24
+   lacks; RecBole's ``Config`` re-adds it when constructed, but a checkpoint
+   loaded by ``load_data_and_model`` unpickles its ``Config`` without
+   constructing one -> ``np.float`` / ``np.int`` aliases restored at import.
 
 Two behaviours of RecBole that would hang or mislead a user on a machine
 without network are also changed here: a missing dataset raises
@@ -39,12 +43,14 @@ _APPLIED = False
 
 
 def _numpy_aliases() -> None:
-    # items 2 and 3: names removed in numpy 2.0 that ray 2.6.3 and RecBole use
+    # items 2, 3 and 8: names removed in numpy 1.24 / 2.0 that ray 2.6.3 and RecBole use
     for name, value in {
         "bool8": np.bool_,
         "float_": np.float64,
         "complex_": np.complex128,
         "unicode_": np.str_,
+        "float": np.float64,      # what RecBole's Config.compatibility_settings sets
+        "int": np.int_,
     }.items():
         if not hasattr(np, name):
             setattr(np, name, value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from time import time
 
 import pytorch_lightning as pl
@@ -150,8 +151,25 @@ class LightningTrainer(Trainer):
         return self.best_valid_score, self.best_valid_result
 
     @torch.no_grad()
+    def _register_training_counts(self) -> None:
+        """Give RecBole's collector the training statistics Novelty (and RecBole's popularity
+        metrics) read, from the model's own training data, when ``fit`` did not (a checkpoint
+        loaded with ``load_data_and_model`` and evaluated straight away)."""
+        collector, data = self.eval_collector, self.model.data
+        statistics = {
+            "data.num_items": lambda: data.n_items,
+            "data.num_users": lambda: data.n_users,
+            "data.count_items": lambda: Counter({int(i): int(n) for i, n in enumerate(data.item_counts) if n > 0}),
+            # Novelty reads only how many users trained (len); not every data form keeps their ids
+            "data.count_users": lambda: Counter(range(data.n_train_users)),
+        }
+        for key, value in statistics.items():
+            if collector.register.need(key) and key not in collector.data_struct:
+                collector.data_struct.set(key, value())
+
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         phase = "valid" if eval_data is self._valid_data else "test"
+        self._register_training_counts()
         self.model.eval_phase = phase
         try:
             result = super().evaluate(eval_data, load_best_model, model_file, show_progress)

@@ -5,7 +5,9 @@ through RecBole's ``run_recbole`` and through a Lightning ``Trainer``, every inv
 by name (from the model's own declaration), and the command line's one-line errors.  Model files keep only
 what is specific to their paper.
 """
+import json
 import math
+import os
 import subprocess
 import sys
 
@@ -22,6 +24,7 @@ from recbole_ext.config import make_config
 
 from conftest import SMALL, TINY_SETTINGS, assert_entry_points_agree, small_config
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 NAMES = sorted(MODELS)
 GANS = [n for n in NAMES if issubclass(MODELS[n], RoundGAN)]
 
@@ -138,3 +141,18 @@ def test_gan_collapse_on_the_command_line_is_one_line(name, tiny_root, tmp_path)
                           "--collapse_patience=1", "--epochs=3", *_flags(name)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and f"{name} collapsed" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_recbole_checkpoints_evaluate_again_in_a_fresh_process(tiny_config, tmp_path):
+    results = {}
+    for name in NAMES:
+        result = recbole_ext.run_recbole(model=name, dataset="tiny", config_dict=small_config(name, tiny_config,
+                                                                                            epochs=2))
+        results[result["saved_model_file"]] = result["test_result"]
+    out = tmp_path / "again.json"
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "scripts", "evaluate_checkpoints.py"), str(out),
+                           *results], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads(out.read_text())
+    for path, test in results.items():
+        assert again[path] == pytest.approx({k: float(v) for k, v in test.items()}, abs=1e-4), path  # 4 places
