@@ -15,10 +15,15 @@
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
+import glob
 import importlib
 import os
+import warnings
 from importlib import resources
+
+import yaml
 
 import recbole
 from recbole.config import Config
@@ -28,12 +33,26 @@ from recbole.utils import ModelType, get_model, init_seed
 
 from lightning_genrec.content import ContentData, missing_content_message
 from lightning_genrec.errors import ConfigError, DatasetNotFoundError, UnknownModelError
+from lightning_genrec.hparams import integer
 from lightning_genrec.item_ranking import ITEM_METRICS
 from lightning_genrec.metrics import ALL_METRICS
 from lightning_genrec.models import CFGAN, MODELS, GenRecModule
 from lightning_genrec.models.lara import AttributeData
 from lightning_genrec.sequences import SequenceData
-from recbole_ext.cold_start import cold_item_settings
+from recbole_ext.cold_start import COLD_ITEM_SETTINGS, cold_item_settings
+
+#: RecBole's training keys that the bridge trainer reads, checked like hyperparameters (their defaults
+#: live in configs/trainer.yaml and the model YAMLs; ``None`` here only means "not declared here")
+TRAINING_SETTINGS = (
+    integer("epochs", None, "training epochs (a GAN: rounds) at most."),
+    integer("stopping_step", None, "validations without improvement before stopping.", low=0),
+    integer("train_batch_size", None, "training examples per batch."),
+    integer("eval_batch_size", None, "scores per evaluation batch."),
+)
+
+# set while make_config builds the config of a RecBoleDataModule: the user's callbacks select epochs there,
+# so valid_metric is not checked
+_FOR_DATAMODULE = contextvars.ContextVar("for_datamodule", default=False)
 
 _RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties")
 
@@ -180,13 +199,56 @@ def model_rules(cls: type[GenRecModule]) -> list:
 
 
 def adapt_model_config(config) -> None:
-    """A lightning-genrec model's config rules (:func:`model_rules`), then the time field wherever
-    ``eval_args.order`` is ``TO``.  Runs inside RecBole's ``Config``, so
-    ``recbole.quick_start.run_recbole`` gets them too."""
+    """Every check of a lightning-genrec model's config that needs no data: its rules
+    (:func:`model_rules`), the time field wherever ``eval_args.order`` is ``TO``, the
+    hyperparameters, data and training settings (:func:`check_hparams`), options that cannot be
+    honoured, and a warning for each unknown key.  Runs inside RecBole's ``Config``, so
+    ``recbole.quick_start.run_recbole`` gets them too, before any data loads."""
     for rule in model_rules(MODELS[config["model"]]):   # first: a model's own reason is the clearer message
         rule(config)
     if (config["eval_args"] or {}).get("order") == "TO":
         require_time_field(config, "eval_args.order is 'TO' (time order)")
+    check_hparams(config, selection=not _FOR_DATAMODULE.get())
+    nproc = config["nproc"]
+    if nproc not in (None, 1):
+        raise ConfigError(f"nproc={nproc!r}: the RecBole entry point trains lightning-genrec models in one process. "
+                          "For several processes use a Lightning script: pl.Trainer(devices=N, strategy='ddp') with "
+                          "a RecBoleDataModule.")
+    warn_unknown_keys(config)
+
+
+_RECBOLE_KEYS: set[str] | None = None
+
+
+def known_keys() -> set[str]:
+    """Every config key RecBole, its models and data sets, or lightning-genrec read."""
+    global _RECBOLE_KEYS
+    if _RECBOLE_KEYS is None:
+        keys = {"model", "dataset", "config_files", "nproc", "world_size", "offset", "ip", "port"}
+        for path in glob.glob(os.path.join(_RECBOLE_PROPERTIES, "**", "*.yaml"), recursive=True):
+            with open(path, encoding="utf-8") as f:
+                keys.update((yaml.safe_load(f) or {}).keys())
+        for path in glob.glob(os.path.join(os.path.dirname(config_path("trainer")), "**", "*.yaml"), recursive=True):
+            with open(path, encoding="utf-8") as f:
+                keys.update((yaml.safe_load(f) or {}).keys())
+        for cls in MODELS.values():
+            keys.update(h.name for h in (*cls.HYPERPARAMETERS, *cls.data_class.SETTINGS))
+        keys.update(h.name for h in (*COLD_ITEM_SETTINGS, *TRAINING_SETTINGS))
+        keys.update({"item_metrics", "comet", "comet_project", "comet_offline_directory"})
+        _RECBOLE_KEYS = keys
+    return _RECBOLE_KEYS
+
+
+def warn_unknown_keys(config) -> None:
+    """A warning for each key the user set (files, ``config_dict``, command line) that nothing reads."""
+    given = {**(config.file_config_dict or {}), **(config.variable_config_dict or {}),
+             **(config.cmd_config_dict or {})}
+    known = known_keys()
+    for key in sorted(k for k in given if k not in known):
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        warnings.warn(f"unknown config key {key!r}: neither RecBole nor {config['model']} reads it, so it has no "
+                      f"effect{hint}", UserWarning, stacklevel=2)
 
 
 def item_file_header(config) -> dict[str, str] | None:
@@ -306,6 +368,8 @@ def check_hparams(config, selection: bool = True) -> None:
         return
     cls.check_hparams(**hparams_from_config(cls, config))
     data_settings(cls.data_class, config)
+    for h in TRAINING_SETTINGS:
+        h.check(config[h.name])
     modes = config["eval_args"]["mode"]
     if any(mode != "full" for mode in modes.values()):
         raise ConfigError(f"{config['model']} ranks all items, but eval_args.mode is {modes}; "
@@ -337,9 +401,15 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, for_dat
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file {path} not found")
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
+    token = _FOR_DATAMODULE.set(for_datamodule)
+    try:   # our models' checks run inside Config (adapt_model_config), as for RecBole's own run_recbole
         config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    except ConfigError:
+        raise
+    except (ValueError, SyntaxError) as exc:   # RecBole's own checks (topk, duplicate command-line keys, ...)
+        raise ConfigError(f"RecBole cannot use this configuration: {exc}") from None
     finally:
+        _FOR_DATAMODULE.reset(token)
         if for_datamodule:
             if before is None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
@@ -347,7 +417,6 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, for_dat
                 os.environ["CUDA_VISIBLE_DEVICES"] = before
     check_dataset_files(config)
     cold_item_settings(config)   # raises on an invalid cold-start item protocol, before data loads
-    check_hparams(config, selection=not for_datamodule)
     return config
 
 

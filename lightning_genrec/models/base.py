@@ -20,6 +20,7 @@ import torch
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
 from lightning_genrec.data import InteractionData
+from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, int_list, integer, number, resolve,
                                       sized_from_data)
 from lightning_genrec.item_ranking import phase_item_metrics, scores_from_users
@@ -123,6 +124,9 @@ class GenRecModule(pl.LightningModule):
         self._data = data
         counts = torch.as_tensor(data.item_counts)
         topk = list(self.hparams.topk)
+        if max(topk) > data.n_items - 1:
+            raise ConfigError(f"topk={topk}: the largest K ({max(topk)}) exceeds the {data.n_items - 1} items of the "
+                              "data; use smaller cut-offs (and a valid_metric at one of them).")
         self.val_metrics = TopKMetrics(data.n_items, topk, counts, data.n_train_users)
         self.test_metrics = TopKMetrics(data.n_items, topk, counts, data.n_train_users)
 

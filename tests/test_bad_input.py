@@ -1,0 +1,106 @@
+"""Bad input through every entry point: a clear, typed error (or a warning) before data loads where no
+data is needed, through RecBole's own ``run_recbole`` as well as ours, and one line on the command line."""
+import os
+import sys
+import warnings
+
+import pytest
+
+import recbole_ext
+from lightning_genrec import ConfigError, HyperparameterError
+from recbole_ext import RecBoleDataModule
+from recbole_ext.__main__ import main as command_line
+
+from conftest import FAST
+
+
+def _recboles_run_recbole():
+    from recbole.quick_start import run_recbole
+
+    return run_recbole
+
+
+RUNNERS = {"ours": lambda: recbole_ext.run_recbole, "recbole": _recboles_run_recbole}
+
+
+@pytest.fixture
+def no_data_loading(monkeypatch):
+    """Fail the test if RecBole starts loading the data set."""
+    import recbole.data.dataset.dataset as dataset_module
+
+    monkeypatch.setattr(dataset_module.Dataset, "__init__", lambda *a, **k: pytest.fail("the data set was loaded"))
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+@pytest.mark.parametrize("bad, words", [
+    ({"epochs": -1}, "invalid hyperparameter epochs=-1: must be an integer >= 1"),
+    ({"train_batch_size": 0}, "invalid hyperparameter train_batch_size=0: must be an integer >= 1"),
+    ({"eval_batch_size": "big"}, "invalid hyperparameter eval_batch_size='big': must be an integer >= 1"),
+    ({"topk": [0]}, "topk must be a positive integer"),   # RecBole's own check, as a ConfigError on our side
+    ({"learning_rate": "abc"}, "invalid hyperparameter learning_rate='abc': must be a number > 0"),
+    ({"valid_metric": "ndcg@999"}, "valid_metric='ndcg@999' cannot select MVAE's epochs"),
+    ({"nproc": 2}, "nproc=2: the RecBole entry point trains lightning-genrec models in one process"),
+])
+def test_bad_settings_are_refused_before_data_loads(tiny_config, runner, bad, words, no_data_loading):
+    with pytest.raises(ConfigError if runner == "ours" or "topk" not in bad else ValueError, match=words):
+        RUNNERS[runner]()(model="MVAE", dataset="tiny", config_dict=dict(tiny_config, **bad))
+
+
+def test_cut_offs_beyond_the_catalogue_are_named(tmp_path):
+    root = _one_interaction_per_user(str(tmp_path))
+    with pytest.raises(ConfigError, match="topk=\\[10, 20\\]: the largest K \\(20\\) exceeds the 7 items"):
+        recbole_ext.run_recbole(model="MVAE", dataset="single", config_dict=dict(FAST, data_path=root, epochs=1))
+
+
+def test_a_hyperparameter_error_is_a_config_error():
+    assert issubclass(HyperparameterError, ConfigError)   # one type to catch for every bad setting
+
+
+def test_the_datamodule_checks_settings_too(tiny_config, no_data_loading):
+    with pytest.raises(HyperparameterError, match="epochs=0"):
+        RecBoleDataModule("tiny", config_dict=dict(tiny_config, epochs=0)).setup()
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_a_misspelt_key_is_named_with_the_closest_known_one(tiny_config, runner):
+    with pytest.warns(UserWarning, match="unknown config key 'laerning_rate'.*did you mean 'learning_rate'"):
+        RUNNERS[runner]()(model="MVAE", dataset="tiny", config_dict=dict(tiny_config, epochs=1, laerning_rate=0.01))
+
+
+def test_known_keys_raise_no_warning(tiny_config):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="unknown config key")
+        recbole_ext.make_config("LARA", "tiny", config_dict=dict(tiny_config, valid_metric="item_ndcg@10",
+                                                                 cold_item_ratio=0.4, collapse_patience=3,
+                                                                 attribute_fields=["class"], topk=[10]))
+
+
+def _one_interaction_per_user(root):
+    folder = os.path.join(root, "single")
+    os.makedirs(folder, exist_ok=True)
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"u{u}\ti{u % 7}\t3\t{1000 + u}" for u in range(40)]
+    with open(os.path.join(folder, "single.inter"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+def test_an_empty_validation_split_is_an_error_naming_the_split(tmp_path, runner):
+    root = _one_interaction_per_user(str(tmp_path))
+    with pytest.raises(ConfigError, match="the valid split of single is empty.*eval_args="):
+        RUNNERS[runner]()(model="MVAE", dataset="single", config_dict=dict(FAST, data_path=root, epochs=1, topk=[5],
+                                                                             valid_metric="NDCG@5"))
+    assert not list((tmp_path / "saved").glob("*.pth")) if (tmp_path / "saved").exists() else True
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--nproc=2", "nproc=2"), ("--topk=[0]", "topk must be a positive integer"), ("--epochs=-1", "epochs=-1"),
+    ("--valid_metric=ndcg@999", "valid_metric='ndcg@999'"),
+])
+def test_command_line_errors_are_one_line_with_status_2(tiny_root, monkeypatch, capsys, flag, words):
+    monkeypatch.setattr(sys, "argv", ["lightning-genrec", "--model=MVAE", "--dataset=tiny",
+                                      f"--data_path={tiny_root}", "--comet=False", flag])
+    assert command_line() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
