@@ -17,6 +17,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A RecBole dataset folder or one of its atomic files is missing."""
 
 
+class DataFileError(ValueError):
+    """An atomic data file that cannot be read as it is: the message names the file, the line and the fix."""
+
+
 class HyperparameterError(ConfigError):
     """A hyperparameter (or a data setting) is unknown or outside its allowed range."""
 
@@ -31,8 +35,8 @@ class GANCollapseError(RuntimeError):
 
 
 #: what the command line reports as one line (exit status 2) instead of a traceback
-USER_ERRORS = (ConfigError, FileNotFoundError, HyperparameterError, FloatingPointError, GANCollapseError,
-               MissingContentError)
+USER_ERRORS = (ConfigError, DataFileError, FileNotFoundError, HyperparameterError, FloatingPointError,
+               GANCollapseError, MissingContentError)
 
-__all__ = ["ConfigError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
+__all__ = ["ConfigError", "DataFileError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
            "USER_ERRORS", "UnknownModelError"]

@@ -104,3 +104,53 @@ def test_command_line_errors_are_one_line_with_status_2(tiny_root, monkeypatch, 
     assert command_line() == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+
+
+# -- atomic files ------------------------------------------------------------------------------------------
+
+GOOD = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"] + [
+    f"u{u}\ti{(u * 3 + k) % 20}\t{1 + k % 5}\t{1000 + 10 * u + k}" for u in range(30) for k in range(8)]
+
+
+def _broken(root, lines, name="broken"):
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
+        f.write("\n".join(lines) + ("\n" if lines else ""))
+    return root
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
+@pytest.mark.parametrize("lines, words", [
+    (["user_id\titem_id"] + GOOD[1:], "broken.inter, line 1: the header column 'user_id' has no type"),
+    (["user_id:token\titem_id:number"] + GOOD[1:], "column 'item_id' has type 'number'"),
+    (GOOD[:4] + ["u1\ti2\t3"] + GOOD[4:], "broken.inter, line 5: 3 columns where the header has 4: 'u1\\\\ti2\\\\t3'"),
+    (GOOD[:7] + ["u1\ti2\t3\t1000\textra"] + GOOD[7:], "line 8: 5 columns where the header has 4"),
+    (GOOD[:9] + ["u1\ti2\tabc\t1000"] + GOOD[9:], "line 10: column 'rating' is a float column but holds 'abc'"),
+    (GOOD[:1], "broken.inter has a header but no data lines"),
+    ([], "broken.inter is empty"),
+])
+def test_broken_atomic_files_name_the_file_and_line(tmp_path, runner, lines, words):
+    from lightning_genrec import DataFileError
+
+    root = _broken(str(tmp_path), lines)
+    load = {"inter": ["user_id", "item_id", "rating"]}          # rating is read, so it must parse
+    with pytest.raises(DataFileError, match=words):
+        RUNNERS[runner]()(model="MVAE", dataset="broken", config_dict=dict(FAST, data_path=root, epochs=1, topk=[5],
+                                                                           valid_metric="NDCG@5", load_col=load))
+
+
+def test_a_broken_file_is_one_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    root = _broken(str(tmp_path), GOOD[:4] + ["u1\ti2\t3"] + GOOD[4:])
+    monkeypatch.setattr(sys, "argv", ["lightning-genrec", "--model=MVAE", "--dataset=broken", f"--data_path={root}",
+                                      "--comet=False", "--topk=[5]", "--valid_metric=NDCG@5"])
+    assert command_line() == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "line 5: 3 columns" in err
+
+
+def test_the_intact_file_of_the_same_tests_trains(tmp_path):
+    root = _broken(str(tmp_path), GOOD)
+    result = recbole_ext.run_recbole(model="MVAE", dataset="broken", config_dict=dict(
+        FAST, data_path=root, epochs=1, topk=[5], valid_metric="NDCG@5"))
+    assert 0 <= result["test_result"]["ndcg@5"] <= 1
