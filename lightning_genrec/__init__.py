@@ -15,13 +15,13 @@ Layers, bottom to top (a module imports only from its own layer or below;
 from lightning_genrec.comet import comet_logger
 from lightning_genrec.content import ContentData
 from lightning_genrec.data import InteractionData
-from lightning_genrec.errors import (ConfigError, DataFileError, DatasetNotFoundError, GANCollapseError,
+from lightning_genrec.errors import (CheckpointError, ConfigError, DataFileError, DatasetNotFoundError, GANCollapseError,
                                      HyperparameterError, MissingContentError)
 from lightning_genrec.metrics import TopKMetrics
 from lightning_genrec.models import CFGAN, CVAE, LARA, MODELS, MVAE, SVAE, GenRecModule
 from lightning_genrec.sequences import SequenceData
 
 __version__ = "0.1.0"
-__all__ = ["CFGAN", "CVAE", "ConfigError", "ContentData", "DataFileError", "DatasetNotFoundError", "GANCollapseError",
+__all__ = ["CFGAN", "CVAE", "CheckpointError", "ConfigError", "ContentData", "DataFileError", "DatasetNotFoundError", "GANCollapseError",
            "GenRecModule", "HyperparameterError", "InteractionData", "LARA", "MODELS", "MVAE",
            "MissingContentError", "SVAE", "SequenceData", "TopKMetrics", "comet_logger"]

@@ -17,6 +17,10 @@ class DatasetNotFoundError(FileNotFoundError):
     """A RecBole dataset folder or one of its atomic files is missing."""
 
 
+class CheckpointError(ValueError):
+    """A file given as a RecBole checkpoint that is not one (empty, truncated, garbage, a Lightning ``.ckpt``)."""
+
+
 class DataFileError(ValueError):
     """An atomic data file that cannot be read as it is: the message names the file, the line and the fix."""
 
@@ -35,8 +39,8 @@ class GANCollapseError(RuntimeError):
 
 
 #: what the command line reports as one line (exit status 2) instead of a traceback
-USER_ERRORS = (ConfigError, DataFileError, FileNotFoundError, HyperparameterError, FloatingPointError,
+USER_ERRORS = (CheckpointError, ConfigError, DataFileError, FileNotFoundError, HyperparameterError, FloatingPointError,
                GANCollapseError, MissingContentError)
 
-__all__ = ["ConfigError", "DataFileError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
+__all__ = ["CheckpointError", "ConfigError", "DataFileError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
            "USER_ERRORS", "UnknownModelError"]

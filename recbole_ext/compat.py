@@ -35,7 +35,7 @@ import os
 
 import numpy as np
 
-from lightning_genrec.errors import DatasetNotFoundError  # noqa: F401  (raised by the dataset checks)
+from lightning_genrec.errors import CheckpointError, DatasetNotFoundError
 
 _APPLIED = False
 
@@ -108,13 +108,43 @@ def _patch_torch_load(module) -> None:
         module.torch = _TrustedTorch(torch)
 
 
+_WHAT_TO_PASS = "pass the saved/<Model>-<date>.pth file that run_recbole wrote (its result's saved_model_file)"
+
+
+def read_recbole_checkpoint(model_file) -> dict:
+    """A RecBole checkpoint (a dict with its ``config`` and ``state_dict``), or one
+    :class:`~lightning_genrec.errors.CheckpointError` line saying what the file is instead."""
+    import pickle
+    import zipfile
+
+    if not os.path.isfile(model_file):
+        raise FileNotFoundError(f"checkpoint {model_file} not found: {_WHAT_TO_PASS}.")
+    if os.path.getsize(model_file) == 0:
+        raise CheckpointError(f"{model_file} is empty (0 bytes), not a RecBole checkpoint: {_WHAT_TO_PASS}.")
+    try:
+        checkpoint = trusted_torch_load(model_file, map_location="cpu")
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{model_file} cannot be read as a torch checkpoint (truncated, or not one: "
+                              f"{reason}): {_WHAT_TO_PASS}.") from None
+    if isinstance(checkpoint, dict) and "config" in checkpoint and "state_dict" in checkpoint:
+        return checkpoint
+    if isinstance(checkpoint, dict) and ("pytorch-lightning_version" in checkpoint or "hyper_parameters" in checkpoint):
+        raise CheckpointError(f"{model_file} is a Lightning checkpoint, not RecBole's: load it with "
+                              f"<Model>.load_from_checkpoint({model_file!r}) (e.g. lightning_genrec.MVAE), or "
+                              f"{_WHAT_TO_PASS}.")
+    raise CheckpointError(f"{model_file} holds a {type(checkpoint).__name__} without RecBole's 'config' and "
+                          f"'state_dict': {_WHAT_TO_PASS}.")
+
+
 def load_data_and_model(model_file):
     """RecBole's ``load_data_and_model``, reading the checkpoint as a trusted file
-    (RecBole's own imports torch inside the function, out of reach of a patch)."""
+    (RecBole's own imports torch inside the function, out of reach of a patch), with one
+    clear error for a file that is not a RecBole checkpoint."""
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, init_logger, init_seed
 
-    checkpoint = trusted_torch_load(model_file)
+    checkpoint = read_recbole_checkpoint(model_file)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)

@@ -154,3 +154,69 @@ def test_the_intact_file_of_the_same_tests_trains(tmp_path):
     result = recbole_ext.run_recbole(model="MVAE", dataset="broken", config_dict=dict(
         FAST, data_path=root, epochs=1, topk=[5], valid_metric="NDCG@5"))
     assert 0 <= result["test_result"]["ndcg@5"] <= 1
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def recbole_checkpoint(tmp_path_factory):
+    """(RecBole checkpoint, Lightning checkpoint) of a briefly trained MVAE on its own tiny data set."""
+    import pytorch_lightning as pl
+
+    from conftest import write_tiny_dataset
+    from lightning_genrec import MVAE
+
+    work = tmp_path_factory.mktemp("ckpt")
+    root = str(write_tiny_dataset(str(work)))
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        cfg = dict(FAST, data_path=root, epochs=1, topk=[5, 10], valid_metric="NDCG@10")
+        saved = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=cfg)["saved_model_file"]
+        dm = RecBoleDataModule("tiny", config_dict=cfg)
+        trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_checkpointing=False)
+        trainer.fit(MVAE(mlp_hidden_size=[8], latent_dimension=4, topk=[5, 10]), datamodule=dm)
+        ckpt = str(work / "model.ckpt")
+        trainer.save_checkpoint(ckpt)
+    finally:
+        os.chdir(cwd)
+    return os.path.join(str(work), saved) if not os.path.isabs(saved) else saved, ckpt
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("empty", "is empty \\(0 bytes\\), not a RecBole checkpoint: pass the saved/"),
+    ("garbage", "cannot be read as a torch checkpoint"),
+    ("truncated", "cannot be read as a torch checkpoint \\(truncated"),
+    ("lightning", "is a Lightning checkpoint, not RecBole's: load it with <Model>.load_from_checkpoint"),
+    ("other", "holds a list without RecBole's 'config' and 'state_dict'"),
+])
+def test_files_that_are_not_recbole_checkpoints_are_named(recbole_checkpoint, tmp_path, kind, words):
+    import torch
+    from recbole.quick_start import load_data_and_model
+
+    from lightning_genrec import CheckpointError
+
+    saved, ckpt = recbole_checkpoint
+    path = tmp_path / "given.pth"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint\n" * 10)
+    elif kind == "truncated":
+        data = open(saved, "rb").read()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "lightning":
+        path = ckpt
+    else:
+        torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match=words) as err:
+        load_data_and_model(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_a_real_checkpoint_still_loads(recbole_checkpoint):
+    from recbole.quick_start import load_data_and_model
+
+    config, model, *_ = load_data_and_model(recbole_checkpoint[0])
+    assert config["model"] == "MVAE" and type(model).__name__ == "MVAE"
