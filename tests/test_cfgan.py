@@ -190,7 +190,7 @@ def test_generator_that_ignores_its_condition_is_reported(tiny_config, tmp_path,
 def test_multi_process_training_is_refused():
     fake = SimpleNamespace(trainer=SimpleNamespace(world_size=2))
     with pytest.raises(RuntimeError, match="devices=1"):
-        CFGAN.on_fit_start(fake)
+        CFGAN.setup(fake, "fit")
 
 
 def test_item_mode_with_validation_input_is_a_clear_error(tiny_config):

@@ -54,11 +54,13 @@ class RoundGAN(GenRecModule):
     def register_d_wins(self) -> None:
         self.register_buffer("d_wins", torch.zeros((), dtype=torch.long))   # rounds in a row D has won outright
 
-    def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1:
+    def setup(self, stage: str) -> None:
+        # refused here, before Lightning logs hyperparameters, so no logger starts a run for it
+        if stage == "fit" and self.trainer.world_size > 1:
             raise RuntimeError(f"{type(self).__name__} trains a whole round (its alternating discriminator and "
                                "generator minibatch passes) in one training_step, on one device; multi-process "
                                "strategies are not supported. Use devices=1.")
+        super().setup(stage)
 
     @staticmethod
     def round_generator() -> torch.Generator:
