@@ -420,6 +420,18 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, for_dat
     return config
 
 
+def require_users(eval_data, phase: str, config) -> None:
+    """A clear error, naming the settings that shape the split, when RecBole left ``phase`` empty."""
+    if eval_data is not None and len(eval_data) == 0:
+        settings = ", ".join(f"{key}={config[key]!r}" for key in ("eval_args", "user_inter_num_interval",
+                                                                "item_inter_num_interval", "val_interval",
+                                                                "cold_item_split") if config[key] is not None)
+        raise ConfigError(f"the {phase} split of {config['dataset']} is empty: after RecBole's filters and split no "
+                          f"user has a {phase} interaction ({settings}). Each user needs enough interactions "
+                          "for every part of the split: change eval_args.split, loosen the filters, or use a "
+                          "data set with more interactions per user.")
+
+
 def load_data(config):
     """RecBole's dataset and split for ``config``: ``(dataset, train, valid, test)``.
 

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 
 from lightning_genrec.data import InteractionData, eval_loader, train_loader, users_per_eval_batch
 from lightning_genrec.models import MODELS
-from recbole_ext.config import data_options, load_data, make_config
+from recbole_ext.config import data_options, load_data, make_config, require_users
 
 
 class RecBoleDataModule(pl.LightningDataModule):
@@ -54,6 +54,8 @@ class RecBoleDataModule(pl.LightningDataModule):
         self.config = make_config(self.model_name, self.dataset_name, self.config_file_list, self.config_dict,
                                   for_datamodule=True)
         _, train, valid, test = load_data(self.config)
+        require_users(valid, "valid", self.config)
+        require_users(test, "test", self.config)
         data_class = getattr(MODELS.get(self.model_name), "data_class", InteractionData)
         self.data = data_class.from_recbole(train, valid, test, **data_options(data_class, self.config))
         # RecBole's full-sort loader counts eval_batch_size in scores for user-level splits, but in rows

@@ -26,8 +26,8 @@ from recbole.trainer import Trainer
 from recbole.utils import dict2str, early_stopping, get_local_time, set_color
 
 from lightning_genrec.comet import comet_logger
-from lightning_genrec.errors import ConfigError
 from lightning_genrec.data import eval_loader, train_loader, users_per_eval_batch
+from recbole_ext.config import require_users
 
 
 class _RecBoleLog(pl.Callback):
@@ -113,20 +113,8 @@ class LightningTrainer(Trainer):
                             name=f"{self.config['model']}-{self.config['dataset']}-{get_local_time()}",
                             offline_directory=offline_dir)
 
-    def _require_users(self, eval_data, phase: str) -> None:
-        """A clear error, naming the settings that shape the split, when RecBole left ``phase`` empty."""
-        if eval_data is not None and len(eval_data) == 0:
-            c = self.config
-            settings = ", ".join(f"{key}={c[key]!r}" for key in ("eval_args", "user_inter_num_interval",
-                                                               "item_inter_num_interval", "val_interval",
-                                                               "cold_item_split") if c[key] is not None)
-            raise ConfigError(f"the {phase} split of {c['dataset']} is empty: after RecBole's filters and split no "
-                              f"user has a {phase} interaction ({settings}). Each user needs enough interactions "
-                              "for every part of the split: change eval_args.split, loosen the filters, or use a "
-                              "data set with more interactions per user.")
-
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        self._require_users(valid_data, "valid")
+        require_users(valid_data, "valid", self.config)
         self.eval_collector.data_collect(train_data)
         self._valid_data = valid_data
         module, data = self.model.module, self.model.data
@@ -183,7 +171,7 @@ class LightningTrainer(Trainer):
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         phase = "valid" if eval_data is self._valid_data else "test"
-        self._require_users(eval_data, phase)
+        require_users(eval_data, phase, self.config)
         self._register_training_counts()
         self.model.eval_phase = phase
         try:

@@ -46,6 +46,12 @@ def test_bad_settings_are_refused_before_data_loads(tiny_config, runner, bad, wo
         RUNNERS[runner]()(model="MVAE", dataset="tiny", config_dict=dict(tiny_config, **bad))
 
 
+def test_the_datamodule_refuses_an_empty_split_too(tmp_path):
+    root = _one_interaction_per_user(str(tmp_path))
+    with pytest.raises(ConfigError, match="the valid split of single is empty"):
+        RecBoleDataModule("single", config_dict=dict(FAST, data_path=root, topk=[5])).setup()
+
+
 def test_cut_offs_beyond_the_catalogue_are_named(tmp_path):
     root = _one_interaction_per_user(str(tmp_path))
     with pytest.raises(ConfigError, match="topk=\\[10, 20\\]: the largest K \\(20\\) exceeds the 7 items"):
