@@ -24,7 +24,7 @@ import torch
 
 from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import MissingContentError
-from lightning_genrec.hparams import integer, names
+from lightning_genrec.hparams import integer, names, setting
 
 DEFAULT_CONTENT_FIELDS = ("class", "movie_title", "release_year")
 
@@ -118,16 +118,16 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
 @dataclass
 class ContentData(InteractionData):
     """:class:`~lightning_genrec.data.InteractionData` plus item content, for models that
-    train on items (CVAE): one training unit per item with training interactions, a batch
+    train on items (CVAE): one training example per item with training interactions, a batch
     is ``{"item": (B,), "content": (B, D)}``.  Evaluation rows are the users' rows, as for MVAE.
 
     Config keys: ``content_fields`` (item fields, default ``[class, movie_title, release_year]``)
     and ``content_min_count`` (a token needs this many training items, default 2)."""
 
     SETTINGS = InteractionData.SETTINGS + (
-        names("content_fields", DEFAULT_CONTENT_FIELDS, "item fields that make up the content: token / token_seq "
-                                                        "(one- / multi-hot) or float / float_seq (min-max scaled)."),
-        integer("content_min_count", 2, "a token joins the vocabulary if this many training items carry it."),
+        setting(names("content_fields", DEFAULT_CONTENT_FIELDS, "item fields that make up the content: token / "
+                      "token_seq (one- / multi-hot) or float / float_seq (min-max scaled).")),
+        setting(integer("content_min_count", 2, "a token joins the vocabulary if this many training items carry it.")),
     )
 
     content: ItemContent | None = None

@@ -1,7 +1,7 @@
 """The data forms the models train and evaluate on, and the loaders that serve them.
 
 RecBole loads, filters and splits (``create_dataset`` / ``data_preparation``);
-:class:`InteractionData` holds its output in the unit our models train on: one
+:class:`InteractionData` holds its output in the form our models train on: one
 row per user (Liang et al.), served by ordinary ``DataLoader``\\ s over user
 indices, so Lightning's DDP can shard them.  Evaluation rows carry exactly what
 RecBole's full-sort loader uses -- the same users, the same excluded history and
@@ -25,7 +25,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lightning_genrec.hparams import choice
+from lightning_genrec.hparams import choice, setting
 
 
 def _csr_from_lists(n_users: int, n_items: int, users: Sequence[int], item_lists: Sequence[Any]) -> sp.csr_matrix:
@@ -52,18 +52,14 @@ class EvalSplit:
 
 
 TEST_INPUTS = ("train", "train_valid")
-TEST_INPUT = choice("test_input", "train", TEST_INPUTS,
-                    "what test users are scored from: train (RecBole's convention) or train_valid (also their "
-                    "validation interactions, e.g. the future-block protocol).")
+TEST_INPUT = setting(choice("test_input", "train", TEST_INPUTS,
+                            "what test users are scored from: train (RecBole's convention) or train_valid (also "
+                            "their validation interactions, e.g. the future-block protocol)."))
 
 
 def check_test_input(value: str) -> str:
     """``value`` if it is one of :data:`TEST_INPUTS` (what a model reads when scoring test users)."""
-    if value not in TEST_INPUTS:
-        raise ValueError(f"test_input={value!r}: must be 'train' (RecBole's convention: a model scores test "
-                         "users from their training interactions) or 'train_valid' (also from their "
-                         "validation interactions, e.g. the future-block protocol).")
-    return value
+    return TEST_INPUT.check(value)
 
 
 @dataclass
@@ -189,7 +185,7 @@ class _Users(Dataset):
 
 
 class _Collate:
-    """Picklable collate: unit ids -> a model batch (so worker processes can use it)."""
+    """Picklable collate: example ids -> a model batch (so worker processes can use it)."""
 
     def __init__(self, data, phase: str | None):
         self.data, self.phase = data, phase

@@ -39,8 +39,8 @@ class GANCollapseError(RuntimeError):
 
 
 #: what the command line reports as one line (exit status 2) instead of a traceback
-USER_ERRORS = (CheckpointError, ConfigError, DataFileError, FileNotFoundError, HyperparameterError, FloatingPointError,
-               GANCollapseError, MissingContentError)
+USER_ERRORS = (CheckpointError, ConfigError, DataFileError, FileNotFoundError, FloatingPointError, GANCollapseError,
+               MissingContentError)
 
 __all__ = ["CheckpointError", "ConfigError", "DataFileError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
            "USER_ERRORS", "UnknownModelError"]

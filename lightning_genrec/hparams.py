@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
@@ -23,8 +24,9 @@ KINDS = ("int", "float", "str", "bool", "int list", "str list")
 class Hyperparameter:
     """One setting.  ``low`` / ``high`` bound numbers (and each entry of an ``int list``),
     inclusive unless ``low_open`` / ``high_open``; ``choices`` lists the allowed strings;
-    ``optional``: ``None`` is allowed too (``from_data``: ``None`` means "size it from the
-    data", and the setting is not a config key)."""
+    ``from_data``: ``None`` is allowed and means "size it from the data" (not a config key);
+    ``what`` names it in errors (``hyperparameter`` of a model, or ``setting`` of data,
+    training or a protocol)."""
 
     name: str
     kind: str
@@ -35,8 +37,8 @@ class Hyperparameter:
     low_open: bool = False
     high_open: bool = False
     choices: tuple[str, ...] | None = None
-    optional: bool = False
     from_data: bool = False
+    what: str = "hyperparameter"
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -65,9 +67,8 @@ class Hyperparameter:
         elif self.kind == "int list":
             text = f"a non-empty list of integers {rng}".rstrip()
         else:
-            text = "a list of names"
-        return f"{text} (or None: sized from the data)" if self.from_data else \
-            f"{text} or None" if self.optional else text
+            text = "a non-empty list of names"
+        return f"{text} (or None: sized from the data)" if self.from_data else text
 
     def _in_range(self, v: float) -> bool:
         if isinstance(v, float) and not math.isfinite(v):
@@ -81,11 +82,12 @@ class Hyperparameter:
     def check(self, value: Any) -> Any:
         """``value`` in its canonical form (lists as lists, ints as ints, numbers as floats);
         :class:`~lightning_genrec.errors.HyperparameterError` naming the setting otherwise."""
-        if value is None and (self.optional or self.from_data):
+        if value is None and self.from_data:
             return None
         ok, out = False, value
         if self.kind == "int":
             ok = _is_int(value) and self._in_range(value)
+            out = int(value) if ok else value
         elif self.kind == "float":
             ok = _is_number(value) and self._in_range(float(value))
             out = float(value) if ok else value
@@ -96,19 +98,19 @@ class Hyperparameter:
         elif self.kind == "int list":
             ok = (isinstance(value, (list, tuple)) and len(value) > 0
                   and all(_is_int(v) and self._in_range(v) for v in value))
-            out = list(value) if ok else value
+            out = [int(v) for v in value] if ok else value
         else:  # str list
             if isinstance(value, str):
                 value = [value]
-            ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value)
+            ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
             out = list(value) if ok else value
         if not ok:
-            raise HyperparameterError(f"invalid hyperparameter {self.name}={value!r}: must be {self.allowed()}")
+            raise HyperparameterError(f"invalid {self.what} {self.name}={value!r}: must be {self.allowed()}")
         return out
 
     def type_text(self) -> str:
         """``int``, ``float``, ... as the YAML comments and the README write it."""
-        return self.kind + (" or ~" if self.optional else "")
+        return self.kind
 
     def invalid_examples(self) -> list:
         """Values :meth:`check` must refuse (the contract test tries each)."""
@@ -127,22 +129,27 @@ class Hyperparameter:
         elif self.kind == "bool":
             out = ["yes"]
         else:
-            out = [[3]]
-        if not (self.optional or self.from_data):
+            out = [[3], []]
+        if not self.from_data:
             out.append(None)
         return out
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)     # numpy integers too
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)         # numpy floats too
 
 
 def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(v)
+
+
+def setting(h: Hyperparameter) -> Hyperparameter:
+    """``h`` as a setting of the data, the training or a protocol (so named in errors)."""
+    return replace(h, what="setting")
 
 
 def integer(name, default, meaning, low=1, high=None, **kw) -> Hyperparameter:
@@ -165,8 +172,8 @@ def int_list(name, default, meaning, low=1) -> Hyperparameter:
     return Hyperparameter(name, "int list", list(default), meaning, low=low)
 
 
-def names(name, default, meaning, optional: bool = False) -> Hyperparameter:
-    return Hyperparameter(name, "str list", None if default is None else list(default), meaning, optional=optional)
+def names(name, default, meaning) -> Hyperparameter:
+    return Hyperparameter(name, "str list", list(default), meaning)
 
 
 def sized_from_data(name, meaning) -> Hyperparameter:
@@ -204,4 +211,4 @@ def args_doc(specs: Sequence[Hyperparameter]) -> str:
 
 
 __all__ = ["Hyperparameter", "args_doc", "choice", "flag", "int_list", "integer", "names", "number", "resolve",
-           "sized_from_data", "with_default"]
+           "setting", "sized_from_data", "with_default"]

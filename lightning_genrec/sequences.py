@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 
 from lightning_genrec.data import TEST_INPUT, _csr_from_lists, check_test_input, item_counts
-from lightning_genrec.hparams import flag
+from lightning_genrec.hparams import flag, setting
 
 
 class Ragged:
@@ -92,8 +92,9 @@ class SequenceData:
 
     SETTINGS = (
         TEST_INPUT,
-        flag("exclude_history", False, "next-item form: also exclude the items a user has seen when ranking the "
-                                       "next one (RecBole's sequential rule excludes nothing; the SVAE authors do)."),
+        setting(flag("exclude_history", False, "next-item form: also exclude the items a user has seen when "
+                                               "ranking the next one (RecBole's sequential rule excludes nothing; "
+                                               "the SVAE authors do).")),
     )
 
     def __init__(self, n_users: int, n_items: int, train: Ragged, counts: np.ndarray, n_train_users: int,

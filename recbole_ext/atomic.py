@@ -35,6 +35,9 @@ def check_header(path: str, header: str, sep: str) -> list[tuple[str, str]]:
     fields = []
     for column in header.rstrip("\r\n").split(sep):
         name, colon, kind = column.partition(":")
+        if kind not in TYPES and any(other in kind for other in (",", ";", "\t", " ") if other != sep):
+            raise DataFileError(f"{path}, line 1: the header {header.strip()!r} does not split into columns at "
+                                f"field_separator={sep!r}; set field_separator to the file's separator.")
         if not colon or not name:
             raise DataFileError(f"{path}, line 1: the header column {column!r} has no type. RecBole's atomic files "
                                 f"name every column as name:type ({', '.join(TYPES)}), separated by "
@@ -92,7 +95,9 @@ def _patch_load_feat() -> None:
 
     def _load_feat(self, filepath, source):
         sep, encoding = self.config["field_separator"] or "\t", self.config["encoding"] or "utf-8"
-        fields = check_lines(filepath, sep, encoding) if os.path.isfile(filepath) else None
+        load_col, _ = self._get_load_and_unload_col(source)
+        read = load_col != set() and os.path.isfile(filepath)       # RecBole skips a file it loads nothing of
+        fields = check_lines(filepath, sep, encoding) if read else None
         try:
             return original(self, filepath, source)
         except ValueError as exc:

@@ -38,11 +38,11 @@ from recbole.data.dataset import Dataset
 from recbole.utils import ModelType
 
 from lightning_genrec.errors import ConfigError
-from lightning_genrec.hparams import choice, flag, number
+from lightning_genrec.hparams import choice, flag, number, setting
 
 RANK_MODES = ("cold", "all")
 #: the protocol's config keys, declared once
-COLD_ITEM_SETTINGS = (
+COLD_ITEM_SETTINGS = tuple(setting(h) for h in (
     flag("cold_item_split", False, "true: hold out whole items instead of RecBole's eval_args split."),
     number("cold_item_ratio", 0.2, "share of the items held out entirely (seeded by seed).", low_open=True,
            high=1.0, high_open=True),
@@ -50,7 +50,7 @@ COLD_ITEM_SETTINGS = (
                                          "test).", low_open=True, high=1.0, high_open=True),
     choice("cold_item_rank", "cold", RANK_MODES, "cold: rank only the phase's held-out items; all: every item "
                                                  "but the user's history."),
-)
+))
 
 
 def cold_item_settings(config) -> tuple[float, float, str] | None:

@@ -20,6 +20,7 @@ import difflib
 import glob
 import importlib
 import os
+import re
 import warnings
 from importlib import resources
 
@@ -31,9 +32,10 @@ from recbole.data import create_dataset, data_preparation
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType, get_model, init_seed
 
+import lightning_genrec
 from lightning_genrec.content import ContentData, missing_content_message
 from lightning_genrec.errors import ConfigError, DatasetNotFoundError, UnknownModelError
-from lightning_genrec.hparams import integer
+from lightning_genrec.hparams import integer, setting
 from lightning_genrec.item_ranking import ITEM_METRICS
 from lightning_genrec.metrics import ALL_METRICS
 from lightning_genrec.models import CFGAN, MODELS, GenRecModule
@@ -43,12 +45,12 @@ from recbole_ext.cold_start import COLD_ITEM_SETTINGS, cold_item_settings
 
 #: RecBole's training keys that the bridge trainer reads, checked like hyperparameters (their defaults
 #: live in configs/trainer.yaml and the model YAMLs; ``None`` here only means "not declared here")
-TRAINING_SETTINGS = (
+TRAINING_SETTINGS = tuple(setting(h) for h in (
     integer("epochs", None, "training epochs (a GAN: rounds) at most."),
     integer("stopping_step", None, "validations without improvement before stopping.", low=0),
     integer("train_batch_size", None, "training examples per batch."),
     integer("eval_batch_size", None, "scores per evaluation batch."),
-)
+))
 
 # set while make_config builds the config of a RecBoleDataModule: the user's callbacks select epochs there,
 # so valid_metric is not checked
@@ -169,10 +171,11 @@ def _content_rules(config) -> None:
 def _attribute_rules(config) -> None:
     """An attribute model: the ``.item`` file must have the ``attribute_fields`` as token / token_seq
     fields (added to ``load_col``)."""
-    fields = data_settings(AttributeData, config)["attribute_fields"]
-    if not fields:
+    fields = config["attribute_fields"]
+    if fields is not None and len(fields) == 0:
         raise ConfigError(f"{config['model']}: attribute_fields is empty; name the token / token_seq item fields "
                           "whose tokens are the item attributes (ml-100k: [class], the genres).")
+    fields = data_settings(AttributeData, config)["attribute_fields"]
     require_item_fields(config, fields, ("token", "token_seq"), "attribute_fields")
 
 
@@ -218,6 +221,7 @@ def adapt_model_config(config) -> None:
 
 
 _RECBOLE_KEYS: set[str] | None = None
+_CONFIG_READ = re.compile(r"""config\[["']([A-Za-z_][A-Za-z0-9_]*)["']\]""")
 
 
 def known_keys() -> set[str]:
@@ -234,7 +238,12 @@ def known_keys() -> set[str]:
         for cls in MODELS.values():
             keys.update(h.name for h in (*cls.HYPERPARAMETERS, *cls.data_class.SETTINGS))
         keys.update(h.name for h in (*COLD_ITEM_SETTINGS, *TRAINING_SETTINGS))
-        keys.update({"item_metrics", "comet", "comet_project", "comet_offline_directory"})
+        # keys read in code without a YAML default (RecBole's encoding, tail_ratio, ...; ours)
+        for package in (os.path.dirname(recbole.__file__), os.path.dirname(os.path.abspath(__file__)),
+                        os.path.dirname(os.path.abspath(lightning_genrec.__file__))):
+            for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True):
+                with open(path, encoding="utf-8") as f:
+                    keys.update(_CONFIG_READ.findall(f.read()))
         _RECBOLE_KEYS = keys
     return _RECBOLE_KEYS
 
@@ -420,8 +429,23 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, for_dat
     return config
 
 
+def validation_intended(config) -> bool:
+    """Whether the split is meant to have a validation part (``RS`` with a validation share,
+    ``LS: valid_and_test``, or the cold-start item protocol)."""
+    if config["cold_item_split"]:
+        return True
+    split = (config["eval_args"] or {}).get("split") or {}
+    if "RS" in split:
+        ratios = list(split["RS"])
+        return len(ratios) == 3 and ratios[1] > 0
+    return split.get("LS") != "test_only"
+
+
 def require_users(eval_data, phase: str, config) -> None:
-    """A clear error, naming the settings that shape the split, when RecBole left ``phase`` empty."""
+    """A clear error, naming the settings that shape the split, when RecBole left ``phase`` empty
+    (validation only where the split is meant to have one)."""
+    if phase == "valid" and not validation_intended(config):
+        return
     if eval_data is not None and len(eval_data) == 0:
         settings = ", ".join(f"{key}={config[key]!r}" for key in ("eval_args", "user_inter_num_interval",
                                                                 "item_inter_num_interval", "val_interval",

@@ -152,7 +152,6 @@ class LightningTrainer(Trainer):
             self._save_checkpoint(best_epoch, verbose=verbose)
         return self.best_valid_score, self.best_valid_result
 
-    @torch.no_grad()
     def _register_training_counts(self) -> None:
         """Give RecBole's collector the training statistics Novelty (and RecBole's popularity
         metrics) read, from the model's own training data, when ``fit`` did not (a checkpoint
@@ -169,6 +168,7 @@ class LightningTrainer(Trainer):
             if collector.register.need(key) and key not in collector.data_struct:
                 collector.data_struct.set(key, value())
 
+    @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         phase = "valid" if eval_data is self._valid_data else "test"
         require_users(eval_data, phase, self.config)

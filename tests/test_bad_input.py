@@ -33,9 +33,9 @@ def no_data_loading(monkeypatch):
 
 @pytest.mark.parametrize("runner", sorted(RUNNERS))
 @pytest.mark.parametrize("bad, words", [
-    ({"epochs": -1}, "invalid hyperparameter epochs=-1: must be an integer >= 1"),
-    ({"train_batch_size": 0}, "invalid hyperparameter train_batch_size=0: must be an integer >= 1"),
-    ({"eval_batch_size": "big"}, "invalid hyperparameter eval_batch_size='big': must be an integer >= 1"),
+    ({"epochs": -1}, "invalid setting epochs=-1: must be an integer >= 1"),
+    ({"train_batch_size": 0}, "invalid setting train_batch_size=0: must be an integer >= 1"),
+    ({"eval_batch_size": "big"}, "invalid setting eval_batch_size='big': must be an integer >= 1"),
     ({"topk": [0]}, "topk must be a positive integer"),   # RecBole's own check, as a ConfigError on our side
     ({"learning_rate": "abc"}, "invalid hyperparameter learning_rate='abc': must be a number > 0"),
     ({"valid_metric": "ndcg@999"}, "valid_metric='ndcg@999' cannot select MVAE's epochs"),
@@ -63,7 +63,7 @@ def test_a_hyperparameter_error_is_a_config_error():
 
 
 def test_the_datamodule_checks_settings_too(tiny_config, no_data_loading):
-    with pytest.raises(HyperparameterError, match="epochs=0"):
+    with pytest.raises(HyperparameterError, match="invalid setting epochs=0"):
         RecBoleDataModule("tiny", config_dict=dict(tiny_config, epochs=0)).setup()
 
 
@@ -226,3 +226,27 @@ def test_a_real_checkpoint_still_loads(recbole_checkpoint):
 
     config, model, *_ = load_data_and_model(recbole_checkpoint[0])
     assert config["model"] == "MVAE" and type(model).__name__ == "MVAE"
+
+
+def test_a_split_without_validation_share_is_not_an_error(tiny_config):
+    cfg = dict(tiny_config, epochs=1, eval_step=0,
+               eval_args={"split": {"RS": [0.8, 0.0, 0.2]}, "order": "RO", "group_by": "user", "mode": "full"})
+    result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=cfg)
+    assert 0 <= result["test_result"]["ndcg@10"] <= 1
+
+
+def test_a_file_recbole_does_not_load_is_not_checked(tmp_path):
+    root = _broken(str(tmp_path), GOOD)
+    with open(os.path.join(root, "broken", "broken.user"), "w") as f:
+        f.write("user_id age\nu1\n")                       # broken, but load_col never asks for it
+    result = recbole_ext.run_recbole(model="MVAE", dataset="broken", config_dict=dict(
+        FAST, data_path=root, epochs=1, topk=[5], valid_metric="NDCG@5", load_col={"inter": ["user_id", "item_id"]}))
+    assert 0 <= result["test_result"]["ndcg@5"] <= 1
+
+
+def test_a_wrong_field_separator_is_named(tmp_path):
+    from lightning_genrec import DataFileError
+
+    root = _broken(str(tmp_path), [line.replace("\t", ",") for line in GOOD])
+    with pytest.raises(DataFileError, match="does not split into columns at field_separator='\\\\t'"):
+        recbole_ext.run_recbole(model="MVAE", dataset="broken", config_dict=dict(FAST, data_path=root, epochs=1))

@@ -109,10 +109,10 @@ def test_unknown_hyperparameters_are_named_with_the_closest_one(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_invalid_hyperparameters_are_refused_before_recbole_loads_data(name, tiny_config, monkeypatch):
-    import recbole_ext.config as config_module
+    import recbole.data.dataset.dataset as dataset_module
 
     h = next(h for h in MODELS[name].HYPERPARAMETERS if h.kind in ("int", "float") and not h.from_data)
-    monkeypatch.setattr(config_module, "create_dataset", lambda *a: pytest.fail("data loaded"))
+    monkeypatch.setattr(dataset_module.Dataset, "__init__", lambda *a, **k: pytest.fail("the data set was loaded"))
     with pytest.raises(HyperparameterError, match=f"invalid hyperparameter {h.name}='abc': must be"):
         make_config(name, "tiny", config_dict=small_config(name, tiny_config, **{h.name: "abc"}))
 
@@ -156,3 +156,21 @@ def test_recbole_checkpoints_evaluate_again_in_a_fresh_process(tiny_config, tmp_
     again = json.loads(out.read_text())
     for path, test in results.items():
         assert again[path] == pytest.approx({k: float(v) for k, v in test.items()}, abs=1e-4), path  # 4 places
+
+
+def test_numpy_numbers_are_accepted_as_python_ones():
+    import numpy as np
+
+    model = MODELS["MVAE"](learning_rate=np.float32(1e-3), latent_dimension=np.int64(8), topk=[np.int64(5)])
+    assert type(model.hparams.latent_dimension) is int and model.hparams.topk == [5]
+
+
+def test_a_subclass_with_its_own_declaration_shows_its_own_signature():
+    import inspect
+
+    class Smaller(MODELS["MVAE"]):
+        """A narrower MVAE."""
+        HYPERPARAMETERS = MODELS["MVAE"].HYPERPARAMETERS[:3]
+
+    assert list(inspect.signature(Smaller).parameters) == [h.name for h in Smaller.HYPERPARAMETERS]
+    assert "Args:" in Smaller.__doc__ and "learning_rate" not in Smaller.__doc__

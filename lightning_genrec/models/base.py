@@ -44,7 +44,7 @@ def signature_of(specs: tuple[Hyperparameter, ...]) -> inspect.Signature:
     kinds = {"int": int, "float": float, "str": str, "bool": bool, "int list": list[int], "str list": list[str]}
     params = []
     for h in specs:
-        annotation = kinds[h.kind] | None if (h.optional or h.from_data) else kinds[h.kind]
+        annotation = kinds[h.kind] | None if h.from_data else kinds[h.kind]
         params.append(inspect.Parameter(h.name, inspect.Parameter.KEYWORD_ONLY, default=h.default,
                                         annotation=annotation))
     return inspect.Signature(params)
@@ -70,9 +70,9 @@ class GenRecModule(pl.LightningModule):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "HYPERPARAMETERS" in vars(cls) and "__init__" in vars(cls):
+        if "HYPERPARAMETERS" in vars(cls):
             cls.__signature__ = signature_of(cls.HYPERPARAMETERS)
-            cls.__doc__ = (inspect.cleandoc(cls.__doc__ or cls.__name__) + "\n\n"
+            cls.__doc__ = (inspect.cleandoc(cls.__doc__ or cls.__name__).rstrip() + "\n\n"
                            + args_doc(cls.HYPERPARAMETERS) + "\n")
 
     def __init__(self, **hparams):

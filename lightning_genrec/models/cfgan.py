@@ -117,8 +117,7 @@ def g_loss_fn(D: Discriminator, c, out, mask, zr, alpha: float):
 
 
 class CFGAN(RoundGAN):
-    """CFGAN (Chae et al., CIKM 2018) as a LightningModule with manual optimization.
-    """
+    """CFGAN (Chae et al., CIKM 2018) as a LightningModule with manual optimization."""
 
     HYPERPARAMETERS = (
         N_ITEMS,

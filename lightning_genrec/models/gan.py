@@ -32,7 +32,7 @@ COLLAPSE = (
 
 
 class RoundData(InteractionData):
-    """:class:`~lightning_genrec.data.InteractionData` whose training epoch is one unit: a
+    """:class:`~lightning_genrec.data.InteractionData` whose training epoch is one example: a
     GAN round, which reads the whole training data (the model draws its own minibatches)."""
 
     def train_examples(self) -> np.ndarray:

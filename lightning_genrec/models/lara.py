@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.content import ItemContent, MissingContentError, item_content
-from lightning_genrec.hparams import integer, names, sized_from_data
+from lightning_genrec.hparams import integer, names, setting, sized_from_data
 from lightning_genrec.models.base import N_ITEMS, TOPK
 from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, RoundData, RoundGAN
 
@@ -90,8 +90,8 @@ class AttributeData(RoundData):
     training item carries it).  Evaluation rows are the users' rows, as for MVAE."""
 
     SETTINGS = RoundData.SETTINGS + (
-        names("attribute_fields", DEFAULT_ATTRIBUTE_FIELDS, ".item token / token_seq fields whose tokens are the "
-                                                            "binary attributes."),
+        setting(names("attribute_fields", DEFAULT_ATTRIBUTE_FIELDS, ".item token / token_seq fields whose tokens "
+                                                                    "are the binary attributes.")),
     )
 
     attributes: ItemContent | None = None
@@ -236,8 +236,7 @@ def sample_non_interacting(items: torch.Tensor, candidates: torch.Tensor, observ
 
 
 class LARA(RoundGAN):
-    """LARA (Sun et al., WSDM 2020) as a LightningModule with manual optimization.
-    """
+    """LARA (Sun et al., WSDM 2020) as a LightningModule with manual optimization."""
 
     data_class = AttributeData
     item_metrics = True
