@@ -274,7 +274,7 @@ def test_invalid_content_min_count_is_named(tiny_config):
         make_config("CVAE", "tiny", config_dict=_cvae_config(tiny_config, content_min_count="x"))
 
 
-def test_needs_content_tables(tiny_config):
+def test_needs_content_data(tiny_config):
     dm = RecBoleDataModule("tiny", model="MVAE", config_dict=tiny_config)
     dm.setup()
     with pytest.raises(ValueError, match="CVAE needs item content"):
