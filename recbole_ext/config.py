@@ -34,6 +34,7 @@ from recbole.utils import ModelType, get_model, init_seed
 
 import lightning_genrec
 from lightning_genrec.content import ContentData, missing_content_message
+from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import ConfigError, DatasetNotFoundError, UnknownModelError
 from lightning_genrec.hparams import integer, setting
 from lightning_genrec.item_ranking import ITEM_METRICS
@@ -139,8 +140,9 @@ def data_options(data_class: type, config) -> dict:
 
 
 def data_from_recbole(model: str, train, valid=None, test=None, config=None):
-    """The data form ``model`` trains on, from RecBole's three loaders and the config."""
-    data_class = MODELS[model].data_class
+    """The data form ``model`` trains on (one row per user for a model that is not ours), from
+    RecBole's three loaders and the config."""
+    data_class = getattr(MODELS.get(model), "data_class", InteractionData)
     return data_class.from_recbole(train, valid, test, **data_options(data_class, config))
 
 

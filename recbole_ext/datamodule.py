@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 
 from lightning_genrec.data import InteractionData, eval_loader, train_loader, users_per_eval_batch
-from lightning_genrec.models import MODELS
-from recbole_ext.config import data_options, load_data, make_config, require_users
+from recbole_ext.config import data_from_recbole, load_data, make_config, require_users
 
 
 class RecBoleDataModule(pl.LightningDataModule):
@@ -56,8 +55,7 @@ class RecBoleDataModule(pl.LightningDataModule):
         _, train, valid, test = load_data(self.config)
         require_users(valid, "valid", self.config)
         require_users(test, "test", self.config)
-        data_class = getattr(MODELS.get(self.model_name), "data_class", InteractionData)
-        self.data = data_class.from_recbole(train, valid, test, **data_options(data_class, self.config))
+        self.data = data_from_recbole(self.model_name, train, valid, test, self.config)
         # RecBole's full-sort loader counts eval_batch_size in scores for user-level splits, but in rows
         # (one per user) for sequential ones; we batch as it does, so both entry points score the same
         # users together and compute the same floats
