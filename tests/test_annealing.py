@@ -49,3 +49,16 @@ def test_kl_weight_follows_global_step_across_resume(tiny_config, tmp_path):
     # weight is that of steps 8..11 (0.2..0.275), not of steps 0..3 (0..0.075)
     assert float(second.callback_metrics["train/kl_weight_epoch"]) == pytest.approx(
         sum(linear(s, 1.0, 40) for s in range(steps, steps + 4)) / 4, rel=0.05)
+
+
+def test_kl_clock_counts_minibatches_of_all_processes():
+    # W processes each take one step per W minibatches read in all (equal DDP shards), so beta
+    # after one epoch is the same whatever W: the clock is global_step * world_size
+    from types import SimpleNamespace
+
+    model = MVAE(n_items=10, anneal_cap=1.0, total_anneal_steps=100)
+    model._trainer = SimpleNamespace(world_size=1, global_step=30)
+    one_process = model.kl_weight()
+    model._trainer = SimpleNamespace(world_size=2, global_step=15)   # the same data read by 2 processes
+    assert model.minibatches_seen() == 30
+    assert model.kl_weight() == pytest.approx(one_process) == pytest.approx(0.3)

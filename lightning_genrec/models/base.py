@@ -33,8 +33,9 @@ LEARNING_RATE = number("learning_rate", 1e-3, "Adam step size.", low_open=True)
 WEIGHT_DECAY = number("weight_decay", 0.0, "Adam weight decay.")
 ANNEALING = (
     number("anneal_cap", 0.2, "the largest KL weight beta."),
-    integer("total_anneal_steps", 200000, "minibatches for beta to reach anneal_cap (cyclical: the period).", low=0),
-    choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the minibatches."),
+    integer("total_anneal_steps", 200000, "minibatches (of train_batch_size, summed over processes) for beta to "
+                                          "reach anneal_cap (cyclical: the period).", low=0),
+    choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the minibatches read."),
 )
 
 
@@ -203,12 +204,23 @@ class GenRecModule(pl.LightningModule):
 
 
 class VAEModule(GenRecModule):
-    """What the VAEs share: the KL weight from the annealing schedule (a pure function of
-    ``global_step``, so it resumes from checkpoints) and the per-step ELBO logging."""
+    """What the VAEs share: the KL weight from the annealing schedule and the per-step ELBO logging.
+
+    The schedule's clock is the number of minibatches of ``train_batch_size`` examples read so far
+    by all processes together: ``global_step`` (this process's optimizer steps, which Lightning
+    keeps in every checkpoint) times the number of processes.  Under DDP every process reads an
+    equal shard, so W processes read W minibatches a step, and beta reaches its cap after the same
+    amount of data (the same fraction of an epoch) whatever W is."""
+
+    def minibatches_seen(self) -> int:
+        """Minibatches read so far by all processes together (the annealing clock)."""
+        trainer = self._trainer
+        world = trainer.world_size if trainer is not None else 1
+        return self.global_step * world
 
     def kl_weight(self) -> float:
         h = self.hparams
-        return kl_weight(h.anneal_schedule, self.global_step, h.anneal_cap, h.total_anneal_steps)
+        return kl_weight(h.anneal_schedule, self.minibatches_seen(), h.anneal_cap, h.total_anneal_steps)
 
     def log_elbo(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor, beta: float, n: int) -> None:
         """Stop on a non-finite loss; log loss, NLL, KL and the KL weight (``n``: batch size)."""
