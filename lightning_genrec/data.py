@@ -218,7 +218,9 @@ def train_loader(data, batch_size: int, shuffle: bool = True, num_workers: int =
     """One epoch over ``data.train_examples()`` (MVAE: one row per user with training
     interactions; SVAE: one window of each user's sequence)."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(_Users(data.train_examples()), batch_size=batch_size, shuffle=shuffle,
+    examples = data.train_examples()
+    # a single example (a GAN round) is not shuffled: shuffling would only consume random numbers
+    return DataLoader(_Users(examples), batch_size=batch_size, shuffle=shuffle and len(examples) > 1,
                       collate_fn=_Collate(data, None), num_workers=num_workers, generator=generator)
 
 

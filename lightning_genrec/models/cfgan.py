@@ -33,13 +33,21 @@ Where this implementation departs, and why:
       loop evaluates the *test* set after every G pass and reports a picked epoch.
     * ZR and PM are two independent draws, as the paper describes them.  The authors' code
       reseeds numpy with the wall-clock second before each draw, so a row's ZR and PM draws
-      (same pool, same size) coincide in practice; ours come from torch's seeded generator
-      (reproducible), and each pass shuffles the rows afresh.
+      (same pool, same size) coincide in practice; ours are a function of the round's seed and
+      the row's id (:func:`sample_unobserved`): reproducible, made one minibatch at a time
+      (or for all rows at once where they fit; the same sets), and each pass shuffles the
+      rows afresh.
+    * **Nothing dense in users x items**: the training rows stay sparse and each minibatch is
+      made dense alone; item mode scores a user from every item's last hidden layer (computed
+      once per set of weights from the sparse item rows) and the user's output weights, never
+      the (items x users) generated matrix.
     * A round trains on the rows that have training interactions; the authors' loop also
       feeds all-zero rows (in item mode, items without training interactions).
     * Training runs the whole round inside one ``training_step`` (manual optimization, the
-      two optimizers alternating as in the authors' loop), so it runs on one device; a
-      multi-process strategy is refused with a clear error.
+      two optimizers alternating as in the authors' loop).  Under DDP every process draws the
+      same minibatches and takes its share of each; the gradients are summed over processes
+      (:meth:`~lightning_genrec.models.gan.RoundGAN.step`): the round of one process with the
+      same total batch.
     * **Collapse detection** (not in the authors' code): a non-finite loss, a discriminator
       loss below ``collapse_d_loss`` for ``collapse_patience`` rounds in a row, or a generator
       whose output no longer depends on its condition stops training with
@@ -47,7 +55,8 @@ Where this implementation departs, and why:
 """
 from __future__ import annotations
 
-
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,17 +98,59 @@ class Discriminator(nn.Module):
         return self.net(torch.cat([c, x], dim=1)).squeeze(1)
 
 
-def sample_unobserved(rows: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``x * c mod 2**32`` for int64 ``x`` in [0, 2**32), without int64 overflow (two 16-bit halves of ``c``)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser: a bijection of [0, 2**32) with full avalanche (int64 tensors)."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _mul32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def draw_keys(seed: int, row_ids: torch.Tensor, width: int) -> torch.Tensor:
+    """(R, N) int64 random keys in [0, 2**32): a pure function of (``seed``, row id, column).
+
+    A row's keys are distinct (a bijection of the column), so ranking them draws a uniform
+    random order of its columns; the same row gets the same keys in every minibatch, on every
+    process and device, which is what lets a round's draws be made one minibatch at a time."""
+    row = _fmix32(_fmix32(row_ids.long() & _M32) ^ (int(seed) & _M32))               # (R,)
+    cols = torch.arange(width, device=row_ids.device, dtype=torch.long)
+    return _fmix32(row[:, None] ^ cols[None, :])
+
+
+def sample_unobserved(rows: torch.Tensor, ratio: float, seed: int, row_ids: torch.Tensor) -> torch.Tensor:
     """(R, N) bool: for each row, floor(ratio * #unobserved) of its zero entries, uniformly
-    without replacement (what the authors' per-row ``np.random.choice`` draws)."""
+    without replacement (what the authors' per-row ``np.random.choice`` draws).
+
+    ``row_ids`` (R,) name the rows: a row's draw depends only on ``seed`` and its id
+    (:func:`draw_keys`), so drawing a round's rows minibatch by minibatch gives the same sets
+    as drawing them all at once, and never needs more than one minibatch of keys."""
     observed = rows > 0
-    n_pick = torch.floor((~observed).sum(dim=1) * ratio).long()                 # (R,)
-    keys = torch.rand(rows.shape, generator=generator).to(rows.device)
-    keys = keys.masked_fill(observed, 2.0)                                        # observed entries last
-    order = keys.argsort(dim=1)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(rows.shape[1], device=rows.device).expand_as(order))
-    return ranks < n_pick[:, None]
+    n_pick = torch.floor((~observed).sum(dim=1) * ratio).long()                  # (R,)
+    keys = draw_keys(seed, row_ids, rows.shape[1]).masked_fill(observed, 1 << 32)   # observed entries last
+    kth = keys.sort(dim=1).values.gather(1, (n_pick - 1).clamp(min=0)[:, None])    # n_pick-th smallest key
+    return (keys <= kth) & (n_pick > 0)[:, None]
+
+
+def dense_rows(indptr: torch.Tensor, indices: torch.Tensor, idx: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, width) float 0/1 rows ``idx`` of a binary CSR matrix given by ``indptr`` / ``indices``
+    (tensors on the model's device): one minibatch dense at a time, never the whole matrix."""
+    starts, ends = indptr[idx], indptr[idx + 1]
+    lengths = ends - starts
+    row_of = torch.repeat_interleave(torch.arange(len(idx), device=idx.device), lengths)
+    first = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
+    cols = indices[first + torch.arange(int(lengths.sum()), device=idx.device)]
+    out = torch.zeros(len(idx), width, device=idx.device)
+    out[row_of, cols] = 1.0
+    return out
 
 
 def d_loss_fn(D: Discriminator, c, fake_masked):
@@ -183,27 +234,23 @@ class CFGAN(RoundGAN):
         super().attach_data(data)
         self._cache = {}
 
-    def _matrix(self) -> torch.Tensor:
-        """The training matrix as dense rows on the model's device: (U, I) in user mode, (I, U) in
-        item mode, every id (RecBole's padding id 0 included: an all-zero row)."""
-        cached = self._cache.get("matrix")
-        if cached is None or cached.device != self.device:
-            if self._data is None:
-                raise RuntimeError("CFGAN needs its training data: use a RecBoleDataModule or call "
-                                   "model.attach_data(data) first.")
-            m = self._data.train if self.hparams.mode == "user" else self._data.train.T.tocsr()
-            cached = torch.from_numpy(m.toarray()).float().to(self.device)
-            self._cache["matrix"] = cached
-        return cached
-
-    def _rows(self) -> torch.Tensor:
-        """The rows a round trains on: users (or items) with at least one training interaction."""
+    def _training_rows(self) -> "SparseRows":
+        """The rows a round trains on (users, or items, with at least one training interaction),
+        sparse on the model's device."""
         cached = self._cache.get("rows")
-        matrix = self._matrix()
-        if cached is None or cached.device != matrix.device:
-            cached = matrix[matrix.sum(dim=1) > 0]
+        if cached is None or cached.indptr.device != self.device:
+            m = self._orientation()
+            cached = SparseRows.of(m, np.flatnonzero(np.diff(m.indptr) > 0), self.device)
             self._cache["rows"] = cached
         return cached
+
+    def _orientation(self) -> sp.csr_matrix:
+        """The training matrix, rows = what G conditions on: (U, I) in user mode, (I, U) in item mode."""
+        if self._data is None:
+            raise RuntimeError("CFGAN needs its training data: use a RecBoleDataModule or call "
+                               "model.attach_data(data) first.")
+        m = self._data.train
+        return m if self.hparams.mode == "user" else m.T.tocsr()
 
     # -- training: one round per step -------------------------------------------------------
     def configure_optimizers(self):
@@ -215,54 +262,90 @@ class CFGAN(RoundGAN):
         return opt_g, opt_d
 
     def training_step(self, batch, batch_idx):
-        """One round (see :mod:`~lightning_genrec.models.gan`): new ZR / PM draws, D's passes, G's passes."""
+        """One round (see :mod:`~lightning_genrec.models.gan`): new ZR / PM draws, D's passes, G's passes.
+
+        The round's draws are fixed by two seeds: a row's ZR and PM entries are a function of the seed
+        and the row's id (:func:`sample_unobserved`), so they are made one minibatch at a time and are
+        the same in every pass of the round and on every process."""
         h = self.hparams
         opt_g, opt_d = self.optimizers()
-        rows = self._rows()                                                     # (R, N) conditions c = real rows
+        rows = self._training_rows()
         g = self.round_generator()
-        zr = sample_unobserved(rows, h.zr_ratio, g).float()                     # (R, N) zero-reconstruction entries
-        mask = ((rows > 0) | sample_unobserved(rows, h.pm_ratio, g)).float()   # (R, N) observed + partial masking
+        zr_seed, pm_seed = (int(s) for s in torch.randint(2 ** 32, (2,), generator=g))
+
+        zr_draws, pm_draws = RoundDraws(rows, h.zr_ratio, zr_seed), RoundDraws(rows, h.pm_ratio, pm_seed)
+
+        def minibatch(idx):
+            """c (the real rows) and m (observed + partial-masking entries) of the rows at ``idx``."""
+            c = rows.dense(idx)                                                 # (B, N) conditions c = real rows
+            return c, ((c > 0) | pm_draws(idx, c)).float()
 
         # discriminator: real rows against G's masked rows, G held fixed
-        self.toggle_optimizer(opt_d)
-        d_losses = []
-        for idx in self.minibatches(len(rows), h.d_batch_size, h.d_steps, g):
-            c = rows[idx]
+        def d_loss(idx):
+            c, mask = minibatch(idx)
             with torch.no_grad():
                 fake = self.generator(c)                                        # (B, N)
-            d_losses.append(self.step(opt_d, d_loss_fn(self.discriminator, c, fake * mask[idx]), "discriminator"))
+            return d_loss_fn(self.discriminator, c, fake * mask)
+
+        self.toggle_optimizer(opt_d)
+        d_losses = [self.step(opt_d, d_loss, idx, "discriminator")
+                    for idx in self.minibatches(len(rows), h.d_batch_size, h.d_steps, g)]
         self.untoggle_optimizer(opt_d)
 
         # generator: fool D on the masked rows, and push the ZR entries to 0; D held fixed
+        def g_loss(idx):
+            c, mask = minibatch(idx)
+            zr = zr_draws(idx, c).float()                                       # (B, N) zero-reconstruction entries
+            return g_loss_fn(self.discriminator, c, self.generator(c), mask, zr, h.zr_coefficient)
+
         self.toggle_optimizer(opt_g)
-        g_losses = []
-        for idx in self.minibatches(len(rows), h.g_batch_size, h.g_steps, g):
-            c = rows[idx]
-            loss = g_loss_fn(self.discriminator, c, self.generator(c), mask[idx], zr[idx], h.zr_coefficient)
-            g_losses.append(self.step(opt_g, loss, "generator"))
+        g_losses = [self.step(opt_g, g_loss, idx, "generator")
+                    for idx in self.minibatches(len(rows), h.g_batch_size, h.g_steps, g)]
         self.untoggle_optimizer(opt_g)
 
         self._cache.pop("item_key", None)                                       # G changed: item scores are stale
         d_mean, _ = self.log_round(d_losses, g_losses)
-        self._check_collapse(d_mean, rows)
-
-    @torch.no_grad()
-    def _check_collapse(self, d_mean: float, rows: torch.Tensor) -> None:
-        self._detect_collapse(d_mean, self.generator(rows[: min(len(rows), 256)]),
-                              "Try a smaller d_learning_rate, fewer d_steps, or a larger d_reg_weight")
+        with torch.no_grad():
+            sample = torch.arange(min(len(rows), 256), device=self.device)
+            self._detect_collapse(d_mean, self.generator(rows.dense(sample)),
+                                  "Try a smaller d_learning_rate, fewer d_steps, or a larger d_reg_weight")
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, batch):
         if self.hparams.mode == "user":
             return self.generator(batch["input"])                               # (B, I)
-        # item mode: every item's row through G once per set of weights, then the users' columns
+        # item mode: a user's score for item j is the user's entry of G(c_j), G's output layer is linear,
+        # so it is features_j . W_out[user] + b_out[user], with every item's last hidden features computed
+        # once per set of weights (I x hidden, from the sparse item rows) -- never the (I, U) output
+        features = self._item_features()
+        out = self.generator.net[-1]
+        users = batch["user"].to(self.device)
+        weight = out.weight[users]                                              # (B, hidden)
+        scores = torch.sparse.mm(features, weight.t()) if features.is_sparse else features @ weight.t()
+        return (scores + out.bias[users]).t()                                   # (B, I)
+
+    @torch.no_grad()
+    def _item_features(self) -> torch.Tensor:
+        """(I, hidden) the generator's last hidden layer for every item id's row (sparse rows
+        themselves when G has no hidden layer), cached until G's weights change."""
         key = tuple((p.data_ptr(), p._version) for p in self.generator.parameters())
-        if self._cache.get("item_key") != key:
-            with torch.no_grad():
-                self._cache["item_scores"] = self.generator(self._matrix()).t().contiguous()   # (U, I)
+        if self._cache.get("item_key") != key or self._cache.get("item_features") is None:
+            m = self._orientation()
+            coo = m.tocoo()
+            rows = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+                                          torch.ones(coo.nnz), size=m.shape, check_invariants=False
+                                          ).coalesce().to(self.device)
+            layers = list(self.generator.net)[:-1]
+            if not layers:
+                features = rows
+            else:
+                first = layers[0]
+                features = torch.sparse.mm(rows, first.weight.t()) + first.bias  # (I, hidden): sparse input, once
+                for layer in layers[1:]:
+                    features = layer(features)
+            self._cache["item_features"] = features
             self._cache["item_key"] = key
-        scores = self._cache["item_scores"]
-        return scores[batch["user"].to(scores.device)]                          # (B, I)
+        return self._cache["item_features"]
 
     def on_validation_epoch_start(self) -> None:
         self._cache.pop("item_key", None)   # weights may have been replaced without a version bump
@@ -271,4 +354,48 @@ class CFGAN(RoundGAN):
         self._cache.pop("item_key", None)
 
 
-__all__ = ["CFGAN", "Discriminator", "GANCollapseError", "Generator", "RoundData", "sample_unobserved"]
+class RoundDraws:
+    """One round's draw of ``ratio`` of each training row's unobserved entries (:func:`sample_unobserved`
+    with the round's ``seed``): made for all rows at once when they fit in ``cache_cells`` (one sort per
+    row a round), otherwise minibatch by minibatch (bounded memory at any size).  The sets are the same
+    either way: a row's draw depends only on the seed and its id."""
+
+    def __init__(self, rows: "SparseRows", ratio: float, seed: int, cache_cells: int = 2 ** 26):
+        self.rows, self.ratio, self.seed = rows, ratio, seed
+        self.all: torch.Tensor | None = None
+        if len(rows) * rows.width <= cache_cells:
+            chunk = max(1, 2 ** 22 // max(rows.width, 1))
+            parts = [sample_unobserved(rows.dense(i), ratio, seed, rows.ids[i])
+                     for i in torch.arange(len(rows), device=rows.ids.device).split(chunk)]
+            self.all = torch.cat(parts) if parts else torch.zeros(0, rows.width, dtype=torch.bool)
+
+    def __call__(self, idx: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """(B, N) bool draws of the rows at positions ``idx`` (``dense``: those rows)."""
+        if self.all is not None:
+            return self.all[idx]
+        return sample_unobserved(dense, self.ratio, self.seed, self.rows.ids[idx])
+
+
+class SparseRows:
+    """Some rows of a binary CSR matrix on a device; minibatches are made dense one at a time."""
+
+    def __init__(self, indptr: torch.Tensor, indices: torch.Tensor, ids: torch.Tensor, width: int):
+        self.indptr, self.indices, self.ids, self.width = indptr, indices, ids, width
+
+    @classmethod
+    def of(cls, matrix: sp.csr_matrix, ids: np.ndarray, device) -> "SparseRows":
+        sub = matrix[ids]
+        return cls(torch.from_numpy(sub.indptr.astype(np.int64)).to(device),
+                   torch.from_numpy(sub.indices.astype(np.int64)).to(device),
+                   torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device), matrix.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def dense(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, width) float rows at positions ``idx``."""
+        return dense_rows(self.indptr, self.indices, idx, self.width)
+
+
+__all__ = ["CFGAN", "Discriminator", "GANCollapseError", "Generator", "RoundData", "RoundDraws", "SparseRows", "dense_rows",
+           "draw_keys", "sample_unobserved"]

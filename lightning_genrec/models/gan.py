@@ -9,13 +9,23 @@ example), and one Lightning epoch is one round: the loader serves a single place
 batch per epoch (:class:`RoundData`).  Each GAN's ``training_step`` spells out its two
 phases; the small helpers here draw the round's minibatches, take one optimizer step
 and stop a collapsed GAN instead of evaluating it.
+
+Several processes (DDP): all processes hold the training data and draw the same
+minibatches from a broadcast round seed; in each optimizer step a process computes the
+loss of its share of the minibatch (weighted by that share) and the gradients are summed
+over processes before the step, so W processes take the steps one process would take
+with the same minibatches, each computing 1/W of every one.  DDP's own reducer (one
+reduction per forward) is left idle, since a round takes many steps in one forward.
+Collapse checks read losses summed over the processes, so every process stops together.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import contextlib
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import GANCollapseError
@@ -54,36 +64,70 @@ class RoundGAN(GenRecModule):
     def register_d_wins(self) -> None:
         self.register_buffer("d_wins", torch.zeros((), dtype=torch.long))   # rounds in a row D has won outright
 
-    def setup(self, stage: str) -> None:
-        # refused here, before Lightning logs hyperparameters, so no logger starts a run for it
-        if stage == "fit" and self.trainer.world_size > 1:
-            raise RuntimeError(f"{type(self).__name__} trains a whole round (its alternating discriminator and "
-                               "generator minibatch passes) in one training_step, on one device; multi-process "
-                               "strategies are not supported. Use devices=1.")
-        super().setup(stage)
+    # -- several processes --------------------------------------------------------------------
+    def _world(self) -> tuple[int, int]:
+        """(number of processes, this process's rank)."""
+        trainer = self._trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    @staticmethod
-    def round_generator() -> torch.Generator:
-        """The round's own random stream (minibatch order, ZR / PM draws, negative users), seeded from
-        torch's global generator, so ``seed_everything`` makes every round reproducible."""
-        return torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,)).item()))
+    def _no_ddp_reducer(self):
+        """A context in which backward passes leave DDP's own gradient reducer idle: a round takes many
+        optimizer steps in one ``training_step`` and all-reduces each step's gradients itself."""
+        wrapper = getattr(self._trainer.strategy, "model", None) if self._trainer is not None else None
+        return wrapper.no_sync() if isinstance(wrapper, DistributedDataParallel) else contextlib.nullcontext()
+
+    def round_generator(self) -> torch.Generator:
+        """The round's own random stream (minibatch order, ZR / PM seeds, negative users): a function of
+        torch's seed (``torch.initial_seed()``, what ``seed_everything`` / RecBole's ``seed`` set) and
+        the round number, so a run is reproducible, a resumed run draws what an uninterrupted one
+        would, and the draws do not depend on how many random numbers other code took before.  Under
+        several processes rank 0's seed is broadcast: every process draws the same minibatches."""
+        mixed = np.random.SeedSequence([torch.initial_seed() % 2 ** 63, int(self.current_epoch)])
+        seed = int(mixed.generate_state(1, np.uint64)[0] >> np.uint64(2))
+        if self._world()[0] > 1:
+            seed = int(self.trainer.strategy.broadcast(seed, src=0))
+        return torch.Generator().manual_seed(seed)
 
     def minibatches(self, n: int, batch_size: int, passes: int, g: torch.Generator) -> Iterator[torch.Tensor]:
-        """Index tensors (on the model's device) of ``passes`` shuffled passes over ``n`` rows."""
+        """Index tensors (on the model's device) of ``passes`` shuffled passes over ``n`` rows (every
+        process gets the same ones; :meth:`step` takes this process's share)."""
         for _ in range(passes):
             yield from torch.randperm(n, generator=g).to(self.device).split(batch_size)
 
-    def step(self, opt, loss: torch.Tensor, network: str) -> float:
-        """One optimizer step on ``loss`` (``network``: ``"discriminator"`` or ``"generator"``, for the
-        message if the loss is not finite); returns the loss as a float."""
-        if not torch.isfinite(loss):
-            raise GANCollapseError(f"{type(self).__name__} collapsed: the {network} loss became {loss.item()} in "
+    def step(self, opt, loss_of: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, network: str) -> float:
+        """One optimizer step on the minibatch ``idx``: ``loss_of(rows)`` is the mean loss over ``rows``
+        (``network``: ``"discriminator"`` or ``"generator"``, for the message if the loss is not
+        finite).  Returns the minibatch's loss as a float.
+
+        With W processes each takes every W-th row of the minibatch; its loss is weighted by its share
+        of the rows and the gradients are summed over the processes, which is the gradient of the
+        whole minibatch's mean loss: the same step as one process taking the whole minibatch (up to
+        float rounding).  The loss is summed the same way before the finiteness check, so all
+        processes agree on it."""
+        world, rank = self._world()
+        part = idx[rank::world] if world > 1 else idx
+        weight = len(part) / len(idx)
+        loss = loss_of(part) * weight if len(part) else None
+        total = loss.detach().clone() if loss is not None else torch.zeros((), device=self.device)
+        if world > 1:
+            torch.distributed.all_reduce(total)
+        if not torch.isfinite(total):
+            raise GANCollapseError(f"{type(self).__name__} collapsed: the {network} loss became {total.item()} in "
                                    f"round {self.current_epoch}; training stopped and the model is not evaluated. "
                                    "Try smaller g_learning_rate / d_learning_rate.")
         opt.zero_grad()
-        self.manual_backward(loss)
+        if loss is not None:
+            with self._no_ddp_reducer():
+                self.manual_backward(loss)
+        if world > 1:
+            params = [p for group in opt.param_groups for p in group["params"]]
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat([grad.reshape(-1) for grad in grads])
+            torch.distributed.all_reduce(flat)
+            for p, chunk in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = chunk.view_as(p).clone()
         opt.step()
-        return loss.item()
+        return total.item()
 
     def log_round(self, d_losses: list[float], g_losses: list[float]) -> tuple[float, float]:
         """Log the round's mean D and G minibatch losses (``train/loss`` is G's); returns both."""

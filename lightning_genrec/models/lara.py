@@ -50,8 +50,8 @@ Where this implementation departs, and why:
       count in the user vectors; how many were skipped is logged.  Such an item, when new,
       is scored from its all-"absent" code.
     * Metrics use RecBole's normalisations (see :mod:`lightning_genrec.item_ranking`).
-    * A round runs in one ``training_step``, so LARA trains on one device; a
-      multi-process strategy gets a clear error (as for CFGAN).
+    * A round runs in one ``training_step``; under DDP each process takes its share of every
+      minibatch and the gradients are summed (as for CFGAN).
     * **Collapse detection** (not in the authors' code) as for CFGAN:
       :class:`~lightning_genrec.models.gan.GANCollapseError`.
 """
@@ -332,22 +332,25 @@ class LARA(RoundGAN):
         neg, neg_ok = sample_non_interacting(items, d["candidates"], d["keys"], self._data.n_items, g)
 
         # discriminator: (item, its user) real; (item, G's user) and (item, a non-interacting user) fake
-        self.toggle_optimizer(opt_d)
-        d_losses = []
-        for idx in self.minibatches(len(items), h.batch_size, h.d_steps, g):
+        def d_loss(idx):
             a = codes[items[idx]]                                               # (B, A) attribute codes
             with torch.no_grad():
                 fake = self.generator(a)                                        # (B, A) G held fixed
-            loss = d_loss_fn(self.discriminator, a, profiles[users[idx]], fake, profiles[neg[idx]], neg_ok[idx])
-            d_losses.append(self.step(opt_d, loss, "discriminator"))
+            return d_loss_fn(self.discriminator, a, profiles[users[idx]], fake, profiles[neg[idx]], neg_ok[idx])
+
+        self.toggle_optimizer(opt_d)
+        d_losses = [self.step(opt_d, d_loss, idx, "discriminator")
+                    for idx in self.minibatches(len(items), h.batch_size, h.d_steps, g)]
         self.untoggle_optimizer(opt_d)
 
         # generator: make D call (item, G's user) real; D held fixed
-        self.toggle_optimizer(opt_g)
-        g_losses = []
-        for idx in self.minibatches(len(items), h.batch_size, h.g_steps, g):
+        def g_loss(idx):
             a = codes[items[idx]]
-            g_losses.append(self.step(opt_g, g_loss_fn(self.discriminator, a, self.generator(a)), "generator"))
+            return g_loss_fn(self.discriminator, a, self.generator(a))
+
+        self.toggle_optimizer(opt_g)
+        g_losses = [self.step(opt_g, g_loss, idx, "generator")
+                    for idx in self.minibatches(len(items), h.batch_size, h.g_steps, g)]
         self.untoggle_optimizer(opt_g)
 
         d_mean, _ = self.log_round(d_losses, g_losses)
