@@ -14,17 +14,18 @@ from recbole_ext import compat
 
 compat.apply()
 
-from recbole_ext import atomic, cold_start  # noqa: E402
+from recbole_ext import atomic, cold_start, processes  # noqa: E402
 from recbole_ext.config import _patch_config, make_config  # noqa: E402
 from recbole_ext.datamodule import RecBoleDataModule  # noqa: E402
 from recbole_ext.metrics import register_metrics  # noqa: E402
-from recbole_ext.quick_start import run_recbole  # noqa: E402
+from recbole_ext.quick_start import run, run_recbole  # noqa: E402
 from recbole_ext.registry import register_all  # noqa: E402
 
 _patch_config()
 atomic.apply()
 cold_start.apply()
+processes.apply()
 register_metrics()
 register_all()
 
-__all__ = ["RecBoleDataModule", "make_config", "run_recbole"]
+__all__ = ["RecBoleDataModule", "make_config", "run", "run_recbole"]

@@ -17,11 +17,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", "-m", default="MVAE", help="model name (default MVAE)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (RecBole's nproc)")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    parser.add_argument("--ip", default="localhost", help="address of the machine of rank 0")
+    parser.add_argument("--port", default="5678", help="free port on the machine of rank 0")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
 
     try:
-        result = recbole_ext.run_recbole(model=args.model, dataset=args.dataset, config_file_list=files)
+        result = recbole_ext.run(model=args.model, dataset=args.dataset, config_file_list=files, nproc=args.nproc,
+                                 world_size=args.world_size, ip=args.ip, port=args.port,
+                                 group_offset=args.group_offset)
     except USER_ERRORS as exc:
         print(f"lightning-genrec: error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,9 @@ lightning_genrec`` alone imports no RecBole).
    lacks; RecBole's ``Config`` re-adds it when constructed, but a checkpoint
    loaded by ``load_data_and_model`` unpickles its ``Config`` without
    constructing one -> ``np.float`` / ``np.int`` aliases restored at import.
+9. ``ensure_dir`` checks, then creates: processes started together (``nproc``)
+   race to create ``./log`` or the checkpoint folder and one fails with
+   ``FileExistsError`` -> created with ``exist_ok``.
 
 Two behaviours of RecBole that would hang or mislead a user on a machine
 without network are also changed here: a missing dataset raises
@@ -274,6 +277,22 @@ def _quiet_inplace_fillna() -> None:
                                 module=r"recbole\.data\.dataset\.dataset")
 
 
+def ensure_dir(dir_path) -> None:
+    """RecBole's ``ensure_dir`` without its check-then-create race (item 9)."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def _ensure_dir_race() -> None:
+    # item 9: every module that imported RecBole's ensure_dir by name
+    import importlib
+
+    for name in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.trainer.trainer",
+                 "recbole.data.dataset.dataset", "recbole.data.utils"):
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
+
+
 def apply() -> None:
     """Apply every fix once; safe to call many times."""
     global _APPLIED
@@ -286,4 +305,5 @@ def apply() -> None:
     _no_download()
     _honour_data_path()
     _quiet_inplace_fillna()
+    _ensure_dir_race()
     _APPLIED = True

@@ -214,12 +214,25 @@ def adapt_model_config(config) -> None:
     if (config["eval_args"] or {}).get("order") == "TO":
         require_time_field(config, "eval_args.order is 'TO' (time order)")
     check_hparams(config, selection=not _FOR_DATAMODULE.get())
-    nproc = config["nproc"]
-    if nproc not in (None, 1):
-        raise ConfigError(f"nproc={nproc!r}: the RecBole entry point trains lightning-genrec models in one process. "
-                          "For several processes use a Lightning script: pl.Trainer(devices=N, strategy='ddp') with "
-                          "a RecBoleDataModule.")
+    check_processes(config)
     warn_unknown_keys(config)
+
+
+def check_processes(config) -> None:
+    """``nproc`` / ``world_size`` / ``offset``: whole numbers that fit together (RecBole would hang or
+    fail deep inside ``torch.distributed`` otherwise)."""
+    values = {}
+    for key, low in (("nproc", 1), ("world_size", -1), ("offset", 0)):
+        value = config[key] if key in config else None
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key}={value!r}: must be an integer >= {low}.")
+        values[key] = value
+    nproc, world = values.get("nproc", 1), values.get("world_size", -1)
+    if world > 0 and (world < nproc or world % nproc):
+        raise ConfigError(f"world_size={world} with nproc={nproc}: world_size is the number of processes on all "
+                          "machines together, a multiple of nproc (the processes of each machine).")
 
 
 _RECBOLE_KEYS: set[str] | None = None

@@ -22,12 +22,15 @@ from time import time
 
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
+from pytorch_lightning.strategies import DDPStrategy
 from recbole.trainer import Trainer
 from recbole.utils import dict2str, early_stopping, get_local_time, set_color
 
 from lightning_genrec.comet import comet_logger
 from lightning_genrec.data import eval_loader, train_loader, users_per_eval_batch
 from recbole_ext.config import require_users
+from recbole_ext.processes import ONE_PROCESS, RecBoleProcesses, global_rank, several_processes
 
 
 class _RecBoleLog(pl.Callback):
@@ -97,7 +100,19 @@ class LightningTrainer(Trainer):
     """RecBole's Trainer API; Lightning's loop."""
 
     def __init__(self, config, model):
-        super().__init__(config, model)
+        if several_processes(config):
+            # RecBole's Trainer wraps its model for GPU DDP here; ours trains through Lightning's DDP instead
+            config["single_spec"] = True
+            try:
+                super().__init__(config, model)
+            finally:
+                config["single_spec"] = False
+            # every process reloads the checkpoint rank 0 writes: one file name (RecBole stamps it with the time)
+            names = [self.saved_model_file]
+            dist.broadcast_object_list(names, src=0)
+            self.saved_model_file = names[0]
+        else:
+            super().__init__(config, model)
         self.comet = None
         self.comet_archive: str | None = None
         self.lightning_trainer: pl.Trainer | None = None
@@ -106,7 +121,7 @@ class LightningTrainer(Trainer):
         self._valid_data = None
 
     def _make_comet(self):
-        if not self.config["comet"]:
+        if not self.config["comet"] or (several_processes(self.config) and global_rank(self.config) != 0):
             return None
         offline_dir = self.config["comet_offline_directory"] or os.path.join("log", "comet")
         return comet_logger(project=self.config["comet_project"] or "lightning-genrec",
@@ -129,15 +144,16 @@ class LightningTrainer(Trainer):
             self.comet.log_hyperparams({f"recbole/{k}": v for k, v in self.config.final_config_dict.items()
                                         if isinstance(v, (int, float, str, bool, list))})
         self.lightning_trainer = pl.Trainer(
-            max_epochs=self.epochs, accelerator="gpu" if self.device.type == "cuda" else "cpu", devices=1,
+            max_epochs=self.epochs, accelerator="gpu" if self.device.type == "cuda" else "cpu",
             logger=self.comet if self.comet is not None else False, callbacks=[progress],
             enable_checkpointing=False, enable_progress_bar=show_progress, enable_model_summary=False,
             check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
-            limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir)
+            limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir, **self._devices())
+        world, rank = self.lightning_trainer.world_size, self.lightning_trainer.global_rank
         self.lightning_trainer.fit(
             module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"]),
-            eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items))
-            if validate else None)
+            eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items),
+                        world_size=world, rank=rank) if validate else None)
         module.to(self.device)
 
         best_epoch = self.lightning_trainer.current_epoch - 1
@@ -149,8 +165,35 @@ class LightningTrainer(Trainer):
                 self.logger.info(set_color("best valid", "yellow") + f" (epoch {best_epoch}): "
                                  + dict2str(self.best_valid_result))
         if saved:
-            self._save_checkpoint(best_epoch, verbose=verbose)
+            self._save_checkpoint(best_epoch, verbose=verbose)   # rank 0 only
+            if several_processes(self.config):
+                dist.barrier()                                  # the others reload it in evaluate
         return self.best_valid_score, self.best_valid_result
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint; one written by several processes (the first of each machine) carries a
+        one-process config, so ``load_data_and_model`` rebuilds one-process loaders from it."""
+        if not several_processes(self.config):
+            return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        if self.config["local_rank"] != 0:
+            return None
+        kept = {key: self.config[key] for key in ONE_PROCESS}
+        for key, value in ONE_PROCESS.items():
+            self.config[key] = value
+        try:
+            return super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+        finally:
+            for key, value in kept.items():
+                self.config[key] = value
+
+    def _devices(self) -> dict:
+        """The ``pl.Trainer`` arguments for the processes: one device, or Lightning's DDP in the
+        processes RecBole started (``nproc``; see :mod:`recbole_ext.processes`)."""
+        if not several_processes(self.config):
+            return {"devices": 1}
+        env = RecBoleProcesses(self.config)
+        return {"devices": int(self.config["nproc"]), "num_nodes": env.num_nodes,
+                "strategy": DDPStrategy(cluster_environment=env)}
 
     def _register_training_counts(self) -> None:
         """Give RecBole's collector the training statistics Novelty (and RecBole's popularity

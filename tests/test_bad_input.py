@@ -39,7 +39,8 @@ def no_data_loading(monkeypatch):
     ({"topk": [0]}, "topk must be a positive integer"),   # RecBole's own check, as a ConfigError on our side
     ({"learning_rate": "abc"}, "invalid hyperparameter learning_rate='abc': must be a number > 0"),
     ({"valid_metric": "ndcg@999"}, "valid_metric='ndcg@999' cannot select MVAE's epochs"),
-    ({"nproc": 2}, "nproc=2: the RecBole entry point trains lightning-genrec models in one process"),
+    ({"nproc": 0}, "nproc=0: must be an integer >= 1"),
+    ({"nproc": 2, "world_size": 3}, "world_size=3 with nproc=2: world_size is the number of processes on all"),
 ])
 def test_bad_settings_are_refused_before_data_loads(tiny_config, runner, bad, words, no_data_loading):
     with pytest.raises(ConfigError if runner == "ours" or "topk" not in bad else ValueError, match=words):
@@ -101,7 +102,7 @@ def test_an_empty_validation_split_is_an_error_naming_the_split(tmp_path, runner
 
 
 @pytest.mark.parametrize("flag, words", [
-    ("--nproc=2", "nproc=2"), ("--topk=[0]", "topk must be a positive integer"), ("--epochs=-1", "epochs=-1"),
+    ("--nproc=0", "nproc=0"), ("--topk=[0]", "topk must be a positive integer"), ("--epochs=-1", "epochs=-1"),
     ("--valid_metric=ndcg@999", "valid_metric='ndcg@999'"),
 ])
 def test_command_line_errors_are_one_line_with_status_2(tiny_root, monkeypatch, capsys, flag, words):

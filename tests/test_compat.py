@@ -105,3 +105,15 @@ def test_apply_is_idempotent():
     compat.apply()
     compat._collector_fix()
     assert Collector.get_data_struct is before
+
+
+def test_item9_ensure_dir_survives_a_process_creating_the_folder_first(tmp_path, monkeypatch):
+    import recbole.utils.logger
+    import recbole.trainer.trainer
+
+    folder = tmp_path / "log"
+    folder.mkdir()
+    # another process created it between RecBole's existence check and its makedirs
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    for module in (recbole.utils.logger, recbole.trainer.trainer):
+        module.ensure_dir(str(folder))       # RecBole's own raised FileExistsError here

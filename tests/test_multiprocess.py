@@ -47,3 +47,48 @@ def test_gan_round_with_two_processes_gives_one_process_weights(tmp_path, name, 
 @pytest.mark.slow
 def test_cfgan_item_mode_round_with_two_processes_gives_one_process_weights(tmp_path):
     _assert_same_round(_round(tmp_path, "CFGAN", 1, "item"), _round(tmp_path, "CFGAN", 2, "item"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _nproc_run(tmp_path, name, nproc):
+    import json
+
+    root = str(write_tiny_dataset(str(tmp_path), name="odd", n_users=61, n_items=50))
+    out = tmp_path / f"{name}-{nproc}.json"
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "scripts", "recbole_nproc.py"), name, root, str(nproc),
+                           str(_free_port()), str(out), str(tmp_path / "saved")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+def _evaluate_in_one_process(checkpoint):
+    import recbole_ext  # noqa: F401
+    from recbole.quick_start import load_data_and_model
+    from recbole.utils import get_trainer
+
+    config, model, _, _, _, test_data = load_data_and_model(checkpoint)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=False).items()}
+
+
+@pytest.mark.parametrize("name", ["MVAE", pytest.param("SVAE", marks=pytest.mark.slow),
+                                  pytest.param("CVAE", marks=pytest.mark.slow),
+                                  pytest.param("CFGAN", marks=pytest.mark.slow),
+                                  pytest.param("LARA", marks=pytest.mark.slow)])
+def test_recbole_nproc_2_trains_and_tests_as_one_process_evaluates_its_weights(tmp_path, name):
+    # RecBole's own multi-process entry point (nproc), through Lightning's DDP on 2 CPU processes; its test
+    # metrics must be those one process computes for the same weights (the checkpoint it saved), to 1e-6:
+    # users are sharded without repeats and the metrics are computed once on all of them
+    two = _nproc_run(tmp_path, name, 2)
+    one = _evaluate_in_one_process(two["checkpoint"])
+    assert set(one) == set(two["test"])
+    assert two["test"] == pytest.approx(one, abs=1e-6)
+    assert any(v > 0 for k, v in one.items() if k.startswith(("ndcg", "item_ndcg")))
