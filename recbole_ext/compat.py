@@ -24,6 +24,11 @@ lightning_genrec`` alone imports no RecBole).
 9. ``ensure_dir`` checks, then creates: processes started together (``nproc``)
    race to create ``./log`` or the checkpoint folder and one fails with
    ``FileExistsError`` -> created with ``exist_ok``.
+10. ``DataStruct.update_tensor`` concatenates the whole collected tensor with each
+   evaluation batch: quadratic in the number of batches (ML-1M shape, MVAE, one
+   user a batch: a test evaluation took 14.4 s, 10.6 s with the fix; the copying
+   grows with the square of the users) -> batches are kept in a list and
+   concatenated once, when read.
 
 Two behaviours of RecBole that would hang or mislead a user on a machine
 without network are also changed here: a missing dataset raises
@@ -202,20 +207,52 @@ def _checkpoint_loading() -> None:
         sys.meta_path.insert(0, _PatchOnImport())
 
 
+class _Batches(list):
+    """Evaluation batches of one collected tensor, concatenated when read (item 10)."""
+
+
+def _joined(data: dict, name: str):
+    value = data[name]
+    if isinstance(value, _Batches):
+        import torch
+
+        value = data[name] = torch.cat(value, dim=0)
+    return value
+
+
 def _collector_fix() -> None:
-    # item 7: only tensors can (and need to) be moved to the CPU
+    # items 7 and 10
     import copy
 
     import torch
-    from recbole.evaluator.collector import Collector
+    from recbole.evaluator.collector import Collector, DataStruct
 
     if getattr(Collector.get_data_struct, "_genrec_fixed", False):
         return
 
+    def update_tensor(self, name, value):
+        data = self._data_dict
+        value = value.clone().detach()
+        if name not in data:
+            data[name] = _Batches([value])
+        elif isinstance(data[name], _Batches):
+            data[name].append(value)
+        elif isinstance(data[name], torch.Tensor):
+            data[name] = _Batches([data[name], value])
+        else:
+            raise ValueError(f"{name} is not a tensor.")
+
+    def getitem(self, name):
+        return _joined(self._data_dict, name)
+
+    DataStruct.update_tensor = update_tensor
+    DataStruct.__getitem__ = getitem
+
     def get_data_struct(self):
         data = self.data_struct._data_dict
-        for key, value in data.items():
-            if isinstance(value, torch.Tensor):
+        for key in list(data):
+            value = _joined(data, key)
+            if isinstance(value, torch.Tensor):     # item 7: only tensors can (and need to) be moved
                 data[key] = value.cpu()
         returned_struct = copy.deepcopy(self.data_struct)
         for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:

@@ -117,3 +117,20 @@ def test_item9_ensure_dir_survives_a_process_creating_the_folder_first(tmp_path,
     monkeypatch.setattr(os.path, "exists", lambda path: False)
     for module in (recbole.utils.logger, recbole.trainer.trainer):
         module.ensure_dir(str(folder))       # RecBole's own raised FileExistsError here
+
+
+def test_item10_evaluation_batches_are_joined_once_when_read():
+    import torch
+    from recbole.evaluator.collector import DataStruct
+
+    struct = DataStruct()
+    batches = [torch.arange(6).view(3, 2) + 10 * k for k in range(4)]
+    for b in batches:
+        struct.update_tensor("rec.topk", b)
+    assert isinstance(struct._data_dict["rec.topk"], list)          # not re-concatenated batch after batch
+    assert torch.equal(struct.get("rec.topk"), torch.cat(batches))
+    struct.update_tensor("rec.topk", batches[0])                       # collecting again after a read
+    assert torch.equal(struct["rec.topk"], torch.cat(batches + batches[:1]))
+    struct.set("data.num_items", 7)
+    with pytest.raises(ValueError, match="not a tensor"):
+        struct.update_tensor("data.num_items", batches[0])
