@@ -23,7 +23,8 @@ still leaves what it measured):
   RecBole's ``_valid_epoch``.  ``revalid_s`` (ours): the re-validation of the best epoch with
   RecBole's evaluator at the end of ``fit``;
 * ``test_s``: ``trainer.evaluate`` on the test split (RecBole's evaluator, best weights loaded);
-* ``peak_rss_mb``: the child process's peak resident memory (``wait4``);
+* ``peak_rss_mb``: the child process's peak resident memory (``wait4``); on a GPU also
+  ``peak_gpu_mb`` (``torch.cuda.max_memory_allocated``) and the ``device``;
 * a failure as the row's ``status`` (``error`` with the exception type and first line, ``timeout``,
   ``killed`` by a signal -- usually the out-of-memory killer -- or ``rss-limit`` above
   ``--max-rss-mb``) instead of stopping the benchmark.
@@ -207,6 +208,8 @@ def run_one(model: str, config_dict: dict) -> dict:
     import resource
 
     out["child_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        out["peak_gpu_mb"] = sys.modules["torch"].cuda.max_memory_allocated() / 2 ** 20
     return out
 
 
@@ -339,7 +342,8 @@ COLUMNS = [("model", "model", "%s"), ("status", "status", "%s"), ("protocol", "p
            ("load_s", "load s", "%.1f"), ("build_s", "build s", "%.1f"), ("train_epoch_s", "epoch s", "%.2f"),
            ("batches", "batches", "%s"), ("s_per_M", "epoch s / M inter", "%.2f"), ("valid_s", "valid s", "%.2f"),
            ("fit_other_s", "other fit s", "%.1f"), ("revalid_s", "re-valid s", "%.2f"), ("test_s", "test s", "%.2f"),
-           ("peak_rss_mb", "peak RSS MB", "%.0f"), ("test_ndcg@20", "test NDCG@20", "%.4f"),
+           ("peak_rss_mb", "peak RSS MB", "%.0f"), ("peak_gpu_mb", "peak GPU MB", "%.0f"),
+           ("device", "device", "%s"), ("test_ndcg@20", "test NDCG@20", "%.4f"),
            ("test_item_ndcg@20", "test item NDCG@20", "%.4f")]
 
 
