@@ -82,10 +82,13 @@ def phase_items(data, phase: str) -> np.ndarray:
 
 
 def _binary(m) -> sp.csr_matrix:
-    """The nonzero pattern of ``m`` as a CSR bool matrix (sorted indices, no duplicates or stored zeros)."""
+    """The nonzero pattern of ``m`` as a CSR bool matrix (sorted indices, no duplicates or stored zeros);
+    ``m`` itself is left as it is."""
     m = sp.csr_matrix(m)
-    m.sum_duplicates()
-    m.eliminate_zeros()
+    if not m.has_canonical_format or not (m.data != 0).all():
+        m = m.copy()
+        m.sum_duplicates()
+        m.eliminate_zeros()
     return sp.csr_matrix((np.ones(m.nnz, dtype=bool), m.indices, m.indptr), shape=m.shape)
 
 

@@ -29,9 +29,11 @@ loader learns the candidate sets).  Sequential, context-aware and knowledge
 models are refused: they need RecBole's other datasets and loaders, and a
 sequential model has no way to score an unseen item.
 
-Memory: the candidate set is one list of items a phase; what is dense is one
-evaluation batch's mask (its users x all items, one byte a cell, as the batch's
-scores are), never users x items for the whole phase.
+Memory: the candidate set is one list of items a phase, and each user's history
+holds only their interactions.  What is dense is one evaluation batch, never the
+phase: its users x items scores (RecBole's ``eval_batch_size`` cells) and their
+exclusion mask (one byte a cell; RecBole's ``scores[mask] = -inf`` indexes the
+masked cells of that batch, 16 bytes each, while it runs).
 """
 from __future__ import annotations
 
