@@ -4,9 +4,13 @@ RecBole loads, filters and splits (``create_dataset`` / ``data_preparation``);
 :class:`InteractionData` holds its output in the form our models train on: one
 row per user (Liang et al.), served by ordinary ``DataLoader``\\ s over user
 indices, so Lightning's DDP can shard them.  Evaluation rows carry exactly what
-RecBole's full-sort loader uses -- the same users, the same excluded history and
-the same held-out positives -- so our metrics rank the same candidate sets as
-RecBole's evaluator.
+RecBole's full-sort loader uses -- the same users, the same excluded history,
+the same held-out positives and, where a protocol restricts what is ranked
+(``candidate_items`` of the loader: ``recbole_ext.cold_start``), the same
+candidate items -- so our metrics rank the same candidate sets as RecBole's
+evaluator.  Only a batch is ever dense: the splits keep each user's real
+history sparse, and a candidate set is one list of items, applied to a batch's
+rows when it is built.
 
 The forms read RecBole's dataset and loader objects but never its ``Config``:
 every setting is an explicit argument (``recbole_ext.config.data_options`` reads
@@ -47,8 +51,30 @@ class EvalSplit:
     """What one evaluation phase ranks: users with positives, items to exclude, the positives."""
 
     users: np.ndarray          # (N,) user ids with >= 1 positive
-    exclude: sp.csr_matrix     # (U, I) history items that are not ranked
+    exclude: sp.csr_matrix     # (U, I) each user's history items that are not ranked
     positives: sp.csr_matrix   # (U, I) held-out items
+    candidates: np.ndarray | None = None   # (C,) the only items ranked (a protocol's candidate set); None: all
+
+    def excluded(self, users: np.ndarray) -> np.ndarray:
+        """(B, I) bool: what is not ranked for ``users`` (their history, items outside the candidates)."""
+        return excluded_rows(self.exclude, self.candidates, users)
+
+
+def excluded_rows(exclude: sp.csr_matrix, candidates: np.ndarray | None, users: np.ndarray) -> np.ndarray:
+    """(B, I) bool: the ``users``' rows of ``exclude`` (U, I), and every column outside ``candidates``."""
+    rows = exclude[np.asarray(users, dtype=np.int64)].toarray() > 0
+    if candidates is not None:
+        outside = np.ones(exclude.shape[1], dtype=bool)
+        outside[candidates] = False
+        rows |= outside
+    return rows
+
+
+def loader_candidates(loader) -> np.ndarray | None:
+    """The items a RecBole full-sort loader ranks, where a protocol restricts them (its
+    ``candidate_items``, set by ``recbole_ext.cold_start``); ``None``: every item."""
+    candidates = getattr(loader, "candidate_items", None)
+    return None if candidates is None else np.asarray(candidates, dtype=np.int64)
 
 
 TEST_INPUTS = ("train", "train_valid")
@@ -119,7 +145,7 @@ class InteractionData:
         users = np.asarray(loader.uid_list, dtype=np.int64)
         positives = _csr_from_lists(self.n_users, self.n_items, users, loader.uid2positive_item[users])
         exclude = _csr_from_lists(self.n_users, self.n_items, users, loader.uid2history_item[users])
-        return EvalSplit(users, exclude, positives)
+        return EvalSplit(users, exclude, positives, loader_candidates(loader))
 
     def split(self, phase: str) -> EvalSplit:
         s = getattr(self, phase)
@@ -155,12 +181,13 @@ class InteractionData:
     def rows(self, users, phase: str | None = None) -> dict[str, torch.Tensor]:
         """A batch for ``users``: ``input`` (B, I) float rows (training rows; for ``test``
         with ``test_input='train_valid'`` also the validation rows); with a phase also
-        ``exclude`` and ``target`` (B, I) bool."""
+        ``exclude`` (B, I) bool, what is not ranked (the history, items outside the phase's
+        candidates), and ``target`` (B, I) bool."""
         u = np.asarray(users, dtype=np.int64)
         batch = {"user": torch.from_numpy(u), "input": torch.from_numpy(self._input(u, phase))}
         if phase is not None:
             s = self.split(phase)
-            batch["exclude"] = torch.from_numpy(s.exclude[u].toarray() > 0)
+            batch["exclude"] = torch.from_numpy(s.excluded(u))
             batch["target"] = torch.from_numpy(s.positives[u].toarray() > 0)
         return batch
 

@@ -28,7 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from lightning_genrec.data import TEST_INPUT, _csr_from_lists, check_test_input, item_counts
+from lightning_genrec.data import (TEST_INPUT, _csr_from_lists, check_test_input, excluded_rows, item_counts,
+                                   loader_candidates)
 from lightning_genrec.hparams import flag, setting
 
 
@@ -72,11 +73,13 @@ def pad(seqs) -> torch.Tensor:
 
 
 class SeqEvalSplit:
-    """One evaluation phase: each user's input sequence, held-out positives and excluded items."""
+    """One evaluation phase: each user's input sequence, held-out positives and excluded items
+    (``exclude``: each user's history, or ``None``; ``candidates``: the only items ranked, or ``None``: all;
+    block form only)."""
 
     def __init__(self, users: np.ndarray, inputs: list[np.ndarray], positives: sp.csr_matrix,
-                 exclude: sp.csr_matrix | None):
-        self.users, self.positives, self.exclude = users, positives, exclude
+                 exclude: sp.csr_matrix | None, candidates: np.ndarray | None = None):
+        self.users, self.positives, self.exclude, self.candidates = users, positives, exclude, candidates
         self.inputs = {int(u): s for u, s in zip(users, inputs)}
 
 
@@ -190,7 +193,7 @@ class SequenceData:
             self._train_valid = None
         history = self._history(phase)
         inputs = [history[u][-self.max_len:] for u in users]
-        return SeqEvalSplit(users, inputs, positives, exclude)
+        return SeqEvalSplit(users, inputs, positives, exclude, loader_candidates(loader))
 
     def _history(self, phase: str | None) -> Ragged:
         """Block form: the sequences a phase is scored from."""
@@ -246,7 +249,7 @@ class SequenceData:
                  "length": torch.tensor([len(x) for x in inputs], dtype=torch.int64),
                  "target": torch.from_numpy(s.positives[u].toarray() > 0)}
         if s.exclude is not None:
-            batch["exclude"] = torch.from_numpy(s.exclude[u].toarray() > 0)
+            batch["exclude"] = torch.from_numpy(excluded_rows(s.exclude, s.candidates, u))
         return batch
 
     def recbole_batch(self, interaction, uid_field: str, phase: str | None = None) -> dict[str, torch.Tensor]:

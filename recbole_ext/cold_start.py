@@ -11,9 +11,14 @@ of the remaining (warm) items.
 
 Evaluation (RecBole's full-sort loaders, so RecBole's evaluator and our
 ``TopKMetrics`` alike) ranks, for each user with an interaction on the phase's
-held-out items, only those items (``cold_item_rank: cold``): every other item
-is added to the user's excluded history.  ``cold_item_rank: all`` ranks every
-item except the user's history instead.
+held-out items, only those items (``cold_item_rank: cold``).  The phase's
+held-out items are its candidate set, applied at scoring time: the loader keeps
+each user's real history (``uid2history_item``) and carries the candidates as
+``candidate_items``; each batch it yields excludes, as a (users, items) mask,
+the history and every other item (RecBole's ``Trainer`` sets those scores to
+``-inf``; so does ``recbole.utils.case_study.full_sort_scores``), and our data
+forms read the same candidates into their evaluation rows.
+``cold_item_rank: all`` ranks every item except the user's history instead.
 
 Config keys (any general model; off unless ``cold_item_split`` is true): see
 :data:`COLD_ITEM_SETTINGS` (the README's table is written from it).
@@ -24,8 +29,11 @@ loader learns the candidate sets).  Sequential, context-aware and knowledge
 models are refused: they need RecBole's other datasets and loaders, and a
 sequential model has no way to score an unseen item.
 
-The exclusion lists grow as users x non-candidate items: fine for ml-100k-sized
-data (about 1.3 M entries a phase), heavy for millions of users.
+Memory: the candidate set is one list of items a phase, and each user's history
+holds only their interactions.  What is dense is one evaluation batch, never the
+phase: its users x items scores (RecBole's ``eval_batch_size`` cells) and their
+exclusion mask (one byte a cell; RecBole's ``scores[mask] = -inf`` indexes the
+masked cells of that batch, 16 bytes each, while it runs).
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ import numpy as np
 import torch
 from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.dataset import Dataset
-from recbole.utils import ModelType
+from recbole.utils import ModelType, case_study
 
 from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import choice, flag, number, setting
@@ -133,31 +141,62 @@ def _patch_dataset() -> None:
     Dataset.build = build
 
 
-def restrict_to(loader, rank_items: np.ndarray) -> None:
-    """Add every item outside ``rank_items`` to each user's excluded history in ``loader``."""
-    others = np.setdiff1d(np.arange(1, loader._dataset.item_num), rank_items)
-    others_t = torch.from_numpy(others)
-    for uid in np.asarray(loader.uid_list, dtype=np.int64):
-        history = loader.uid2history_item[uid]
-        loader.uid2history_item[uid] = torch.unique(torch.cat([history, others_t]))
+def exclusion_mask(n_users: int, n_items: int, candidates: np.ndarray, history: tuple) -> torch.Tensor:
+    """(B, I) bool: every item outside ``candidates``, and each row's ``history`` (RecBole's
+    ``(rows, items)`` index pair of the users' excluded history)."""
+    mask = torch.ones(n_items, dtype=torch.bool)
+    mask[torch.as_tensor(candidates, dtype=torch.long)] = False
+    mask = mask.expand(n_users, n_items).clone()
+    mask[history] = True
+    return mask
 
 
 def _patch_loader() -> None:
-    original = FullSortEvalDataLoader.__init__
-    if getattr(original, "_genrec_cold", False):
+    original_init, original_collate = FullSortEvalDataLoader.__init__, FullSortEvalDataLoader.collate_fn
+    if getattr(original_init, "_genrec_cold", False):
         return
 
     def __init__(self, config, dataset, sampler, shuffle=False):
-        original(self, config, dataset, sampler, shuffle=shuffle)
+        original_init(self, config, dataset, sampler, shuffle=shuffle)
         rank_items = getattr(dataset, "rank_items", None)
-        if rank_items is not None and not self.is_sequential:
-            restrict_to(self, rank_items)
+        #: the only items this loader's users are ranked on (``None``: all); read by lightning_genrec's data forms
+        self.candidate_items = None if rank_items is None or self.is_sequential else np.asarray(rank_items)
+
+    def collate_fn(self, index):
+        interaction, history, positive_u, positive_i = original_collate(self, index)
+        candidates = getattr(self, "candidate_items", None)
+        if candidates is not None and history is not None:
+            # RecBole's Trainer does scores[history] = -inf: a (B, I) bool mask indexes as its (rows, items) pair
+            history = exclusion_mask(len(interaction), self._dataset.item_num, candidates, history)
+        return interaction, history, positive_u, positive_i
 
     __init__._genrec_cold = True
     FullSortEvalDataLoader.__init__ = __init__
+    FullSortEvalDataLoader.collate_fn = collate_fn
+
+
+def _patch_case_study() -> None:
+    """``recbole.utils.case_study.full_sort_scores`` (and ``full_sort_topk``, which calls it) read the
+    loader's history themselves: give them the candidate set too."""
+    original = case_study.full_sort_scores
+    if getattr(original, "_genrec_cold", False):
+        return
+
+    def full_sort_scores(uid_series, model, test_data, device=None):
+        scores = original(uid_series, model, test_data, device)
+        candidates = getattr(test_data, "candidate_items", None)
+        if candidates is not None:
+            outside = torch.ones(scores.shape[1], dtype=torch.bool)
+            outside[torch.as_tensor(candidates, dtype=torch.long)] = False
+            scores[:, outside.to(scores.device)] = -np.inf
+        return scores
+
+    full_sort_scores._genrec_cold = True
+    case_study.full_sort_scores = full_sort_scores
 
 
 def apply() -> None:
-    """Teach RecBole's ``Dataset.build`` and full-sort loader the cold-start item protocol."""
+    """Teach RecBole's ``Dataset.build``, full-sort loader and case study the cold-start item protocol."""
     _patch_dataset()
     _patch_loader()
+    _patch_case_study()

@@ -1,10 +1,17 @@
-"""The cold-start item protocol: whole items held out, seeded, ranked alone; warm splits untouched."""
+"""The cold-start item protocol: whole items held out, seeded, ranked alone (a candidate set applied at scoring
+time, not exclusion lists); RecBole's own models get the numbers of a dense computation; warm splits untouched."""
 import numpy as np
 import pytest
+import torch
 
-import recbole_ext
+import recbole_ext  # noqa: F401  (compat and the protocol's patches before recbole is used)
+from recbole.data.interaction import Interaction
+from recbole.utils.case_study import full_sort_topk
+from lightning_genrec.data import item_counts
+from lightning_genrec.metrics import TopKMetrics
 from recbole_ext import RecBoleDataModule
 from recbole_ext import cold_start
+from recbole_ext.compat import load_data_and_model
 from recbole_ext.config import ConfigError, load_data, make_config
 
 COLD = {"cold_item_split": True, "cold_item_ratio": 0.3, "cold_item_valid_ratio": 0.5}
@@ -39,16 +46,40 @@ def test_the_draw_is_seeded(tiny_config):
     assert held_out(1) != held_out(2)
 
 
+def _pairs(loader):
+    inter = loader._dataset.inter_feat
+    return set(zip(inter["user_id"].numpy().tolist(), inter["item_id"].numpy().tolist()))
+
+
 def test_each_phase_ranks_only_its_own_held_out_items(tiny_config):
     _, (_, train, valid, test) = _split(tiny_config)
     n_items = train._dataset.item_num
     for loader in (valid, test):
         phase_items = _items(loader)
-        for uid in loader.uid_list.tolist():
-            excluded = set(loader.uid2history_item[uid].tolist())
-            candidates = set(range(1, n_items)) - excluded
-            assert candidates == phase_items
-            assert set(loader.uid2positive_item[uid].tolist()) <= candidates
+        assert set(loader.candidate_items.tolist()) == phase_items
+        for interaction, excluded, positive_u, positive_i in loader:     # what RecBole's Trainer masks, per batch
+            assert excluded.shape == (len(interaction), n_items)
+            for row, uid in enumerate(interaction["user_id"].tolist()):
+                candidates = set(np.flatnonzero(~excluded[row].numpy()).tolist()) - {0}
+                assert candidates == phase_items                      # no held-out item is in a history
+                assert set(loader.uid2positive_item[uid].tolist()) <= candidates
+            assert excluded[positive_u, positive_i].sum() == 0
+
+
+def test_exclusion_lists_hold_only_the_real_history(tiny_config):
+    # the candidate set is one list of items a phase: a user's excluded history is what they interacted with
+    # before the phase (training; for test also validation), not every item outside the phase's held-out ones
+    _, (_, train, valid, test) = _split(tiny_config)
+    dm = RecBoleDataModule("tiny", model="MVAE", config_dict=dict(tiny_config, **COLD))
+    dm.setup()
+    for loader, before in ((valid, _pairs(train)), (test, _pairs(train) | _pairs(valid))):
+        phase = "valid" if loader is valid else "test"
+        history = {(uid, i) for uid in loader.uid_list.tolist() for i in loader.uid2history_item[uid].tolist()}
+        assert history == {(u, i) for u, i in before if u in set(loader.uid_list.tolist())}
+        split = dm.data.split(phase)
+        assert split.exclude.nnz == len(history) < len(loader.uid_list) * len(_items(train))
+        assert set(zip(*split.exclude.nonzero())) == history
+        assert set(split.candidates.tolist()) == _items(loader)
 
 
 def test_rank_all_excludes_only_the_users_history(tiny_config):
@@ -76,8 +107,13 @@ def test_warm_protocol_is_recboles_own_split(tiny_config):
         assert (a.inter_feat["user_id"] == b.inter_feat["user_id"]).all()
 
 
-def test_datamodule_and_metrics_see_the_cold_candidates(tiny_config):
-    dm = RecBoleDataModule("tiny", model="MVAE", config_dict=dict(tiny_config, **COLD))
+@pytest.mark.parametrize("model, extra", [
+    ("MVAE", {}),
+    ("SVAE", {"eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user", "mode": "full"}}),
+])
+def test_datamodule_and_metrics_see_the_cold_candidates(tiny_config, model, extra):
+    # SVAE: its block form (a non-leave-one-out split) reads RecBole's general loaders, as MVAE's data do
+    dm = RecBoleDataModule("tiny", model=model, config_dict=dict(tiny_config, **COLD, **extra))
     dm.setup()
     data = dm.data
     for phase in ("valid", "test"):
@@ -102,6 +138,52 @@ def test_recbole_models_rank_only_held_out_items(tiny_config):
     everything = recbole_ext.run_recbole(model="Pop", dataset="tiny",
                                          config_dict=dict(tiny_config, **COLD, cold_item_rank="all"))
     assert everything["test_result"]["recall@10"] == 0.0
+
+
+def _dense_metrics(model, phase_loader, earlier, topk, train):
+    """RecBole's metrics of ``model`` on ``phase_loader``'s users, from a dense score matrix built here: every
+    item scored, the padding id, each user's interactions in the ``earlier`` loaders and every item the phase
+    did not hold out set to -inf (the protocol's definition, not its code)."""
+    positives = _pairs(phase_loader)
+    users = sorted({u for u, _ in positives})
+    phase_items = _items(phase_loader)
+    n_items = train._dataset.item_num
+    with torch.no_grad():
+        uid = torch.tensor(users)
+        scores = model.full_sort_predict(Interaction({"user_id": uid})).view(len(users), n_items).clone()
+    row = {u: r for r, u in enumerate(users)}
+    for u, i in set().union(*map(_pairs, earlier)):
+        if u in row:
+            scores[row[u], i] = -torch.inf
+    scores[:, [i for i in range(n_items) if i not in phase_items]] = -torch.inf
+    target = torch.zeros(len(users), n_items, dtype=torch.bool)
+    for u, i in positives:
+        target[row[u], i] = True
+    metrics = TopKMetrics(n_items, topk, torch.as_tensor(item_counts(train._dataset)),
+                          len(train._dataset.user_counter))
+    metrics.update(scores, target)
+    return {k: float(v) for k, v in metrics.compute().items()}
+
+
+@pytest.mark.parametrize("model", ["BPR", "Pop"])
+def test_recbole_models_get_the_metrics_of_a_dense_computation(tiny_config, model):
+    # RecBole's own model through run_recbole (its loaders, Trainer and evaluator, with the candidate set applied
+    # to each batch) against the same trained model scored densely here.  BPR's scores have no ties; Pop's
+    # candidates all tie at 0 (no held-out item has a training interaction), where torch.topk decides alike.
+    cfg = dict(tiny_config, **COLD, epochs=1, metric_decimal_place=12)
+    result = recbole_ext.run_recbole(model=model, dataset="tiny", config_dict=cfg)
+    _, trained, _, train, valid, test = load_data_and_model(result["saved_model_file"])
+    trained.eval()
+    topk = cfg["topk"]
+    for got, loader, earlier in ((result["best_valid_result"], valid, [train]),
+                                 (result["test_result"], test, [train, valid])):
+        expected = _dense_metrics(trained, loader, earlier, topk, train)
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, abs=1e-9), key
+    # RecBole's case study ranks the same candidates
+    _, top = full_sort_topk(test.uid_list[:5].numpy(), trained, test, k=10)
+    assert set(top.flatten().tolist()) <= _items(test)
 
 
 @pytest.mark.parametrize("bad, words", [

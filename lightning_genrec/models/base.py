@@ -23,7 +23,7 @@ from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, int_list, integer, number, resolve,
                                       sized_from_data)
-from lightning_genrec.item_ranking import phase_item_metrics, scores_from_users
+from lightning_genrec.item_ranking import phase_item_metrics, phase_item_metrics_from_users, user_score_blocks
 from lightning_genrec.metrics import TopKMetrics
 
 # settings several models share, declared once (a model may take one with another default: ``with_default``)
@@ -170,12 +170,18 @@ class GenRecModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self.test_metrics.update(self.ranking_scores(batch), batch["target"])
 
+    def _device_score(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.score({k: v.to(self.device) for k, v in batch.items()})
+
     def item_user_scores(self, items: np.ndarray, phase: str) -> torch.Tensor:
         """(C, U) scores of every user for each of ``items``, users as the model scores them in
-        ``phase``.  Default: the user -> item scores of all users, transposed."""
-        def score(batch):
-            return self.score({k: v.to(self.device) for k, v in batch.items()})
-        return scores_from_users(score, self._data, phase)(items)
+        ``phase``.  A model that scores items -> users directly overrides this (LARA); the item ->
+        users metrics then ask it for chunks of items.  Otherwise they stream the user -> item
+        scores, each user once; this default scores every user at each call, its ``items`` columns
+        transposed (keep ``items`` few)."""
+        blocks = user_score_blocks(self._device_score, self._data, phase, items)
+        scores = torch.cat([s.float().cpu() for _, s in blocks]).T                    # (C, U - 1)
+        return torch.cat([torch.full((len(items), 1), -torch.inf), scores], dim=1)  # user 0: padding
 
     @torch.no_grad()
     def item_results(self, phase: str) -> dict[str, float]:
@@ -186,6 +192,8 @@ class GenRecModule(pl.LightningModule):
         if self._data is None:
             raise RuntimeError("item -> users metrics need the evaluation data: use a RecBoleDataModule or call "
                                "model.attach_data(data) first.")
+        if type(self).item_user_scores is GenRecModule.item_user_scores:   # a user -> item model
+            return phase_item_metrics_from_users(self._data, phase, self._device_score, self.hparams.topk)
         return phase_item_metrics(self._data, phase, lambda items: self.item_user_scores(items, phase),
                                   self.hparams.topk)
 

@@ -373,9 +373,20 @@ class LARA(RoundGAN):
         return counts @ self.generated_users().T                               # (B, I)
 
     def item_user_scores(self, items: np.ndarray, phase: str) -> torch.Tensor:
-        """Item -> users: G(a) of each item times every user's raw attribute counts, (C, U)."""
-        counts = torch.from_numpy(self._data.profile_counts(phase)).to(self.device)   # (U, A), cheap
-        return self.generated_users(items) @ counts.T
+        """Item -> users: G(a) of each item times every user's raw attribute counts, (C, U).  The
+        item -> users metrics call it on chunks of items (:mod:`lightning_genrec.item_ranking`)."""
+        return self.generated_users(items) @ self._profile_counts(phase).T
+
+    def _profile_counts(self, phase: str) -> torch.Tensor:
+        """(U, A) raw attribute counts of the users as scored in ``phase`` (cheap to keep: A is small),
+        computed once for all the chunks of an evaluation; again when the data or their validation
+        split (which ``test_input: train_valid`` reads) is replaced."""
+        valid = self._data.valid
+        cached = self._cache.get("counts")
+        if cached is None or cached[0] != phase or cached[1] is not valid or cached[2].device != self.device:
+            cached = (phase, valid, torch.from_numpy(self._data.profile_counts(phase)).to(self.device))
+            self._cache["counts"] = cached
+        return cached[2]
 
 
 __all__ = ["LARA", "AttributeData", "Discriminator", "Generator", "attribute_codes", "attribute_fields_tuple",
