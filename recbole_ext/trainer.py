@@ -25,10 +25,11 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.strategies import DDPStrategy
 from recbole.trainer import Trainer
-from recbole.utils import dict2str, early_stopping, get_local_time, set_color
+from recbole.utils import calculate_valid_score, dict2str, early_stopping, get_local_time, set_color
 
 from lightning_genrec.comet import comet_logger
 from lightning_genrec.data import eval_loader, train_loader, users_per_eval_batch
+from lightning_genrec.item_ranking import item_metric_names
 from recbole_ext.config import require_users
 from recbole_ext.processes import ONE_PROCESS, RecBoleProcesses, global_rank, several_processes
 
@@ -50,6 +51,7 @@ class _RecBoleLog(pl.Callback):
         self.cur_step = 0
         self.best_epoch = -1
         self.best_state: dict | None = None
+        self.best_result: dict[str, float] = {}   # every valid/ metric Lightning logged at the best epoch
         self._valid_line: str | None = None
 
     def on_fit_start(self, trainer, pl_module):
@@ -73,6 +75,8 @@ class _RecBoleLog(pl.Callback):
         if improved:
             self.best_epoch = epoch
             self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            self.best_result = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items()
+                                if k.startswith("valid/")}
         if stop:
             trainer.should_stop = True
         self._valid_line = (set_color("epoch %d evaluating", "green") % epoch
@@ -160,7 +164,8 @@ class LightningTrainer(Trainer):
         if progress.best_state is not None:
             module.load_state_dict(progress.best_state)
             best_epoch = progress.best_epoch
-            self.best_valid_score, self.best_valid_result = self._valid_epoch(valid_data, show_progress)
+            self.best_valid_score, self.best_valid_result = self._best_valid(progress.best_result, valid_data,
+                                                                             show_progress)
             if verbose:
                 self.logger.info(set_color("best valid", "yellow") + f" (epoch {best_epoch}): "
                                  + dict2str(self.best_valid_result))
@@ -169,6 +174,21 @@ class LightningTrainer(Trainer):
             if several_processes(self.config):
                 dist.barrier()                                  # the others reload it in evaluate
         return self.best_valid_score, self.best_valid_result
+
+    def _best_valid(self, logged: dict[str, float], valid_data, show_progress) -> tuple[float, dict]:
+        """The best epoch's validation score and result in RecBole's form.  Lightning validated those
+        weights already with the same metric definitions as RecBole's evaluator (tests/test_metrics.py),
+        so where it logged every metric the config asks for, that result is used; otherwise (a RecBole
+        metric we do not compute, such as Hit or MAP) RecBole's evaluator runs once more.  At ML-20M
+        size a validation pass is minutes."""
+        names = [f"{m.lower()}@{k}" for m in self.config["metrics"] for k in self.config["topk"]]
+        if self.model.module.item_metrics:
+            names += item_metric_names(self.config["topk"])
+        if not names or any(n not in logged for n in names):
+            return self._valid_epoch(valid_data, show_progress)
+        places = self.config["metric_decimal_place"]
+        result = {n: round(logged[n], places) for n in names}
+        return calculate_valid_score(result, self.valid_metric), result
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         """RecBole's checkpoint; one written by several processes (the first of each machine) carries a

@@ -10,7 +10,7 @@ from torch import nn
 from lightning_genrec import MVAE
 from recbole_ext import RecBoleDataModule
 from lightning_genrec.data import train_loader
-from lightning_genrec.models.mvae import MultVAE, mvae_loss
+from lightning_genrec.models.mvae import MultVAE, SparseInputLinear, mvae_loss
 
 
 def _trainer(tmp_path, **kw):
@@ -21,13 +21,32 @@ def _trainer(tmp_path, **kw):
 def test_architecture_is_I_600_200_600_I_with_tanh_between_hidden_layers_only():
     net = MultVAE(n_items=50)
     enc, dec = list(net.encoder), list(net.decoder)
-    assert [type(m) for m in enc] == [nn.Linear, nn.Tanh, nn.Linear]
+    assert [type(m) for m in enc] == [SparseInputLinear, nn.Tanh, nn.Linear]
     assert [type(m) for m in dec] == [nn.Linear, nn.Tanh, nn.Linear]
     assert (enc[0].in_features, enc[0].out_features, enc[2].out_features) == (50, 600, 400)  # mu | logvar
     assert (dec[0].in_features, dec[0].out_features, dec[2].out_features) == (200, 600, 50)
     relu = MultVAE(n_items=50, hidden=(64, 32), latent=16, activation="relu")
-    assert [m.out_features for m in relu.encoder if isinstance(m, nn.Linear)] == [64, 32, 32]
+    assert [m.out_features for m in relu.encoder if hasattr(m, "out_features")] == [64, 32, 32]
     assert any(isinstance(m, nn.ReLU) for m in relu.encoder)
+
+
+def test_sparse_input_layer_is_the_linear_layer_it_replaces():
+    torch.manual_seed(0)
+    dense = nn.Linear(40, 7)
+    sparse = SparseInputLinear.from_linear(dense)
+    x = (torch.rand(6, 40) < 0.2).float() * torch.rand(6, 40)
+    x[2] = 0.0                                                        # a row with no entries: the bias
+    # the same sums in another order: float32 tolerance
+    assert torch.allclose(sparse(x), dense(x), atol=1e-6)
+    out_grad = torch.randn(6, 7)
+    sparse(x).backward(out_grad)
+    dense(x).backward(out_grad)
+    assert torch.allclose(sparse.weight.grad, dense.weight.grad.t(), atol=1e-6)
+    assert torch.allclose(sparse.bias.grad, dense.bias.grad, atol=1e-6)
+    # an nn.Linear state dict (out, in) loads, transposed
+    other = SparseInputLinear(40, 7)
+    other.load_state_dict(dense.state_dict())
+    assert torch.equal(other.weight, dense.weight.t())
 
 
 def test_latent_dimension_is_the_size_of_z():

@@ -164,6 +164,13 @@ def test_early_stopping_is_recboles_rule():
     assert float(cb.best_state["weight"]) == 2.0   # the weights kept are the best epoch's
 
 
+def test_a_metric_we_do_not_compute_is_validated_by_recboles_evaluator(tiny_config):
+    # Hit and MAP are RecBole's only: the best epoch's result comes from its evaluator, complete
+    result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(
+        tiny_config, epochs=2, metrics=["Hit", "MAP", "NDCG"]))
+    assert set(result["best_valid_result"]) == {f"{m}@{k}" for m in ("hit", "map", "ndcg") for k in (5, 10)}
+
+
 def test_returned_and_saved_model_is_the_best_epoch(tiny_config):
     from recbole.utils import get_trainer
 
@@ -180,6 +187,9 @@ def test_returned_and_saved_model_is_the_best_epoch(tiny_config):
     assert len(scores) == 8
     # RecBole's evaluator on the weights we kept gives the best epoch's score (not the last one's)
     assert best_score == pytest.approx(max(scores), abs=1e-4)
+    again, result = trainer._valid_epoch(valid, show_progress=False)
+    assert again == pytest.approx(best_score, abs=1e-4)
+    assert result == pytest.approx(trainer.best_valid_result, abs=1e-4)
     saved = torch.load(trainer.saved_model_file, weights_only=False)
     assert saved["epoch"] == scores.index(max(scores))
     for key, value in model.state_dict().items():

@@ -15,6 +15,9 @@ What is the paper's (and the authors' notebook ``dawenl/vae_cf``):
     * Xavier-uniform weights, biases N(0, 0.001); Adam 1e-3; 500 users a batch;
       one row per user per epoch.
 
+The first layer reads only each row's non-zero entries (:class:`SparseInputLinear`): the
+same product, without the zeros.
+
 ``latent_dimension`` is the size of z (RecBole's MultiVAE halves it).
 """
 from __future__ import annotations
@@ -51,6 +54,47 @@ def dropout_nonzeros(h: torch.Tensor, p: float) -> torch.Tensor:
     return h * mask
 
 
+class SparseInputLinear(nn.Module):
+    """``nn.Linear`` for mostly-zero input rows: ``x @ weight + bias`` summed over each row's non-zero
+    entries only (``embedding_bag`` over their columns, weighted by their values).
+
+    The same function as ``nn.Linear(in_features, out_features)`` (whose weight is this ``weight``
+    transposed): a user's row of items is 0.5 % dense at ML-20M size, where this forward and
+    backward take about 1/5 of the dense product's time (1/2 on ml-100k's 6 %-dense rows).  The
+    weight is stored (in, out), so the rows it reads are contiguous; a state dict holding the
+    ``nn.Linear`` layout (out, in) loads as well."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "SparseInputLinear":
+        layer = cls(linear.in_features, linear.out_features)
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight.t())
+            layer.bias.copy_(linear.bias)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = x.nonzero(as_tuple=True)                       # row-major: rows ascending
+        offsets = torch.searchsorted(rows, torch.arange(x.shape[0], device=x.device))
+        return F.embedding_bag(cols, self.weight, offsets, mode="sum",
+                               per_sample_weights=x[rows, cols].to(self.weight.dtype)) + self.bias
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "weight"
+        stored = state_dict.get(key)
+        if stored is not None and stored.shape == (self.out_features, self.in_features) != self.weight.shape:
+            state_dict[key] = stored.t()                             # an nn.Linear checkpoint
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
 class MultVAE(nn.Module):
     """The torch core: ``forward(x) -> (logits, mu, logvar)``."""
 
@@ -64,6 +108,8 @@ class MultVAE(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.normal_(m.bias, std=0.001)
+        # the input rows are mostly zeros: the first layer reads their non-zero entries only
+        self.encoder[0] = SparseInputLinear.from_linear(self.encoder[0])
 
     def forward(self, x: torch.Tensor):
         h = F.normalize(x, dim=1)                                   # (B, I) unit rows
