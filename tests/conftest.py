@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +23,10 @@ import recbole_ext  # noqa: E402,F401  (compat + registration before recbole is 
 
 # nothing in the test suite talks to Comet's servers
 os.environ.pop("COMET_API_KEY", None)
+# RecBole's Config reads --key=value arguments from sys.argv: pytest's own (--durations=8, ...) would
+# become config keys (and "unknown config key" warnings) in every test; tests that test the command line
+# set sys.argv themselves
+sys.argv[1:] = []
 
 #: Relative tolerance for float32 results that were computed with different batch shapes (or thread
 #: counts, process counts, devices).  A float32 matrix product is not bitwise independent of its batch
