@@ -12,6 +12,7 @@ import sys
 
 os.environ["OMP_NUM_THREADS"] = "1"   # before torch is imported; the spawned processes inherit it
 
+ARGS = sys.argv[1:7]                    # before conftest, which clears sys.argv for RecBole's Config
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))   # tests/, for conftest's small settings
 
@@ -20,7 +21,7 @@ import recbole_ext  # noqa: E402
 
 
 def main():
-    name, root, nproc, port, out, saved = sys.argv[1:7]
+    name, root, nproc, port, out, saved = ARGS
     config = dict(conftest.FAST, data_path=root, epochs=2, eval_batch_size=51, train_batch_size=16,
                   topk=[5, 10], valid_metric="NDCG@10", metric_decimal_place=10, checkpoint_dir=saved)
     config.update(conftest.SMALL.get(name, {}))
