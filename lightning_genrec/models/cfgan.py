@@ -330,11 +330,13 @@ class CFGAN(RoundGAN):
         themselves when G has no hidden layer), cached until G's weights change."""
         key = tuple((p.data_ptr(), p._version) for p in self.generator.parameters())
         if self._cache.get("item_key") != key or self._cache.get("item_features") is None:
-            m = self._orientation()
-            coo = m.tocoo()
-            rows = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
-                                          torch.ones(coo.nnz), size=m.shape, check_invariants=False
-                                          ).coalesce().to(self.device)
+            rows = self._cache.get("item_rows")                                 # the sparse (I, U) item rows, once
+            if rows is None or rows.device != self.device:
+                coo = self._orientation().tocoo()
+                rows = torch.sparse_coo_tensor(torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+                                               torch.ones(coo.nnz), size=coo.shape, check_invariants=False
+                                               ).coalesce().to(self.device)
+                self._cache["item_rows"] = rows
             layers = list(self.generator.net)[:-1]
             if not layers:
                 features = rows
