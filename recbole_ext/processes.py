@@ -107,6 +107,13 @@ class RecBoleProcesses(ClusterEnvironment):
         return max(1, self._world_size // self._nproc)
 
 
+def cpu_processes_refused(nproc, model: str) -> ConfigError:
+    """The error for one of RecBole's own models asked to train in several processes without GPUs."""
+    return ConfigError(f"nproc={nproc}: RecBole trains its own models ({model}) in several processes on GPUs "
+                       "only (nccl); this machine has none usable. Use nproc: 1, or a lightning-genrec model, "
+                       "which trains in several CPU processes.")
+
+
 def _gpus_usable(config) -> bool:
     gpu_id = str(config["gpu_id"] if config["gpu_id"] is not None else "")
     return bool(gpu_id) and torch.cuda.is_available() and bool(config["use_gpu"])
@@ -122,9 +129,7 @@ def _patch_init_device() -> None:
         if "local_rank" not in d or _gpus_usable(self):
             return original(self)
         if not getattr(self.model_class, "lightning_class", None):
-            raise ConfigError(f"nproc={d.get('nproc')}: RecBole trains its own models ({d['model']}) in several "
-                              "processes on GPUs only (nccl); this machine has none usable. Use nproc: 1, or a "
-                              "lightning-genrec model, which trains in several CPU processes.")
+            raise cpu_processes_refused(d.get("nproc"), d["model"])
         d["gpu_id"] = ""
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         if not dist.is_initialized():
@@ -204,4 +209,4 @@ def apply() -> None:
     _patch_map_reduce()
 
 
-__all__ = ["ONE_PROCESS", "PER_USER_KEYS", "RecBoleProcesses", "apply", "gather_struct", "global_rank", "several_processes"]
+__all__ = ["ONE_PROCESS", "PER_USER_KEYS", "RecBoleProcesses", "apply", "cpu_processes_refused", "gather_struct", "global_rank", "several_processes"]

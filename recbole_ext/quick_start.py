@@ -13,9 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
 
-from lightning_genrec.errors import USER_ERRORS, ConfigError
+from lightning_genrec.errors import USER_ERRORS
 from recbole_ext.config import is_genrec_model, load_data, make_config
-from recbole_ext.processes import several_processes
+from recbole_ext.processes import cpu_processes_refused, several_processes
 
 
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
@@ -60,9 +60,7 @@ def run(model=None, dataset=None, config_file_list=None, config_dict=None, saved
                        ip=ip, port=str(port), offset=group_offset)
     config = make_config(model, dataset, config_file_list, config_dict)   # every check, before any process starts
     if not is_genrec_model(get_model(config["model"])) and config["device"].type != "cuda":
-        raise ConfigError(f"nproc={nproc}: RecBole trains its own models ({config['model']}) in several processes "
-                          "on GPUs only (nccl); this machine has none usable. Use nproc: 1, or a lightning-genrec "
-                          "model, which trains in several CPU processes.")
+        raise cpu_processes_refused(nproc, config["model"])
     queue = mp.get_context("spawn").SimpleQueue()
     try:
         mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue), nprocs=nproc,

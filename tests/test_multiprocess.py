@@ -92,3 +92,11 @@ def test_recbole_nproc_2_trains_and_tests_as_one_process_evaluates_its_weights(t
     assert set(one) == set(two["test"])
     assert two["test"] == pytest.approx(one, abs=1e-6)
     assert any(v > 0 for k, v in one.items() if k.startswith(("ndcg", "item_ndcg")))
+
+
+def test_recboles_own_models_in_several_cpu_processes_are_refused_before_any_starts(tiny_config):
+    import recbole_ext
+    from lightning_genrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"nproc=2: RecBole trains its own models \(Pop\) in several processes on GPUs"):
+        recbole_ext.run(model="Pop", dataset="tiny", config_dict=dict(tiny_config), nproc=2)
