@@ -10,11 +10,12 @@ import resource
 import time
 
 
-def timed_run(config, after_test=None) -> dict:
+def timed_run(config, after_test=None, curve: bool = False) -> dict:
     """Train and test the model of ``config`` (a checked RecBole ``Config``) as ``run_recbole`` does.
 
     ``after_test(trainer, net, train, test)`` may return more result keys (it runs after the
-    test evaluation).  Returns timings, the best validation score and the test metrics."""
+    test evaluation); ``curve``: also return every validation score (``valid_curve``) and skip
+    the test evaluation (a study that chooses on validation must not read test).  Returns timings, the best validation score and the test metrics."""
     import recbole_ext  # noqa: F401  (RecBole fixes + our models)
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
@@ -34,7 +35,10 @@ def timed_run(config, after_test=None) -> dict:
 
     best_score, _ = trainer.fit(train, valid, saved=True, show_progress=False, callback_fn=on_valid)
     fit_seconds = time.perf_counter() - start
-    result = {k: float(v) for k, v in trainer.evaluate(test, load_best_model=True, show_progress=False).items()}
+    if curve:
+        result = {"valid_curve": [v[2] for v in validations]}
+    else:
+        result = {k: float(v) for k, v in trainer.evaluate(test, load_best_model=True, show_progress=False).items()}
     if after_test is not None:
         result.update(after_test(trainer, net, train, test))
     if validations:

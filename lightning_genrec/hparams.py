@@ -25,6 +25,7 @@ class Hyperparameter:
     """One setting.  ``low`` / ``high`` bound numbers (and each entry of an ``int list``),
     inclusive unless ``low_open`` / ``high_open``; ``choices`` lists the allowed strings;
     ``from_data``: ``None`` is allowed and means "size it from the data" (not a config key);
+    ``optional``: ``None`` is allowed and means "not set" (another setting decides);
     ``what`` names it in errors (``hyperparameter`` of a model, or ``setting`` of data,
     training or a protocol)."""
 
@@ -38,6 +39,7 @@ class Hyperparameter:
     high_open: bool = False
     choices: tuple[str, ...] | None = None
     from_data: bool = False
+    optional: bool = False
     what: str = "hyperparameter"
 
     def __post_init__(self):
@@ -68,7 +70,9 @@ class Hyperparameter:
             text = f"a non-empty list of integers {rng}".rstrip()
         else:
             text = "a non-empty list of names"
-        return f"{text} (or None: sized from the data)" if self.from_data else text
+        if self.from_data:
+            return f"{text} (or None: sized from the data)"
+        return f"{text} (or None: not set)" if self.optional else text
 
     def _in_range(self, v: float) -> bool:
         if isinstance(v, float) and not math.isfinite(v):
@@ -82,7 +86,7 @@ class Hyperparameter:
     def check(self, value: Any) -> Any:
         """``value`` in its canonical form (lists as lists, ints as ints, numbers as floats);
         :class:`~lightning_genrec.errors.HyperparameterError` naming the setting otherwise."""
-        if value is None and self.from_data:
+        if value is None and (self.from_data or self.optional):
             return None
         ok, out = False, value
         if self.kind == "int":
@@ -130,7 +134,7 @@ class Hyperparameter:
             out = ["yes"]
         else:
             out = [[3], []]
-        if not self.from_data:
+        if not (self.from_data or self.optional):
             out.append(None)
         return out
 

@@ -13,7 +13,8 @@ from recbole_ext.quick_start import format_results
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lightning-genrec", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)   # --mode (CFGAN) is not --model
     parser.add_argument("--model", "-m", default="MVAE", help="model name (default MVAE)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     parser.add_argument("--config_files", default=None, help="space-separated YAML files")

@@ -96,7 +96,7 @@ class _RecBoleLog(pl.Callback):
                                + f"{set_color('train loss', 'blue')}: {loss_text}]")
         if self._valid_line:
             self.owner.logger.info(self._valid_line)
-        if trainer.should_stop and self._valid_line:
+        if trainer.should_stop and self._valid_line and trainer.current_epoch + 1 >= (trainer.fit_loop.min_epochs or 0):
             self.owner.logger.info(f"Finished training, best eval result in epoch {self.best_epoch}")
 
 

@@ -77,7 +77,7 @@ SMALL = {
     "MVAE": dict(mlp_hidden_size=[32], latent_dimension=8, topk=[5, 10]),
     "SVAE": dict(embedding_size=16, rnn_size=16, hidden_size=16, latent_dimension=8, topk=[5, 10]),
     "CVAE": dict(mlp_hidden_size=[16, 8], latent_dimension=4, pretrain_epochs=2, topk=[5, 10]),
-    "CFGAN": dict(g_hidden_size=32, d_hidden_size=16, g_batch_size=8, d_batch_size=16, topk=[5, 10]),
+    "CFGAN": dict(g_hidden_size=32, d_hidden_size=16, g_batch_size=8, d_batch_size=16, topk=[5, 10], mode="user"),
     "LARA": dict(hidden_size=16, batch_size=64, topk=[5, 10]),
 }
 #: ... and the data settings it needs there (content / attribute fields the tiny .item file has, a cold-start

@@ -62,3 +62,71 @@ def test_kl_clock_counts_minibatches_of_all_processes():
     model._trainer = SimpleNamespace(world_size=2, global_step=15)   # the same data read by 2 processes
     assert model.minibatches_seen() == 30
     assert model.kl_weight() == pytest.approx(one_process) == pytest.approx(0.3)
+
+
+def test_epoch_clock_gives_the_same_beta_per_pass_whatever_the_batch_size(tiny_config, tmp_path):
+    # MVAE's default horizon is in passes over the training users: the first minibatch of epoch e
+    # has beta = anneal_cap * e / anneal_epochs whether an epoch is 4 minibatches or 60
+    class Record(pl.Callback):
+        def __init__(self):
+            self.first = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                self.first[trainer.current_epoch] = pl_module.kl_weight()
+
+    for batch in (16, 1):
+        dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=batch)
+        record = Record()
+        trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                             callbacks=[record], limit_val_batches=0)
+        trainer.fit(MVAE(anneal_cap=0.5, anneal_epochs=4.0), datamodule=dm)
+        assert record.first == pytest.approx({0: 0.0, 1: 0.125, 2: 0.25})
+
+
+def test_epoch_clock_reaches_the_cap_at_anneal_epochs_and_ignores_the_process_count():
+    from types import SimpleNamespace
+
+    model = MVAE(n_items=10, anneal_cap=0.2, anneal_epochs=50.0)
+    for world, batches in ((1, 8), (2, 4)):      # W processes each read 1/W of every epoch
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_idx=batches // 2))
+        model._trainer = SimpleNamespace(world_size=world, global_step=0, current_epoch=25, num_training_batches=batches,
+                                         fit_loop=loop)
+        assert model.kl_weight() == pytest.approx(0.2 * 25.5 / 50)
+        model._trainer.current_epoch = 80
+        assert model.kl_weight() == pytest.approx(0.2)
+
+
+def test_total_anneal_steps_when_set_is_liang_et_als_step_clock():
+    from types import SimpleNamespace
+
+    model = MVAE(n_items=10, anneal_cap=0.2, anneal_epochs=50.0, total_anneal_steps=1000)
+    model._trainer = SimpleNamespace(world_size=2, global_step=30, current_epoch=40, num_training_batches=4)
+    assert model.kl_weight() == pytest.approx(60 / 1000)          # min(cap, minibatches / total)
+    # beta reaches the cap after cap * total minibatches = 200 of them, 25 epochs of 2 x 4
+    assert model.anneal_end_epoch() == pytest.approx(25.0)
+
+
+class _StopAtOnce(pl.Callback):
+    """An early-stopping rule that asks to stop at the first validation."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer.should_stop = True
+
+
+@pytest.mark.parametrize("wait, expected", [(True, 5), (False, 1)])
+def test_early_stopping_waits_until_beta_reaches_its_cap(tiny_config, tmp_path, wait, expected):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    model = MVAE(anneal_cap=0.2, anneal_epochs=4.5, stop_after_anneal=wait)
+    trainer = pl.Trainer(max_epochs=20, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                         callbacks=[_StopAtOnce()], limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    assert trainer.current_epoch == expected        # ceil(4.5) epochs: beta is at its cap from then on
+    capped = MVAE(anneal_cap=0.2, anneal_epochs=400.0)   # a horizon past max_epochs: stop at max_epochs
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                         callbacks=[_StopAtOnce()], limit_val_batches=0)
+    trainer.fit(capped, datamodule=dm)
+    assert trainer.current_epoch == 3 and trainer.fit_loop.min_epochs == 3

@@ -153,7 +153,7 @@ def test_loss_stays_finite_and_ranking_beats_chance(tiny_config, tmp_path):
     pl.seed_everything(0)
     dm = _datamodule(tiny_config)
     model = CFGAN(**SMALL, g_learning_rate=1e-3, d_learning_rate=1e-3)
-    trainer = fit_model(model, dm, 15, tmp_path)
+    trainer = fit_model(model, dm, 40, tmp_path)
     ours = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
     assert ours > 1.5 * random_ndcg(dm.data)
 
@@ -239,7 +239,7 @@ def test_yaml_defaults_are_the_authors_ml100k_settings():
     h = m.hparams
     assert (h.g_hidden_size, h.d_hidden_size, h.zr_ratio, h.pm_ratio, h.zr_coefficient) == (400, 125, 0.7, 0.7, 0.03)
     assert (h.g_learning_rate, h.d_learning_rate, h.g_batch_size, h.d_batch_size) == (1e-4, 1e-4, 32, 64)
-    assert (h.g_steps, h.d_steps, h.g_reg_weight, h.d_reg_weight, h.mode) == (4, 2, 0.001, 0.0, "user")
+    assert (h.g_steps, h.d_steps, h.g_reg_weight, h.d_reg_weight, h.mode) == (4, 2, 0.001, 0.0, "item")
 
 
 def test_a_rounds_draws_are_the_same_made_at_once_or_per_minibatch():
@@ -250,3 +250,21 @@ def test_a_rounds_draws_are_the_same_made_at_once_or_per_minibatch():
     assert at_once.all is not None and per_batch.all is None
     for idx in torch.randperm(len(rows)).split(7):
         assert torch.equal(at_once(idx, rows.dense(idx)), per_batch(idx, rows.dense(idx)))
+
+
+def test_authors_initialisation_xavier_uniform_weights_and_small_uniform_biases():
+    torch.manual_seed(0)
+    g, d = Generator(300, hidden=400), Discriminator(300, hidden=125)
+    for net in (g, d):
+        for layer in [m for m in net.modules() if isinstance(m, torch.nn.Linear)]:
+            fan_out, fan_in = layer.weight.shape
+            bound = (6.0 / (fan_in + fan_out)) ** 0.5
+            assert layer.weight.abs().max() <= bound
+            # uniform on [-bound, bound] has std bound / sqrt(3) (PyTorch's default would give ~1/sqrt(3 fan_in))
+            assert layer.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+            assert layer.bias.abs().max() <= 0.01 and (layer.bias.numel() == 1 or layer.bias.std() > 0.003)
+
+
+def test_item_mode_is_the_default_as_in_every_released_setting():
+    assert CFGAN().hparams.mode == "item"
+    assert CFGAN(mode="user").hparams.mode == "user"

@@ -310,3 +310,37 @@ def test_ddp_two_processes_give_identical_test_metrics(tmp_path):
     assert results[2]["world_size"] == 2 and len(results[1]["metrics"]) == 14
     for key, value in results[1]["metrics"].items():
         assert results[2]["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.parametrize("noise, scale", [("authors", 1.0), ("elbo", 0.5)])
+def test_latent_noise_samples_with_exp_a_as_released_or_exp_half_a(noise, scale):
+    # the encoder's second half a: the released code samples z = mu + eps * exp(a) (and its KL reads a
+    # as log sigma^2); elbo samples z = mu + eps * exp(a / 2)
+    torch.manual_seed(0)
+    net = SeqVAE(20, embedding_size=8, rnn_size=8, hidden_size=8, latent=4, noise=noise).train()
+    h = torch.zeros(20000, 8)
+    with torch.no_grad():
+        mu, a = net.encoder(h).chunk(2, dim=-1)
+        z, mu2, a2 = net.latent(h)
+    assert torch.equal(mu, mu2) and torch.equal(a, a2)
+    spread = (z - mu).std(dim=0)
+    assert torch.allclose(spread, torch.exp(scale * a[0]), rtol=0.03)
+    net.eval()
+    assert torch.equal(net.latent(h)[0], mu)                      # z = mu when scoring
+
+
+def test_authors_initialisation_xavier_normal_in_the_mlp_layers():
+    torch.manual_seed(0)
+    net = SeqVAE(3000, embedding_size=16, rnn_size=200, hidden_size=150, latent=64)
+    layers = [m for m in (*net.encoder, *net.decoder) if isinstance(m, torch.nn.Linear)]
+    assert len(layers) == 4
+    for layer in layers:
+        fan_out, fan_in = layer.weight.shape
+        assert layer.weight.std().item() == pytest.approx((2.0 / (fan_in + fan_out)) ** 0.5, rel=0.05)
+        assert abs(layer.weight.mean().item()) < 0.01
+
+
+def test_svae_defaults_are_the_authors_noise():
+    assert SVAE().hparams.latent_noise == "authors"
+    with pytest.raises(Exception, match="latent_noise"):
+        SVAE(latent_noise="wide")

@@ -21,7 +21,7 @@ import torch
 from lightning_genrec.annealing import SCHEDULES, kl_weight
 from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import ConfigError
-from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, int_list, integer, number, resolve,
+from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, flag, int_list, integer, number, resolve,
                                       sized_from_data)
 from lightning_genrec.item_ranking import phase_item_metrics, phase_item_metrics_from_users, user_score_blocks
 from lightning_genrec.metrics import TopKMetrics
@@ -33,9 +33,24 @@ LEARNING_RATE = number("learning_rate", 1e-3, "Adam step size.", low_open=True)
 WEIGHT_DECAY = number("weight_decay", 0.0, "Adam weight decay.")
 ANNEALING = (
     number("anneal_cap", 0.2, "the largest KL weight beta."),
-    integer("total_anneal_steps", 200000, "minibatches (of train_batch_size, summed over processes) for beta to "
-                                          "reach anneal_cap (cyclical: the period).", low=0),
+    integer("total_anneal_steps", 200000, "minibatches (of train_batch_size, summed over processes) per unit of beta: "
+                                          "beta = min(anneal_cap, minibatches / total_anneal_steps), as Liang et al. "
+                                          "(cyclical: the period).", low=0),
     choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the minibatches read."),
+)
+#: the annealing settings with the horizon in passes over the training data (MVAE): one default serves
+#: a 943-user and a 138,000-user data set; ``total_anneal_steps`` stays available (Liang et al.'s unit)
+ANNEALING_BY_EPOCHS = (
+    number("anneal_cap", 1.0, "the largest KL weight beta (the epoch kept is the one validation likes best, so a "
+                              "run ending at 1 also tries every smaller beta on the way, as Liang et al. choose it)."),
+    number("anneal_epochs", 100.0, "passes over the training users for beta to grow from 0 to anneal_cap "
+                                   "(cyclical: the period); 0: anneal_cap at once.", low=0.0),
+    integer("total_anneal_steps", None, "when set, the horizon in minibatches instead of anneal_epochs (Liang et "
+                                        "al.'s unit: beta = min(anneal_cap, minibatches / total_anneal_steps), "
+                                        "200000 in the paper).", low=0, optional=True),
+    choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the data read."),
+    flag("stop_after_anneal", True, "early stopping waits until a linear schedule's beta has reached anneal_cap "
+                                    "(at most epochs): a run is not ended on a plateau while beta still grows."),
 )
 
 
@@ -45,7 +60,7 @@ def signature_of(specs: tuple[Hyperparameter, ...]) -> inspect.Signature:
     kinds = {"int": int, "float": float, "str": str, "bool": bool, "int list": list[int], "str list": list[str]}
     params = []
     for h in specs:
-        annotation = kinds[h.kind] | None if h.from_data else kinds[h.kind]
+        annotation = kinds[h.kind] | None if (h.from_data or h.optional) else kinds[h.kind]
         params.append(inspect.Parameter(h.name, inspect.Parameter.KEYWORD_ONLY, default=h.default,
                                         annotation=annotation))
     return inspect.Signature(params)
@@ -214,21 +229,76 @@ class GenRecModule(pl.LightningModule):
 class VAEModule(GenRecModule):
     """What the VAEs share: the KL weight from the annealing schedule and the per-step ELBO logging.
 
-    The schedule's clock is the number of minibatches of ``train_batch_size`` examples read so far
-    by all processes together: ``global_step`` (this process's optimizer steps, which Lightning
-    keeps in every checkpoint) times the number of processes.  Under DDP every process reads an
-    equal shard, so W processes read W minibatches a step, and beta reaches its cap after the same
-    amount of data (the same fraction of an epoch) whatever W is."""
+    The schedule has one of two clocks:
+
+    * passes over the training data (``anneal_epochs``, when the model declares it and
+      ``total_anneal_steps`` is not set): ``current_epoch`` plus the share of this epoch's
+      minibatches already read, so beta after a pass is the same for 943 users and for 138,000,
+      and for any number of processes (each reads its equal share of every epoch);
+    * minibatches of ``train_batch_size`` examples read so far by all processes together
+      (``total_anneal_steps``, Liang et al.'s unit): ``global_step`` (this process's optimizer
+      steps, which Lightning keeps in every checkpoint) times the number of processes, so beta
+      reaches its cap after the same amount of data whatever the number of processes.
+
+    With ``stop_after_anneal`` (MVAE's default) and a linear schedule, early stopping cannot end
+    training before beta has reached ``anneal_cap``: the fit loop's ``min_epochs`` is raised to
+    that epoch (at most ``max_epochs``).  The paper anneals and keeps the epoch where validation
+    peaks; a plateau while beta still grows is not the end of that curve."""
 
     def minibatches_seen(self) -> int:
-        """Minibatches read so far by all processes together (the annealing clock)."""
+        """Minibatches read so far by all processes together (the step clock)."""
         trainer = self._trainer
         world = trainer.world_size if trainer is not None else 1
         return self.global_step * world
 
+    def epochs_seen(self) -> float:
+        """Passes over the training data so far (the epoch clock): whole epochs plus the share of
+        this epoch's minibatches read before the current one."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        batches = getattr(trainer, "num_training_batches", 0)
+        if not batches or math.isinf(batches):
+            return float(trainer.current_epoch)
+        loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+        done = max(loop.batch_idx, 0) if loop is not None else 0       # this epoch's minibatches before this one
+        return trainer.current_epoch + done / batches
+
+    def _by_epochs(self) -> bool:
+        return "anneal_epochs" in self.hparams and self.hparams.get("total_anneal_steps") is None
+
     def kl_weight(self) -> float:
         h = self.hparams
+        if self._by_epochs():
+            if h.anneal_schedule == "linear":   # min(cap, epochs / (horizon / cap)): cap after anneal_epochs
+                per_unit = h.anneal_epochs / h.anneal_cap if h.anneal_cap > 0 else 0.0
+                return kl_weight("linear", self.epochs_seen(), h.anneal_cap, per_unit)
+            return kl_weight(h.anneal_schedule, self.epochs_seen(), h.anneal_cap, h.anneal_epochs)
         return kl_weight(h.anneal_schedule, self.minibatches_seen(), h.anneal_cap, h.total_anneal_steps)
+
+    def anneal_end_epoch(self) -> float | None:
+        """The pass over the data at which a linear schedule's beta reaches ``anneal_cap`` (needs the
+        trainer's batches per epoch for the step clock); ``None`` for other schedules."""
+        h = self.hparams
+        if h.anneal_schedule != "linear":
+            return None
+        if self._by_epochs():
+            return float(h.anneal_epochs)
+        batches = getattr(self._trainer, "num_training_batches", 0) if self._trainer is not None else 0
+        if not batches or math.isinf(batches):
+            return None
+        return h.anneal_cap * h.total_anneal_steps / (batches * self._trainer.world_size)
+
+    def on_train_start(self):
+        if not self.hparams.get("stop_after_anneal"):
+            return
+        end = self.anneal_end_epoch()
+        loop = self.trainer.fit_loop
+        if end is not None and end > 0:
+            wanted = math.ceil(end - 1e-9)
+            if loop.max_epochs is not None and loop.max_epochs >= 0:
+                wanted = min(wanted, loop.max_epochs)
+            loop.min_epochs = max(loop.min_epochs or 0, wanted)
 
     def log_elbo(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor, beta: float, n: int) -> None:
         """Stop on a non-finite loss; log loss, NLL, KL and the KL weight (``n``: batch size)."""

@@ -5,9 +5,9 @@ Reference:
     Collaborative Filtering Framework based on Generative Adversarial Networks." CIKM 2018.
 
 The model (the paper's final design, ZR + PM, and the authors' released TF code):
-    * rows are purchase vectors: users' rows over items (``mode: user``, the default) or
-      items' columns over users (``mode: item``, iCFGAN, which the authors' released
-      settings use); c is a row of the training matrix;
+    * rows are purchase vectors: items' columns over users (``mode: item``, iCFGAN, the
+      default: every setting the authors released is for it) or users' rows over items
+      (``mode: user``, the paper's main presentation); c is a row of the training matrix;
     * generator G(c): c -> hidden (sigmoid) -> a real-valued vector over all columns,
       linear output, no noise input (the authors feed the condition only);
     * discriminator D(x, c): concat(c, x) -> hidden (sigmoid) -> one logit, the
@@ -25,8 +25,12 @@ The model (the paper's final design, ZR + PM, and the authors' released TF code)
 
 Defaults are the authors' released ML-100K settings (G 400, D 125, one hidden layer each,
 ZR 70 %, PM 70 %, alpha 0.03, G batch 32 / D batch 64, 4 G and 2 D passes a round,
-reg_G 0.001, reg_D 0); those were released for the item-based mode.  One Lightning
-epoch is one round: the authors' 1000 "epochs" are 1000 / g_steps = 250 rounds.
+reg_G 0.001, reg_D 0), in the item-based mode they were released for, with the authors'
+initialisation (Xavier-uniform weights, biases uniform in [-0.01, 0.01]).  One Lightning
+epoch is one round: the authors' 1000 "epochs" are 1000 / g_steps = 250 rounds, and through
+RecBole's entry point a run takes them all (``configs/cfgan.yaml``: ``stopping_step`` equals
+the budget) and keeps the round with the best validation score: the authors' model is
+still improving near its last rounds, where a patience of a few rounds would stop it early.
 
 Where this implementation departs, and why:
     * **Model selection** is on a validation split (RecBole's), once per round; the authors'
@@ -69,10 +73,16 @@ MODES = ("user", "item")
 
 
 def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    """Sigmoid hidden layers, linear output; the authors' initialisation: Xavier-uniform weights,
+    biases uniform in [-0.01, 0.01] (the GAN is sensitive to it)."""
     mods: list[nn.Module] = []
     for i in range(layers):
         mods += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.Sigmoid()]
     mods.append(nn.Linear(hidden if layers else d_in, d_out))
+    for m in mods:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.uniform_(m.bias, -0.01, 0.01)
     return nn.Sequential(*mods)
 
 
@@ -173,8 +183,8 @@ class CFGAN(RoundGAN):
     HYPERPARAMETERS = (
         N_ITEMS,
         sized_from_data("n_users", "number of users (RecBole's user_num)."),
-        choice("mode", "user", MODES, "user: rows are users' purchase vectors; item: iCFGAN, rows are items' "
-                                      "vectors over users (the mode of the authors' released settings)."),
+        choice("mode", "item", MODES, "item: iCFGAN, rows are items' vectors over users (the mode of every "
+                                      "setting the authors released); user: rows are users' purchase vectors."),
         integer("g_hidden_size", 400, "generator hidden units."),
         integer("d_hidden_size", 125, "discriminator hidden units."),
         integer("g_layers", 1, "generator hidden layers.", low=0),

@@ -324,6 +324,7 @@ class CVAE(VAEModule):
 
     # -- Lightning hooks -----------------------------------------------------------
     def on_train_start(self) -> None:
+        super().on_train_start()
         self._require_data("training")
         if not bool(self.progress[0]) and self.hparams.pretrain_epochs > 0:
             self.pretrain()

@@ -18,6 +18,11 @@ What is the paper's (and the authors' notebook ``dawenl/vae_cf``):
 The first layer reads only each row's non-zero entries (:class:`SparseInputLinear`): the
 same product, without the zeros.
 
+The annealing horizon is stated in passes over the training users (``anneal_epochs``), not
+in minibatches: the paper's 200000 minibatches were sized for ML-20M and leave beta near 0 on
+a small data set.  ``total_anneal_steps`` keeps the paper's unit when set.  Early stopping waits
+until beta reaches its cap (``stop_after_anneal``; see :class:`~lightning_genrec.models.base.VAEModule`).
+
 ``latent_dimension`` is the size of z (RecBole's MultiVAE halves it).
 """
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.hparams import choice, int_list, integer, number
-from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
+from lightning_genrec.models.base import ANNEALING_BY_EPOCHS, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
 
@@ -139,7 +144,7 @@ class MVAE(VAEModule):
         integer("latent_dimension", 200, "size of z (not halved, unlike RecBole's MultiVAE)."),
         number("dropout_prob", 0.5, "input dropout probability (the paper keeps 0.5).", high=1.0, high_open=True),
         choice("activation", "tanh", ACTIVATIONS, "activation between hidden layers."),
-        *ANNEALING,
+        *ANNEALING_BY_EPOCHS,
         LEARNING_RATE,
         WEIGHT_DECAY,
         TOPK,

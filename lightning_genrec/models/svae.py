@@ -7,8 +7,14 @@ Reference:
 What is the paper's (and the authors' notebook ``noveens/svae_cf``):
     * item embedding (256) -> one-layer GRU (200) over the user's time-ordered
       history -> at every step Linear 200->150 + tanh -> Linear 150->2x64 giving
-      mu_t and logvar_t -> z_t = mu_t + eps * exp(logvar_t / 2) -> Linear 64->150
-      + tanh -> Linear 150->|I| logits: a multinomial over all items per step;
+      mu_t and a_t -> z_t = mu_t + eps * exp(a_t) -> Linear 64->150 + tanh -> Linear
+      150->|I| logits: a multinomial over all items per step.  The released code samples
+      with exp(a_t) as the standard deviation while its KL term reads a_t as log sigma^2
+      (so the sample is wider than the posterior the KL describes); ``latent_noise:
+      authors`` (the default) keeps that, ``latent_noise: elbo`` samples with exp(a_t / 2),
+      the consistent ELBO;
+    * the authors' initialisation: Xavier-normal weights in the MLP layers (PyTorch's own
+      for the embedding, the GRU and the biases);
     * the input is the sequence without its last item; the target of step t is
       the multi-hot set of the **next k items** (``next_k``, 4 as in the authors'
       code; fewer near the end of the sequence; k=1 is plain next-item);
@@ -42,21 +48,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.hparams import integer, with_default
+from lightning_genrec.hparams import choice, integer, with_default
 from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
 from lightning_genrec.sequences import SequenceData
 
 
+NOISE = ("authors", "elbo")
+
+
 class SeqVAE(nn.Module):
-    """The torch core: ``forward(seq) -> (logits, mu, logvar)`` at every step of ``seq`` (B, T)."""
+    """The torch core: ``forward(seq) -> (logits, mu, logvar)`` at every step of ``seq`` (B, T).
+
+    ``noise``: how the second half ``a`` of the encoder's output scales the sample: ``authors``
+    z = mu + eps * exp(a) (the released code), ``elbo`` z = mu + eps * exp(a / 2); the KL reads
+    ``a`` as log sigma^2 either way."""
 
     def __init__(self, n_items: int, embedding_size: int = 256, rnn_size: int = 200, hidden_size: int = 150,
-                 latent: int = 64):
+                 latent: int = 64, noise: str = "authors"):
         super().__init__()
+        if noise not in NOISE:
+            raise ValueError(f"noise must be one of {NOISE}, got {noise!r}")
+        self.noise_scale = 1.0 if noise == "authors" else 0.5
         self.embedding = nn.Embedding(n_items, embedding_size, padding_idx=0)
         self.gru = nn.GRU(embedding_size, rnn_size, batch_first=True)
         self.encoder = nn.Sequential(nn.Linear(rnn_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, 2 * latent))
         self.decoder = nn.Sequential(nn.Linear(latent, hidden_size), nn.Tanh(), nn.Linear(hidden_size, n_items))
+        for layer in (*self.encoder, *self.decoder):       # the authors' initialisation: Xavier-normal weights
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_normal_(layer.weight)
 
     def states(self, seq: torch.Tensor) -> torch.Tensor:
         """GRU outputs ``(B, T, R)``; step t depends on ``seq[:, :t + 1]`` only."""
@@ -66,7 +85,7 @@ class SeqVAE(nn.Module):
     def latent(self, h: torch.Tensor):
         mu, logvar = self.encoder(h).chunk(2, dim=-1)
         if self.training:
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            z = mu + torch.randn_like(mu) * torch.exp(self.noise_scale * logvar)
         else:
             z = mu
         return z, mu, logvar
@@ -134,6 +153,9 @@ class SVAE(VAEModule):
         integer("hidden_size", 150, "the MLP layer before and after the latent layer."),
         integer("latent_dimension", 64, "size of z_t."),
         integer("next_k", 4, "items after each step that are its targets (1 = the next item only)."),
+        choice("latent_noise", "authors", NOISE, "authors: z = mu + eps * exp(a), as the released code samples; elbo: "
+                                                 "z = mu + eps * exp(a / 2), the sample the KL term describes (a: "
+                                                 "the encoder's log-variance output, read as log sigma^2 by the KL)."),
         *ANNEALING,
         LEARNING_RATE,
         with_default(WEIGHT_DECAY, 5e-3),
@@ -148,7 +170,7 @@ class SVAE(VAEModule):
 
     def build(self) -> None:
         h = self.hparams
-        self.net = SeqVAE(h.n_items, h.embedding_size, h.rnn_size, h.hidden_size, h.latent_dimension)
+        self.net = SeqVAE(h.n_items, h.embedding_size, h.rnn_size, h.hidden_size, h.latent_dimension, h.latent_noise)
 
     def attach_data(self, data) -> None:
         super().attach_data(data)
