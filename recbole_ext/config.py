@@ -153,8 +153,8 @@ def data_from_recbole(model: str, train, valid=None, test=None, config=None):
 def _sequential_rules(config) -> None:
     """A sequential model reads each user's interactions in time order: the dataset needs its time
     field (added to ``load_col`` if missing there) and ``eval_args.order: TO``.  Leave-one-out splits
-    use RecBole's sequential dataset (next-item form); other splits its ordinary one (block form, the
-    same split as MVAE's)."""
+    use RecBole's sequential dataset (next-item form); other splits, and the held-out user protocol,
+    its ordinary one (block form, the same split as MVAE's)."""
     name = config["model"]
     require_time_field(config, f"{name} is a sequential model: it orders each user's interactions by time")
     order = config["eval_args"]["order"]
@@ -162,7 +162,7 @@ def _sequential_rules(config) -> None:
         raise ConfigError(f"{name} is a sequential model: eval_args.order is {order!r}; set it to 'TO' "
                           "so that validation and test come after training in time.")
     split = config["eval_args"]["split"] or {}
-    if "LS" not in split:
+    if "LS" not in split or config["heldout_user_split"] is True:   # the held-out user protocol: block form too
         config["MODEL_TYPE"] = ModelType.GENERAL
         config["repeatable"] = False   # RecBole's general evaluation: history = every earlier split
 

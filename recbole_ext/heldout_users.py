@@ -7,7 +7,9 @@ also a training user (weak generalisation).  With ``heldout_user_split: true``,
 interactions leave training.  Each held-out user's interactions are divided
 once more: ``heldout_foldin_ratio`` of them (at random, seeded; with
 ``eval_args.order: TO`` the earliest by time) are the *fold-in*, the rest the
-*targets*.  Training keeps every interaction of the remaining users.
+*targets*.  Training keeps every interaction of the remaining users.  A sequential model
+(SVAE) reads the protocol in its block form, with ``eval_args.order: TO`` (so the fold-in is the
+first 80 % by time and the targets come after it, as in the SVAE paper).
 
 A model scores a held-out user from the fold-in alone, without retraining: the
 fold-in is the user's input row, it is excluded from ranking, and the targets
@@ -22,7 +24,8 @@ How the pieces carry it:
   forms exclude them), while the positives stay the targets;
 * lightning-genrec's data forms read the fold-in from the training dataset
   (``InteractionData.foldin``) and use it as the evaluation input row
-  (MVAE, CFGAN ``mode: user``, CVAE's closed-form user step);
+  (MVAE, CFGAN ``mode: user``, CVAE's closed-form user step; SVAE reads the fold-in
+  as the user's sequence, in time order);
 * RecBole's models that score from the interaction history learn it right
   after they are built from the training dataset (:data:`RECBOLE_MODELS`):
   EASE and ItemKNN keep the B / similarity learned from training users and
@@ -66,7 +69,7 @@ HELDOUT_USER_SETTINGS = tuple(setting(h) for h in (
 RECBOLE_MODELS = ("Pop", "EASE", "ItemKNN", "MultiVAE", "MultiDAE")
 
 _WHAT_TO_USE = (f"under heldout_user_split use a model that scores a user from their interactions: "
-                f"{', '.join(m for m in MODELS if m not in ('SVAE', 'LARA'))} (CFGAN with mode: user), or RecBole's "
+                f"{', '.join(m for m in MODELS if m != 'LARA')} (CFGAN with mode: user), or RecBole's "
                 f"{', '.join(RECBOLE_MODELS)}; or remove heldout_user_split")
 
 
@@ -105,9 +108,9 @@ def heldout_user_settings(config) -> tuple[float, float, float] | None:
 
 def _check_genrec_model(cls, config) -> None:
     name = config["model"]
-    if cls.sequential:
-        raise ConfigError(f"the held-out user protocol (heldout_user_split) does not support {name} (a sequential "
-                          f"model) yet; {_WHAT_TO_USE}.")
+    if cls.sequential and config["MODEL_TYPE"] == ModelType.SEQUENTIAL:   # block form only (config._sequential_rules)
+        raise ConfigError(f"the held-out user protocol (heldout_user_split) reads {name} in block form (RecBole's "
+                          f"general dataset), but the config selects its next-item form; {_WHAT_TO_USE}.")
     if issubclass(cls, LARA):
         raise ConfigError(f"LARA generates users for new items; it cannot score an unseen user, so the held-out user "
                           f"protocol (heldout_user_split) does not apply. Use the cold-start item protocol "
