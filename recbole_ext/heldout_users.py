@@ -185,6 +185,10 @@ def _heldout_build(self, settings):
     foldin = split_foldin(users[heldout], key, foldin_ratio)
     target = np.zeros(len(users), dtype=bool)
     target[heldout[~foldin]] = True
+    # a repeated interaction whose item the fold-in already holds is no target: the model reads that item
+    items = self.inter_feat[self.iid_field].numpy().astype(np.int64)
+    pair = users.astype(np.int64) * self.item_num + items
+    target &= ~np.isin(pair, pair[heldout[foldin]])
     rows = [np.flatnonzero(~(in_valid | in_test)), np.flatnonzero(in_valid & target), np.flatnonzero(in_test & target)]
     parts = [self.copy(self.inter_feat[torch.from_numpy(r)]) for r in rows]
     foldin_feat = self.inter_feat[torch.from_numpy(heldout[foldin])]

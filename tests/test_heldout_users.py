@@ -87,6 +87,24 @@ def test_time_order_folds_in_the_earliest_interactions(tiny_config):
             assert all(time[(u, i)] > time[(u, j)] for v, j in foldin if v == u)
 
 
+def test_a_repeated_item_in_the_fold_in_is_no_target(tmp_path, tiny_config):
+    # every user rates 5 items twice: a target that repeats a fold-in item would be excluded and unreachable
+    folder = tmp_path / "dups"
+    folder.mkdir()
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines += [f"u{u}\ti{(u + j) % 12}\t{100 * u + t}" for u in range(40) for t, j in enumerate(list(range(5)) * 2)]
+    (folder / "dups.inter").write_text("\n".join(lines) + "\n")
+    config = make_config("MVAE", "dups", config_dict={**tiny_config, **HELDOUT, "data_path": str(tmp_path)})
+    _, train, valid, test = load_data(config)
+    foldin = set(_pairs(train._dataset.heldout_foldin))
+    assert len(valid._dataset) + len(test._dataset) < 2 * 8        # some of the 2 targets of 8 users were repeats
+    for loader in (valid, test):
+        pairs = _pairs(loader._dataset.inter_feat)
+        assert not set(pairs) & foldin
+        for uid in loader.uid_list.tolist():
+            assert not set(loader.uid2positive_item[uid].tolist()) & set(loader.uid2history_item[uid].tolist())
+
+
 def test_split_foldin_shares():
     users = np.repeat([1, 2, 3, 4], [4, 5, 10, 1])
     key = np.random.default_rng(0).random(len(users))
