@@ -30,7 +30,6 @@ PROTOCOL = os.path.join(ROOT, "configs", "protocols", "ml100k_heldout_users.yaml
 # rows of the table: (model, config dict on top of the protocol); any other name is a model with its defaults
 VARIANTS = {
     "CFGAN-user": ("CFGAN", {"mode": "user"}),
-    "CVAE": ("CVAE", {"content_fields": ["class"]}),   # ml-100k's genres are its only item content
 }
 MODELS = ["EASE", "ItemKNN", "Pop", "MVAE", "MultiVAE", "CFGAN-user"]
 SEEDS = [2020, 2021, 2022]
