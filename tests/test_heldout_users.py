@@ -233,14 +233,15 @@ def test_recbole_ease_scores_fold_in_rows_with_b_learned_from_training_users(tin
     np.testing.assert_allclose(_scores(model, some).numpy(), X[some] @ B, rtol=1e-4, atol=1e-5)
 
 
-def test_recbole_itemknn_and_multivae_read_the_fold_in(tiny_config):
+def test_recbole_itemknn_multivae_and_multidae_read_the_fold_in(tiny_config):
     _, knn, train, valid, _ = _recbole_model("ItemKNN", tiny_config)
     foldin = _foldin_csr(train._dataset)
     users = valid.uid_list.numpy()
     np.testing.assert_allclose(_scores(knn, users).numpy(), (foldin[users] @ knn.w).toarray(), rtol=1e-6, atol=1e-6)
-    _, vae, train, valid, _ = _recbole_model("MultiVAE", tiny_config)
-    rows = vae.get_rating_matrix(torch.as_tensor(users))
-    np.testing.assert_array_equal(rows.numpy(), foldin[users].toarray())
+    for name in ("MultiVAE", "MultiDAE"):
+        _, vae, train, valid, _ = _recbole_model(name, tiny_config)
+        rows = vae.get_rating_matrix(torch.as_tensor(users))
+        np.testing.assert_array_equal(rows.numpy(), foldin[users].toarray())
 
 
 # -- both entry points, same numbers ----------------------------------------------------------------------------
