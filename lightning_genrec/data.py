@@ -109,6 +109,9 @@ class InteractionData:
     valid: EvalSplit | None = None
     test: EvalSplit | None = None
     test_input: str = "train"    # "train_valid": test users are scored from train + validation rows
+    #: (U, I) binary fold-in rows of held-out users (the held-out user protocol, ``recbole_ext.heldout_users``):
+    #: what such a user is scored from; ``None`` when every evaluated user is a training user
+    foldin: sp.csr_matrix | None = None
 
     @classmethod
     def from_train_dataset(cls, dataset, test_input: str = "train") -> "InteractionData":
@@ -119,7 +122,8 @@ class InteractionData:
         train = dataset.inter_matrix(form="csr").astype(np.float32)
         train.data[:] = 1.0  # duplicate interactions are one positive
         return cls(dataset.user_num, dataset.item_num, train.tocsr(), item_counts(dataset),
-                   len(dataset.user_counter), test_input=check_test_input(test_input))
+                   len(dataset.user_counter), test_input=check_test_input(test_input),
+                   foldin=foldin_matrix(dataset))
 
     @classmethod
     def from_recbole(cls, train_data, valid_data=None, test_data=None, **options) -> "InteractionData":
@@ -169,6 +173,8 @@ class InteractionData:
 
     def _input(self, u: np.ndarray, phase: str | None) -> np.ndarray:
         x = self.train[u].toarray()
+        if phase is not None and self.foldin is not None:   # held-out users: no training rows, their fold-in
+            x = np.maximum(x, self.foldin[u].toarray())
         if phase == "test" and self.test_input == "train_valid":
             x = np.maximum(x, self.split("valid").positives[u].toarray())
         return x
@@ -190,6 +196,19 @@ class InteractionData:
             batch["exclude"] = torch.from_numpy(s.excluded(u))
             batch["target"] = torch.from_numpy(s.positives[u].toarray() > 0)
         return batch
+
+
+def foldin_matrix(dataset) -> sp.csr_matrix | None:
+    """``(user_num, item_num)`` binary rows of the held-out users' fold-in interactions that a
+    protocol attached to RecBole's training ``dataset`` (``heldout_foldin``); ``None`` if it has none."""
+    foldin = getattr(dataset, "heldout_foldin", None)
+    if foldin is None:
+        return None
+    users, items = foldin[dataset.uid_field].numpy(), foldin[dataset.iid_field].numpy()
+    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
+                      shape=(dataset.user_num, dataset.item_num))
+    m.data[:] = 1.0  # duplicate interactions are one positive
+    return m
 
 
 def item_counts(dataset) -> np.ndarray:

@@ -10,7 +10,7 @@ K and item), so the DDP reduction is an exact sum and shards of unequal size
 bias nothing.  The definitions are RecBole 1.2.1's (``tests/test_metrics.py``
 checks equality with its evaluator on the same rankings):
 
-* Recall@K = hits / |T_u|;  Precision@K = hits / K;  NDCG@K binary, log2 discount,
+* Recall@K = hits / |T_u|;  TruncatedRecall@K = hits / min(K, |T_u|) (Liang et al. 2018);  Precision@K = hits / K;  NDCG@K binary, log2 discount,
   ideal DCG over min(|T_u|, K) hits;  MRR@K = 1 / rank of the first hit (0 if none).
 * Novelty@K = mean over users of the mean self-information -log2(p_i) of the
   K recommended items, p_i = n_i / |U_train| with n_i the item's training
@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 from torchmetrics import Metric
 
-RANKING_METRICS = ("ndcg", "recall", "precision", "mrr", "novelty")
+RANKING_METRICS = ("ndcg", "recall", "truncatedrecall", "precision", "mrr", "novelty")
 ALL_METRICS = RANKING_METRICS + ("itemcoverage", "giniindex")
 
 
@@ -39,7 +39,7 @@ def self_information(item_counts: torch.Tensor, n_train_users: int) -> torch.Ten
 
 
 class TopKMetrics(Metric):
-    """NDCG, Recall, Precision, MRR, Novelty, ItemCoverage and Gini at several K.
+    """NDCG, Recall, TruncatedRecall, Precision, MRR, Novelty, ItemCoverage and Gini at several K.
 
     Args:
         n_items: number of score columns (RecBole's ``item_num``, padding included).
@@ -100,6 +100,7 @@ class TopKMetrics(Metric):
             idcg = ideal[(n_pos.clamp(max=k) - 1).long()]
             self.ndcg_sum[j] += (dcg[:, k - 1] / idcg).sum()
             self.recall_sum[j] += (n_hits[:, k - 1] / n_pos).sum()
+            self.truncatedrecall_sum[j] += (n_hits[:, k - 1] / n_pos.clamp(max=k)).sum()
             self.precision_sum[j] += n_hits[:, k - 1].sum() / k
             self.mrr_sum[j] += torch.where(first_hit < k, 1.0 / (first_hit + 1).double(),
                                            torch.zeros_like(n_pos)).sum()

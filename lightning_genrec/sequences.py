@@ -112,6 +112,9 @@ class SequenceData:
         self.test: SeqEvalSplit | None = None
         self._valid_seqs: Ragged | None = None   # block form: validation items in time order
         self._train_valid: Ragged | None = None  # block form: train then validation items (cached)
+        #: block form, the held-out user protocol: each held-out user's fold-in in time order (their input)
+        self.foldin: Ragged | None = None
+        self._train_foldin: Ragged | None = None
         self.uid_field = self.iid_field = self.list_field = self.length_field = None
         self._examples: np.ndarray | None = None
 
@@ -143,6 +146,11 @@ class SequenceData:
         data = cls(dataset.user_num, dataset.item_num, train, item_counts(dataset), len(dataset.user_counter),
                      form, max_len, exclude_history, check_test_input(test_input), max(1, int(lookahead)))
         data.uid_field, data.iid_field = dataset.uid_field, dataset.iid_field
+        foldin = getattr(dataset, "heldout_foldin", None)   # recbole_ext.heldout_users: held-out users' fold-in
+        if foldin is not None:
+            if form != "block":
+                raise ValueError("held-out users' fold-in needs the block form (RecBole's general dataset)")
+            data.foldin = Ragged.group(dataset.user_num, *_time_ordered(dataset, foldin))
         if form == "next_item":
             data.list_field, data.length_field = dataset.item_id_list_field, dataset.item_list_length_field
         return data
@@ -196,7 +204,11 @@ class SequenceData:
         return SeqEvalSplit(users, inputs, positives, exclude, loader_candidates(loader))
 
     def _history(self, phase: str | None) -> Ragged:
-        """Block form: the sequences a phase is scored from."""
+        """Block form: the sequences a phase is scored from (held-out users: their fold-in)."""
+        if phase is not None and self.foldin is not None:
+            if self._train_foldin is None:   # held-out users have no training items: this is their fold-in
+                self._train_foldin = self.train.concat(self.foldin)
+            return self._train_foldin
         if phase == "test" and self.test_input == "train_valid":
             if self._valid_seqs is None:
                 raise ValueError("test_input='train_valid' needs the validation split")

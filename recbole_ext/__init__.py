@@ -2,7 +2,8 @@
 
 ``import recbole_ext`` makes RecBole 1.2.1 work on today's numpy / pandas /
 torch (:mod:`recbole_ext.compat`), teaches RecBole's evaluator ``Novelty``
-and its datasets the cold-start item split (:mod:`recbole_ext.cold_start`),
+and its datasets the cold-start item split (:mod:`recbole_ext.cold_start`) and the held-out
+user split (:mod:`recbole_ext.heldout_users`),
 and registers the lightning-genrec models so that RecBole's own entry points
 know them::
 
@@ -14,7 +15,7 @@ from recbole_ext import compat
 
 compat.apply()
 
-from recbole_ext import atomic, cold_start, processes  # noqa: E402
+from recbole_ext import atomic, cold_start, heldout_users, processes  # noqa: E402
 from recbole_ext.config import _patch_config, make_config  # noqa: E402
 from recbole_ext.datamodule import RecBoleDataModule  # noqa: E402
 from recbole_ext.metrics import register_metrics  # noqa: E402
@@ -24,6 +25,7 @@ from recbole_ext.registry import register_all  # noqa: E402
 _patch_config()
 atomic.apply()
 cold_start.apply()
+heldout_users.apply()
 processes.apply()
 register_metrics()
 register_all()

@@ -43,6 +43,7 @@ from lightning_genrec.models import CFGAN, MODELS, GenRecModule
 from lightning_genrec.models.lara import AttributeData
 from lightning_genrec.sequences import SequenceData
 from recbole_ext.cold_start import COLD_ITEM_SETTINGS, cold_item_settings
+from recbole_ext.heldout_users import HELDOUT_USER_SETTINGS, heldout_user_settings
 
 #: RecBole's training keys that the bridge trainer reads, checked like hyperparameters (their defaults
 #: live in configs/trainer.yaml and the model YAMLs; ``None`` here only means "not declared here")
@@ -102,6 +103,7 @@ def _patch_config() -> None:
         set_defaults(self)
         if is_genrec_model(self.model_class):
             adapt_model_config(self)
+        heldout_user_settings(self)   # any model: refused here, before data loads, if it cannot score new users
 
     _set_default_parameters._genrec_models = True
     Config._set_default_parameters = _set_default_parameters
@@ -151,8 +153,8 @@ def data_from_recbole(model: str, train, valid=None, test=None, config=None):
 def _sequential_rules(config) -> None:
     """A sequential model reads each user's interactions in time order: the dataset needs its time
     field (added to ``load_col`` if missing there) and ``eval_args.order: TO``.  Leave-one-out splits
-    use RecBole's sequential dataset (next-item form); other splits its ordinary one (block form, the
-    same split as MVAE's)."""
+    use RecBole's sequential dataset (next-item form); other splits, and the held-out user protocol,
+    its ordinary one (block form, the same split as MVAE's)."""
     name = config["model"]
     require_time_field(config, f"{name} is a sequential model: it orders each user's interactions by time")
     order = config["eval_args"]["order"]
@@ -160,7 +162,7 @@ def _sequential_rules(config) -> None:
         raise ConfigError(f"{name} is a sequential model: eval_args.order is {order!r}; set it to 'TO' "
                           "so that validation and test come after training in time.")
     split = config["eval_args"]["split"] or {}
-    if "LS" not in split:
+    if "LS" not in split or config["heldout_user_split"] is True:   # the held-out user protocol: block form too
         config["MODEL_TYPE"] = ModelType.GENERAL
         config["repeatable"] = False   # RecBole's general evaluation: history = every earlier split
 
@@ -252,7 +254,7 @@ def known_keys() -> set[str]:
                 keys.update((yaml.safe_load(f) or {}).keys())
         for cls in MODELS.values():
             keys.update(h.name for h in (*cls.HYPERPARAMETERS, *cls.data_class.SETTINGS))
-        keys.update(h.name for h in (*COLD_ITEM_SETTINGS, *TRAINING_SETTINGS))
+        keys.update(h.name for h in (*COLD_ITEM_SETTINGS, *HELDOUT_USER_SETTINGS, *TRAINING_SETTINGS))
         # keys read in code without a YAML default (RecBole's encoding, tail_ratio, ...; ours)
         for package in (os.path.dirname(recbole.__file__), os.path.dirname(os.path.abspath(__file__)),
                         os.path.dirname(os.path.abspath(lightning_genrec.__file__))):
@@ -381,7 +383,7 @@ def require_time_field(config, why: str) -> None:
         load_col["inter"] = [*load_col["inter"], time_field]
 
 
-_METRIC_NAMES = "NDCG, Recall, Precision, MRR, Novelty, ItemCoverage, GiniIndex"
+_METRIC_NAMES = "NDCG, Recall, TruncatedRecall, Precision, MRR, Novelty, ItemCoverage, GiniIndex"
 
 
 def check_hparams(config, selection: bool = True) -> None:
@@ -446,8 +448,8 @@ def make_config(model, dataset, config_file_list=None, config_dict=None, for_dat
 
 def validation_intended(config) -> bool:
     """Whether the split is meant to have a validation part (``RS`` with a validation share,
-    ``LS: valid_and_test``, or the cold-start item protocol)."""
-    if config["cold_item_split"]:
+    ``LS: valid_and_test``, or the cold-start item / held-out user protocol)."""
+    if config["cold_item_split"] or config["heldout_user_split"]:
         return True
     split = (config["eval_args"] or {}).get("split") or {}
     if "RS" in split:
@@ -464,7 +466,7 @@ def require_users(eval_data, phase: str, config) -> None:
     if eval_data is not None and len(eval_data) == 0:
         settings = ", ".join(f"{key}={config[key]!r}" for key in ("eval_args", "user_inter_num_interval",
                                                                 "item_inter_num_interval", "val_interval",
-                                                                "cold_item_split") if config[key] is not None)
+                                                                "cold_item_split", "heldout_user_split") if config[key] is not None)
         raise ConfigError(f"the {phase} split of {config['dataset']} is empty: after RecBole's filters and split no "
                           f"user has a {phase} interaction ({settings}). Each user needs enough interactions "
                           "for every part of the split: change eval_args.split, loosen the filters, or use a "

@@ -22,6 +22,7 @@ from lightning_genrec.hparams import Hyperparameter
 from lightning_genrec.models import MODELS, GenRecModule
 from recbole_ext.cold_start import COLD_ITEM_SETTINGS
 from recbole_ext.config import config_path
+from recbole_ext.heldout_users import HELDOUT_USER_SETTINGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -58,7 +59,7 @@ def yaml_block(cls: type[GenRecModule]) -> str:
 
 
 #: settings of the protocols (not of one model) that the README tabulates
-PROTOCOLS = {"cold-start item protocol": COLD_ITEM_SETTINGS}
+PROTOCOLS = {"cold-start item protocol": COLD_ITEM_SETTINGS, "held-out user protocol": HELDOUT_USER_SETTINGS}
 
 
 def markdown_table(name: str, specs) -> str:

@@ -1,14 +1,15 @@
 """RecBole metric classes added by lightning-genrec.
 
 ``Novelty`` joins RecBole's metric registry (config name ``Novelty``, result key
-``novelty@K``).  RecBole's own ``ItemCoverage`` and ``GiniIndex`` work once
+``novelty@K``), and so does ``TruncatedRecall`` (``truncatedrecall@K``: the
+recall of Liang et al. 2018, hits / min(K, |T_u|)).  RecBole's own ``ItemCoverage`` and ``GiniIndex`` work once
 ``recbole_ext.compat`` has fixed the collector.  Definitions: see
 ``lightning_genrec/metrics.py`` (the Lightning side computes the same numbers).
 """
 from __future__ import annotations
 
 import numpy as np
-from recbole.evaluator.base_metric import AbstractMetric
+from recbole.evaluator.base_metric import AbstractMetric, TopkMetric
 from recbole.utils import EvaluatorType
 
 
@@ -42,11 +43,31 @@ class Novelty(AbstractMetric):
         return {f"novelty@{k}": round(float(per_rank[:, :k].mean()), self.decimal_place) for k in self.topk}
 
 
+class TruncatedRecall(TopkMetric):
+    r"""Recall with the denominator truncated at K (Liang et al. 2018, the Mult-VAE paper).
+
+    .. math:: \mathrm{TruncatedRecall@K} = \frac{1}{|U|}\sum_u \frac{|L_u \cap T_u|}{\min(K, |T_u|)}
+
+    Unlike RecBole's ``Recall`` (hits / |T_u|) it reaches 1 whenever the top K are all positives,
+    so a user with more than K held-out items is not capped below 1.
+    """
+
+    smaller = False
+
+    def calculate_metric(self, dataobject):
+        pos_index, pos_len = self.used_info(dataobject)             # (U, Kmax) bool, (U,)
+        return self.topk_result("truncatedrecall", self.metric_info(pos_index, pos_len))
+
+    def metric_info(self, pos_index, pos_len):
+        ks = np.arange(1, pos_index.shape[1] + 1)
+        return np.cumsum(pos_index, axis=1) / np.minimum(ks[None, :], pos_len.reshape(-1, 1))
+
+
 def register_metrics() -> None:
-    """Make RecBole's evaluator know ``Novelty`` (idempotent)."""
+    """Make RecBole's evaluator know ``Novelty`` and ``TruncatedRecall`` (idempotent)."""
     from recbole.evaluator import register
 
-    name = "novelty"
-    register.metrics_dict[name] = Novelty
-    register.metric_information[name] = Novelty.metric_need
-    register.metric_types[name] = Novelty.metric_type
+    for name, cls in (("novelty", Novelty), ("truncatedrecall", TruncatedRecall)):
+        register.metrics_dict[name] = cls
+        register.metric_information[name] = cls.metric_need
+        register.metric_types[name] = cls.metric_type

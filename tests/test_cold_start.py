@@ -170,7 +170,8 @@ def test_recbole_models_get_the_metrics_of_a_dense_computation(tiny_config, mode
     # RecBole's own model through run_recbole (its loaders, Trainer and evaluator, with the candidate set applied
     # to each batch) against the same trained model scored densely here.  BPR's scores have no ties; Pop's
     # candidates all tie at 0 (no held-out item has a training interaction), where torch.topk decides alike.
-    cfg = dict(tiny_config, **COLD, epochs=1, metric_decimal_place=12)
+    cfg = dict(tiny_config, **COLD, epochs=1, metric_decimal_place=12,
+               metrics=[*tiny_config["metrics"], "TruncatedRecall"])
     result = recbole_ext.run_recbole(model=model, dataset="tiny", config_dict=cfg)
     _, trained, _, train, valid, test = load_data_and_model(result["saved_model_file"])
     trained.eval()

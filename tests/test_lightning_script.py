@@ -77,7 +77,7 @@ def test_ddp_two_processes_give_identical_test_metrics(odd_checkpoint, tmp_path)
     one = _test_with(1, ckpt, root, tmp_path)
     two = _test_with(2, ckpt, root, tmp_path)
     assert one["world_size"] == 1 and two["world_size"] == 2
-    assert len(one["metrics"]) == 14
+    assert len(one["metrics"]) == 16   # 8 metrics (TruncatedRecall included) at 2 cut-offs
     for key, value in one["metrics"].items():
         assert two["metrics"][key] == pytest.approx(value, abs=1e-6), key
 

@@ -22,6 +22,8 @@ def test_hand_computed_single_user():
     assert r["ndcg@2"] == pytest.approx(d / (1 + d))
     assert r["ndcg@5"] == pytest.approx((d + 1 / math.log2(6)) / (1 + d))
     assert r["recall@2"] == pytest.approx(0.5) and r["recall@5"] == pytest.approx(1.0)
+    # hits / min(K, |T|): 1 hit of min(2, 2) at K=2, 2 of min(5, 2) at K=5
+    assert r["truncatedrecall@2"] == pytest.approx(0.5) and r["truncatedrecall@5"] == pytest.approx(1.0)
     assert r["precision@2"] == pytest.approx(0.5) and r["precision@5"] == pytest.approx(0.4)
     assert r["mrr@2"] == pytest.approx(0.5) and r["mrr@5"] == pytest.approx(0.5)
     # self-information: item1 -log2(8/8)=0, item2 -log2(4/8)=1
@@ -56,8 +58,24 @@ def test_rejects_bad_input():
         m.update(torch.zeros(2, 9), torch.zeros(2, 9, dtype=torch.bool))
 
 
+def test_truncated_recall_divides_by_k_when_there_are_more_positives():
+    # 4 positives (items 1, 2, 4, 5); top 2 = items 1, 2 (2 hits): recall 2/4, truncated 2/min(2, 4) = 1
+    scores = torch.tensor([[-math.inf, 5.0, 4.0, 3.0, 2.0, 1.0]])
+    target = torch.tensor([[0, 1, 1, 0, 1, 1]], dtype=torch.bool)
+    m = TopKMetrics(6, topk=[2, 3])
+    m.update(scores, target)
+    r = {k: float(v) for k, v in m.compute().items()}
+    assert r["recall@2"] == pytest.approx(0.5) and r["truncatedrecall@2"] == pytest.approx(1.0)
+    assert r["recall@3"] == pytest.approx(0.5) and r["truncatedrecall@3"] == pytest.approx(2 / 3)
+
+
 def _recbole_result(config, train, loader, score_matrix):
-    collector, evaluator = Collector(config), Evaluator(config)
+    metrics = config["metrics"]
+    config["metrics"] = [*metrics, "TruncatedRecall"]   # ours, registered in RecBole's evaluator
+    try:
+        collector, evaluator = Collector(config), Evaluator(config)
+    finally:
+        config["metrics"] = metrics
     collector.data_collect(train)
     for interaction, history_index, positive_u, positive_i in loader:
         users = interaction[config["USER_ID_FIELD"]]
@@ -95,7 +113,7 @@ def test_equals_recbole_evaluator_on_ml100k(ml100k, kind, phase):
         ours.update(scores, batch["target"])
     got = {k: float(v) for k, v in ours.compute().items()}
     assert set(expected) == set(got)
-    assert len(expected) == 7 * 3
+    assert len(expected) == 8 * 3
     for key, value in expected.items():
         assert got[key] == pytest.approx(float(value), abs=1e-4), key
 

@@ -307,7 +307,7 @@ def test_ddp_two_processes_give_identical_test_metrics(tmp_path):
                                str(devices), out, "SVAE"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[devices] = json.load(open(out))
-    assert results[2]["world_size"] == 2 and len(results[1]["metrics"]) == 14
+    assert results[2]["world_size"] == 2 and len(results[1]["metrics"]) == 16   # 8 metrics at 2 cut-offs
     for key, value in results[1]["metrics"].items():
         assert results[2]["metrics"][key] == pytest.approx(value, abs=1e-6), key
 
