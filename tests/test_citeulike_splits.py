@@ -1,5 +1,6 @@
 """benchmarks/citeulike_splits.py: the CVAE paper's ``.dat`` split files become RecBole benchmark
-files (train / valid / test ``.inter``) without losing, duplicating or moving test pairs."""
+files (train / valid / test ``.inter``) without losing, duplicating or moving test pairs, and a
+header-only validation part loads through RecBole (the P = 1 protocol has no validation)."""
 from __future__ import annotations
 
 import importlib.util
@@ -90,3 +91,35 @@ def test_mismatched_or_overlapping_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="1 \\(user, item\\) pairs are both"):
         splits.write_benchmark(tr, _dat(tmp_path / "te2.dat", [[1, 4], [3]]), str(tmp_path / "b"), "b")
 
+
+def test_header_only_validation_part_loads_and_trains_without_validation(tmp_path):
+    """RecBole's benchmark_filename needs three files; P = 1 has nothing to validate on, so its
+    valid part is header-only: it loads (a header-only *train* part is still an error), the model
+    trains for its fixed epochs without validating, and the test part is scored."""
+    from recbole_ext.config import load_data, make_config
+    from lightning_genrec.errors import DataFileError
+
+    train = [[u % 7, (u + 3) % 7] for u in range(12)]
+    test = [[(u + 5) % 7] for u in range(12)]
+    splits.write_benchmark(_dat(tmp_path / "tr.dat", train), _dat(tmp_path / "te.dat", test),
+                           str(tmp_path / "tiny"), "tiny")
+    cfg = {"data_path": str(tmp_path), "benchmark_filename": ["train", "valid", "test"],
+           "load_col": {"inter": ["user_id", "item_id"]}, "eval_step": 0, "epochs": 2, "comet": False,
+           "eval_args": {"split": {"LS": "test_only"}, "order": "RO", "group_by": "user", "mode": "full"},
+           "topk": [2], "valid_metric": "Recall@2", "state": "WARNING", "use_gpu": False}
+    config = make_config("MVAE", "tiny", [], cfg)
+    _, train_data, valid_data, test_data = load_data(config)
+    assert len(train_data._dataset.inter_feat) == 24 and len(valid_data._dataset.inter_feat) == 0
+    assert len(test_data._dataset.inter_feat) == 12
+
+    from recbole.utils import get_model, get_trainer
+
+    net = get_model("MVAE")(config, train_data._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "MVAE")(config, net)
+    trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+    result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    assert 0.0 <= result["recall@2"] <= 1.0
+
+    (tmp_path / "tiny" / "tiny.train.inter").write_text("user_id:token\titem_id:token\n")
+    with pytest.raises(DataFileError, match="tiny.train.inter has a header but no data lines"):
+        load_data(make_config("MVAE", "tiny", [], cfg))
