@@ -1,0 +1,210 @@
+"""CVAE (Li & She 2017) on CiteULike-a with the paper's own sparse (P = 1) and dense (P = 10)
+splits, against RecBole's collaborative baselines on the same files.
+
+Data: ``--data`` (default ../shared/data/citeulike-a from the project root): the RecBole atomic
+``citeulike-a.item`` (``title``, ``tag`` token_seq fields) and the authors' split files
+``cvae-splits/cf-{train,test}-{1,10}-users.dat``.  Each part is written as RecBole benchmark files
+(``benchmark_filename: [train, valid, test]``, benchmarks/citeulike_splits.py) into a temporary
+folder, and every (part, model, seed) trains and tests in a fresh process through RecBole's run
+loop (benchmarks/timed_run.py, the loop of ``run_recbole``).
+
+Protocols (test items are never used for any choice):
+  p1   P = 1: every user has one training item, so there is nothing to validate on: no
+       validation, a fixed epoch budget -- each model's configured ``epochs`` (CVAE: the authors'
+       100 after 20 pre-training epochs; MVAE: configs/trainer.yaml's 300; RecBole's MultiVAE: its
+       300), the last epoch is tested.
+  p10  P = 10: a quarter of the users (drawn once, split seed 0) give one of their ten training
+       items to validation (1,388 items); models train on the rest, select the epoch on valid
+       Recall@100 and stop early as configured (``stopping_step``).
+Metrics: Recall@50/100/300 (hits / |test items|, RecBole's Recall, the CVAE paper's recall) and
+NDCG, full ranking over all 16,980 articles with the user's training (and validation) items
+masked.  Rows: CVAE (configs/cvae.yaml defaults, content_fields [title, tag]); MVAE (its
+defaults); RecBole's MultiVAE, EASE, ItemKNN, Pop (their defaults).
+
+Usage:
+    python benchmarks/citeulike_cvae.py                          # both parts, seed 2020
+    python benchmarks/citeulike_cvae.py --parts p1 --models CVAE --seeds 2021 2022 --append
+Writes benchmarks/results/citeulike_cvae.{csv,md} (see --out).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from bench_io import mean_std, merge, read_rows, recorded_command, run_rows, write_csv
+from citeulike_splits import write_benchmark
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+SCRIPT = "citeulike_cvae.py"
+DEFAULT_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data", "citeulike-a")
+PARTS = {"p1": (1, 0.0), "p10": (10, 0.25)}          # part -> (P, share of users giving one item to validation)
+MODELS = ["CVAE", "MVAE", "MultiVAE", "EASE", "ItemKNN", "Pop"]
+ONE_PASS = {"EASE", "ItemKNN", "Pop"}                 # fitted in one pass: one epoch
+SEEDS = [2020]
+TOPK = [50, 100, 300]
+KEYS = [f"recall@{k}" for k in TOPK] + [f"ndcg@{k}" for k in TOPK]
+VALID_METRIC = "Recall@100"
+#: the independent re-run's CVAE figures on these splits (their content: the abstracts' bag of words)
+RERUN = {"p1": {"recall@50": 0.0768, "recall@100": 0.1171, "recall@300": 0.2168},
+         "p10": {"recall@50": 0.0805, "recall@100": 0.1569, "recall@300": 0.3687}}
+
+
+def dataset_name(part: str) -> str:
+    return f"citeulike-a-{part}"
+
+
+def prepare(data: str, folder: str) -> dict:
+    """Write both parts' benchmark files under ``folder``; returns the counts per part."""
+    counts = {}
+    for part, (p, share) in PARTS.items():
+        counts[part] = write_benchmark(os.path.join(data, "cvae-splits", f"cf-train-{p}-users.dat"),
+                                       os.path.join(data, "cvae-splits", f"cf-test-{p}-users.dat"),
+                                       os.path.join(folder, dataset_name(part)), dataset_name(part),
+                                       os.path.join(data, "citeulike-a.item"), valid_share=share)
+    return counts
+
+
+def config_dict(part: str, model: str, seed: int, data_path: str, epochs: int | None) -> dict:
+    cfg = {"data_path": data_path, "benchmark_filename": ["train", "valid", "test"],
+           "load_col": {"inter": ["user_id", "item_id"]},          # CVAE adds its content fields itself
+           "seed": seed, "state": "WARNING", "metrics": ["Recall", "NDCG"], "topk": TOPK,
+           "valid_metric": VALID_METRIC, "eval_batch_size": 409600, "comet": False, "show_progress": False,
+           "use_gpu": False}
+    if model == "CVAE":
+        cfg["content_fields"] = ["title", "tag"]
+    if part == "p1":   # no validation: a fixed budget, the last epoch is tested
+        cfg.update(eval_step=0, eval_args={"split": {"LS": "test_only"}, "order": "RO", "group_by": "user",
+                                           "mode": "full"})
+    else:
+        cfg.update(eval_step=1, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user",
+                                           "mode": "full"})   # split ignored: benchmark files give the parts
+    if model in ONE_PASS:
+        cfg["epochs"] = 1
+    elif epochs:
+        cfg["epochs"] = epochs
+    return cfg
+
+
+def run_one(part: str, model: str, seed: int, data_path: str, epochs: int | None) -> dict:
+    start = time.perf_counter()
+    import recbole_ext  # noqa: F401  (RecBole fixes + our models)
+    from recbole_ext.config import make_config
+    from timed_run import timed_run
+
+    config = make_config(model, dataset_name(part), [], config_dict(part, model, seed, data_path, epochs))
+
+    def extra(trainer, net, train, test):
+        out = {"n_items": int(train._dataset.item_num - 1), "n_train": int(len(train._dataset.inter_feat))}
+        module = getattr(net, "module", None)
+        if model == "CVAE" and module is not None:
+            out["n_content"] = int(module.hparams.n_content)
+            out["n_train_items"] = int(module.rated.sum())
+        return out
+
+    result = timed_run(config, after_test=extra)
+    if part == "p1":
+        result["epochs"] = int(config["epochs"])
+        result["best_epoch"] = int(config["epochs"]) - 1
+        result["s_per_epoch"] = result["fit_s"] / max(result["epochs"], 1)
+        result.pop("best_valid", None)
+    return {"part": part, "model": model, "seed": seed, **result, "wall_s": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=SEEDS)
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--data", default=DEFAULT_DATA, help="folder with citeulike-a.item and cvae-splits/")
+    parser.add_argument("--epochs", type=int, help="cap the trained models' epochs (smoke runs only)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "citeulike_cvae"))
+    parser.add_argument("--append", action="store_true",
+                        help="merge into the existing results at --out (same part, model and seed: replaced)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .csv at --out")
+    parser.add_argument("--one", nargs=3, metavar=("PART", "MODEL", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--data-path", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        import json
+
+        print("RESULT " + json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.data_path,
+                                             args.epochs)))
+        return
+    if args.render:
+        write(read_rows(args.out + ".csv"), args.out, recorded_command(args.out) or "(unknown)")
+        return
+    with tempfile.TemporaryDirectory(prefix="citeulike_cvae_") as folder:
+        counts = prepare(args.data, folder)
+        print("benchmark files:", counts, flush=True)
+        jobs = [(part, model, seed) for part in args.parts for seed in args.seeds for model in args.models]
+        extra = ["--data-path", folder] + (["--epochs", str(args.epochs)] if args.epochs else [])
+        rows = run_rows(__file__, jobs, extra, key="recall@100")
+    command = f"`{' '.join(['python', 'benchmarks/' + SCRIPT, *sys.argv[1:]])}`"
+    if args.append and os.path.exists(args.out + ".csv"):
+        rows = merge(read_rows(args.out + ".csv"), rows)
+        command = f"{recorded_command(args.out) or '(unknown)'} then {command}"
+    write_csv(rows, args.out + ".csv")
+    write(rows, args.out, command)
+
+
+TITLES = {
+    "p1": "P = 1 (sparse): 5,551 training pairs (one per user), 199,435 test pairs; no validation, fixed "
+          "epoch budget, last epoch tested",
+    "p10": "P = 10 (dense): 54,122 training + 1,388 validation pairs (one training item from a fixed quarter of "
+           "the users), 149,476 test pairs; epoch selected on valid Recall@100",
+}
+
+
+def write(rows: list[dict], out: str, argv: str) -> None:
+    seeds = sorted({r["seed"] for r in rows})
+    lines = ["# CVAE on CiteULike-a, the paper's P = 1 and P = 10 splits", "", f"Command: {argv}", "",
+             f"Seeds present: {seeds} (cells: mean ± std over the seeds a row has, or the one seed); each run in a "
+             "fresh process, one after another, on 2 CPU cores shared with other jobs (timings are indicative). "
+             "Recall@K = hits in the top K / |test items| per user, averaged over users (RecBole's Recall, the CVAE "
+             "paper's recall); full ranking over all 16,980 articles with the user's training and validation items "
+             "masked. 'Re-run' = the independent re-run's CVAE figures on the same splits (their content: the "
+             "abstracts' bag of words; ours: titles and tags).", ""]
+    for part in PARTS:
+        mine = [r for r in rows if r["part"] == part]
+        if not mine:
+            continue
+        models = [m for m in MODELS if any(r["model"] == m for r in mine)]
+        lines += [f"## {TITLES[part]}", "",
+                  "| model | " + " | ".join(KEYS) + " | re-run CVAE R@50 / R@100 / R@300 |",
+                  "|---" * (len(KEYS) + 2) + "|"]
+        ref = RERUN[part]
+        for m in models:
+            cells = [mean_std(rows, part, m, k) for k in KEYS]
+            refcell = (" / ".join(f"{ref[f'recall@{k}']:.4f}" for k in TOPK)) if m == "CVAE" else ""
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {refcell} |")
+        lines += ["", "Per seed (recall@50 / @100 / @300):", ""]
+        for m in models:
+            per = [r for r in sorted(mine, key=lambda r: r["seed"]) if r["model"] == m]
+            lines.append(f"- {m}: " + "; ".join(
+                f"{r['seed']}: {r['recall@50']:.4f} / {r['recall@100']:.4f} / {r['recall@300']:.4f}" for r in per))
+        lines += ["", "| model | wall (s, incl. loading) | fit (s) | epochs | best epoch (0-based), per seed | "
+                  "s / epoch (incl. validation) | peak RSS (MB) |", "|---|---|---|---|---|---|---|"]
+        for m in models:
+            per = [r for r in mine if r["model"] == m]
+            lines.append(f"| {m} | {mean_std(rows, part, m, 'wall_s', '%.0f')} | {mean_std(rows, part, m, 'fit_s', '%.0f')}"
+                         f" | {mean_std(rows, part, m, 'epochs', '%.0f')} | "
+                         + ", ".join(str(r["best_epoch"]) for r in per)
+                         + f" | {mean_std(rows, part, m, 's_per_epoch', '%.2f')} | "
+                         f"{mean_std(rows, part, m, 'peak_rss_mb', '%.0f')} |")
+        cvae = [r for r in mine if r["model"] == "CVAE" and "n_content" in r]
+        if cvae:
+            lines += ["", f"CVAE content width D = {cvae[0]['n_content']} columns (title words and tags carried by "
+                      f">= 2 of the {cvae[0]['n_train_items']} articles with training interactions); the content VAE "
+                      "trains on those articles only."]
+        lines.append("")
+    with open(out + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
