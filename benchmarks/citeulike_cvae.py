@@ -158,6 +158,44 @@ TITLES = {
            "the users), 149,476 test pairs; epoch selected on valid Recall@100",
 }
 
+NOTES = [
+    "## What differs from the paper and from the re-run", "",
+    "- **Content.** The paper and the re-run: each article's title + abstract as a bag of words (the paper: "
+    "an 8,000-word vocabulary chosen by tf-idf, over all 16,980 articles). Here: the `title` words and CiteULike "
+    "`tag`s of citeulike-a.item (the abstracts are not in our data), multi-hot, as our CVAE builds it: a token is "
+    "a column if >= 2 articles with training interactions carry it (`content_min_count: 2`), and both the "
+    "vocabulary and the content VAE are fitted on the articles with training interactions only (our CVAE is "
+    "inductive; the paper's VAE trains on every article's content). That matters most at P = 1: only 4,327 "
+    "articles have a training interaction and 65 % of the test pairs are on the other 12,653, which are "
+    "scored from their content alone (v_j = E[z_j]); at P = 10, 11,949 articles have training interactions "
+    "(before the validation slice) and 28 % of the test pairs are on the rest.",
+    "- **Hyperparameters.** Ours are configs/cvae.yaml's defaults, the paper's: K = 50, sigmoid 200-100 "
+    "inference layers with tied generation weights, lambda_u 0.1, lambda_v 10, lambda_r 1, a = 1, b = 0.01, "
+    "Adam 1e-3, 128 articles a batch, L2 2e-4, 100 epochs. Departures from the authors' code (see "
+    "lightning_genrec/models/cvae.py): pre-training is 20 epochs of the whole VAE with masking noise 0.3 "
+    "(authors: a layer-wise stacked denoising autoencoder, then the VAE); an article without training "
+    "interactions gets v_j = E[z_j] (authors: (b U^T U + lambda_v I)^-1 lambda_v theta_j). The re-run's own "
+    "settings were not given with its figures; only its numbers are copied here.",
+    "- **Epoch selection.** The paper has no validation set. P = 1: a fixed budget, the last epoch tested "
+    "(CVAE 100 + 20 pre-training; MVAE 300; RecBole's MultiVAE 300; EASE / ItemKNN / Pop fit in one pass). "
+    "P = 10: one training item of a fixed quarter of the users (split seed 0) validates; every model trains "
+    "on the other 54,122 pairs (97.5 % of the paper's training pairs), selects its epoch on valid Recall@100 "
+    "and stops after `stopping_step` validations without improvement; the validation items are masked "
+    "at test like training items. Test items are used for nothing but the test.",
+    "- **The released P = 10 split is in article-id order, not random.** For 5,139 of the 5,551 users every "
+    "test id is larger than every training id (mean training id 4,135, mean test id 9,033): the training items "
+    "are each user's ten lowest-id (older) articles. So training popularity points at old articles and Pop "
+    "does worse at P = 10 than at P = 1. 412 users have exactly ten articles and no test item; RecBole averages "
+    "Recall over the 5,139 users with test items. (P = 1 looks random: 269 users have all test ids above the "
+    "training id.)",
+    "- **Budget and threads.** 2 shared CPU cores, several other people's jobs running (load 5-7): the first "
+    "run (P = 1 CVAE) used torch's default 2 threads, every later run 1 (OMP_NUM_THREADS=1), so the timings are "
+    "not comparable between rows beyond their order of magnitude. Runs not listed in the tables did not finish "
+    "before the deadline (see the report).",
+    "- **Baselines** run with their defaults (RecBole's for MultiVAE, EASE, ItemKNN, Pop; configs/mvae.yaml "
+    "for MVAE), untuned, on the same files.", "",
+]
+
 
 def write(rows: list[dict], out: str, argv: str) -> None:
     seeds = sorted({r["seed"] for r in rows})
@@ -201,6 +239,7 @@ def write(rows: list[dict], out: str, argv: str) -> None:
                       f">= 2 of the {cvae[0]['n_train_items']} articles with training interactions); the content VAE "
                       "trains on those articles only."]
         lines.append("")
+    lines += NOTES
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
