@@ -182,8 +182,8 @@ NOTES = [
     "on the other 54,122 pairs (97.5 % of the paper's training pairs), selects its epoch on valid Recall@100 "
     "and stops after `stopping_step` validations without improvement; the validation items are masked "
     "at test like training items. Test items are used for nothing but the test.",
-    "- **The released P = 10 split is in article-id order, not random.** For 5,139 of the 5,551 users every "
-    "test id is larger than every training id (mean training id 4,135, mean test id 9,033): the training items "
+    "- **The released P = 10 split is in article-id order, not random.** For every one of the 5,139 users with "
+    "test items, every test id is larger than every training id (mean training id 4,135, mean test id 9,033): the training items "
     "are each user's ten lowest-id (older) articles. So training popularity points at old articles and Pop "
     "does worse at P = 10 than at P = 1. 412 users have exactly ten articles and no test item; RecBole averages "
     "Recall over the 5,139 users with test items. (P = 1 looks random: 269 users have all test ids above the "
@@ -196,6 +196,11 @@ NOTES = [
     "authors' 100, to finish before a deadline; its best validation epoch was the last one, so it was still "
     "improving and its row is not CVAE's figure at the configured budget. The P = 1 CVAE row is the full "
     "100 epochs.",
+    "- **EASE and ItemKNN are degenerate at P = 1**: with one training item per user, X^T X is diagonal, so "
+    "both score every item other than the user's own 0 and the ranking is RecBole's tie order; that is why their "
+    "P = 1 rows are identical (not a copy error).",
+    "- **Not run** (deadline): MVAE and RecBole's MultiVAE (both parts), seeds 2021 and 2022, and P = 10 CVAE at "
+    "its full budget.",
     "- **Baselines** run with their defaults (RecBole's for MultiVAE, EASE, ItemKNN, Pop; configs/mvae.yaml "
     "for MVAE), untuned, on the same files.", "",
 ]
