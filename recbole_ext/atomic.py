@@ -49,8 +49,11 @@ def check_header(path: str, header: str, sep: str) -> list[tuple[str, str]]:
     return fields
 
 
-def check_lines(path: str, sep: str, encoding: str) -> list[tuple[str, str]]:
-    """Check the header and every line's column count; returns the header's ``(name, type)`` pairs."""
+def check_lines(path: str, sep: str, encoding: str, allow_empty: bool = False) -> list[tuple[str, str]]:
+    """Check the header and every line's column count; returns the header's ``(name, type)`` pairs.
+
+    ``allow_empty``: a header-only file is fine (a benchmark_filename part other than the first:
+    a protocol without validation still needs RecBole's three files)."""
     with open(path, encoding=encoding) as f:
         header = f.readline()
         if not header.strip():
@@ -65,7 +68,7 @@ def check_lines(path: str, sep: str, encoding: str) -> list[tuple[str, str]]:
                                     f"{len(fields)}: {_show(line)}. Fix the line (columns are separated by "
                                     f"{sep!r}; an empty value still needs its separator).")
             lines += 1
-    if lines == 0:
+    if lines == 0 and not allow_empty:
         raise DataFileError(f"{path} has a header but no data lines.")
     return fields
 
@@ -97,7 +100,9 @@ def _patch_load_feat() -> None:
         sep, encoding = self.config["field_separator"] or "\t", self.config["encoding"] or "utf-8"
         load_col, _ = self._get_load_and_unload_col(source)
         read = load_col != set() and os.path.isfile(filepath)       # RecBole skips a file it loads nothing of
-        fields = check_lines(filepath, sep, encoding) if read else None
+        parts = self.config["benchmark_filename"] or []
+        later_part = any(os.path.basename(filepath) == f"{self.dataset_name}.{part}.inter" for part in parts[1:])
+        fields = check_lines(filepath, sep, encoding, allow_empty=later_part) if read else None
         try:
             return original(self, filepath, source)
         except ValueError as exc:
