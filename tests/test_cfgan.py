@@ -160,7 +160,7 @@ def test_loss_stays_finite_and_ranking_beats_chance(tiny_config, tmp_path):
 
 def test_item_mode_scores_are_the_users_entries_of_each_items_generated_vector(tiny_config, tmp_path):
     dm = _datamodule(tiny_config, mode="item")
-    model = CFGAN(**SMALL, mode="item")
+    model = CFGAN(**{**SMALL, "mode": "item"})
     fit_model(model, dm, 2, tmp_path)
     assert model.generator.net[0].in_features == dm.data.n_users
     users = torch.as_tensor(dm.data.split("test").users[:4])
@@ -180,7 +180,7 @@ def test_item_mode_gives_the_same_numbers_through_both_entry_points(tiny_config)
     assert result["test_result"]["ndcg@10"] > 0
     dm = RecBoleDataModule("tiny", model="CFGAN", config_dict=cfg)
     dm.setup()
-    lm = CFGAN(n_items=dm.n_items, n_users=dm.data.n_users, mode=mode, **SMALL)
+    lm = CFGAN(n_items=dm.n_items, n_users=dm.data.n_users, **{**SMALL, "mode": mode})
     lm.attach_data(dm.data)
     assert_entry_points_agree(result, lm, dm)
 
@@ -193,11 +193,11 @@ def test_each_phase_moves_only_its_own_network(tiny_config, tmp_path, monkeypatc
 
 def test_item_scores_follow_new_weights(tiny_config, tmp_path):
     dm = _datamodule(tiny_config, mode="item")
-    model = CFGAN(**SMALL, mode="item")
+    model = CFGAN(**{**SMALL, "mode": "item"})
     fit_model(model, dm, 1, tmp_path)
     users = torch.as_tensor(dm.data.split("test").users[:3])
     before = model.score({"user": users, "input": None}).clone()
-    other = CFGAN(n_items=dm.n_items, n_users=dm.data.n_users, mode="item", **SMALL)
+    other = CFGAN(n_items=dm.n_items, n_users=dm.data.n_users, **{**SMALL, "mode": "item"})
     model.load_state_dict(other.state_dict())
     assert not torch.allclose(model.score({"user": users, "input": None}), before)
 

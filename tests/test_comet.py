@@ -66,7 +66,7 @@ def test_recbole_entry_point_logs_config_and_test_results(tiny_config, tmp_path,
         tiny_config, comet=True, comet_offline_directory=str(tmp_path / "c")))
     assert result["comet_archive"] and result["comet_archive"].startswith(str(tmp_path / "c"))
     params, metrics = _archive_records(result["comet_archive"])
-    assert params["recbole/dataset"] == "tiny" and params["anneal_cap"] == 0.2
+    assert params["recbole/dataset"] == "tiny" and params["anneal_cap"] == 1.0
     for key, value in result["test_result"].items():
         assert metrics[f"test/{key}"][-1] == pytest.approx(float(value), abs=1e-6), key
 

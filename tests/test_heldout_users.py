@@ -157,7 +157,7 @@ def test_cfgan_user_mode_and_cvae_read_the_fold_in_row(tiny_config):
         dm.setup()
         users = dm.data.split("test").users
         assert torch.equal(dm.data.rows(users, "test")["input"], torch.from_numpy(dm.data.foldin[users].toarray()))
-    model = CFGAN(n_items=dm.data.n_items, mode="user", **{k: v for k, v in SMALL["CFGAN"].items()}).eval()
+    model = CFGAN(n_items=dm.data.n_items, **{**SMALL["CFGAN"], "mode": "user"}).eval()
     batch = dm.data.rows(users, "test")
     torch.testing.assert_close(model.score(batch), model.generator(batch["input"]), rtol=0, atol=0)
 
@@ -262,7 +262,7 @@ def test_both_entry_points_give_the_same_test_metrics(tiny_config, name, extra):
     result = run_recbole(model=name, dataset="tiny", config_dict=cd)
     assert "truncatedrecall@10" in result["test_result"] and result["test_result"]["ndcg@10"] > 0
     dm = RecBoleDataModule("tiny", model=name, config_dict=cd)
-    model = MODELS[name](n_items=None, **SMALL[name], **extra)
+    model = MODELS[name](n_items=None, **{**SMALL[name], **extra})
     dm.setup()
     model.attach_data(dm.data)
     _assert_same_test_metrics(result, model, dm)
