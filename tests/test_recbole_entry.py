@@ -40,7 +40,7 @@ def test_recbole_own_run_recbole_trains_mvae_with_lightning(tiny_config):
 
 def test_yaml_defaults_reach_the_model_and_are_overridable(tiny_config):
     config = make_config("MVAE", "tiny", config_dict=tiny_config)
-    assert config["latent_dimension"] == 200 and config["anneal_cap"] == 1.0
+    assert config["latent_dimension"] == 64 and config["anneal_cap"] == 1.0
     assert config["train_neg_sample_args"]["sample_num"] == "none" or not config["train_neg_sample_args"].get(
         "sample_num")
     config = make_config("MVAE", "tiny", config_dict=dict(tiny_config, latent_dimension=17))

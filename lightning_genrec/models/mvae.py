@@ -22,6 +22,8 @@ The annealing horizon is stated in passes over the training users (``anneal_epoc
 in minibatches: the paper's 200000 minibatches were sized for ML-20M and leave beta near 0 on
 a small data set.  ``total_anneal_steps`` keeps the paper's unit when set.  Early stopping waits
 until beta reaches its cap (``stop_after_anneal``; see :class:`~lightning_genrec.models.base.VAEModule`).
+The default z has 64 dimensions (``latent_dimension: 200`` is the paper's network): 64 won on
+validation (``benchmarks/results/mvae_defaults.md``).
 
 ``latent_dimension`` is the size of z (RecBole's MultiVAE halves it).
 """
@@ -141,7 +143,9 @@ class MVAE(VAEModule):
     HYPERPARAMETERS = (
         N_ITEMS,
         int_list("mlp_hidden_size", [600], "encoder hidden layers; the decoder mirrors them."),
-        integer("latent_dimension", 200, "size of z (not halved, unlike RecBole's MultiVAE)."),
+        integer("latent_dimension", 64, "size of z (not halved, unlike RecBole's MultiVAE; the paper's 200 was "
+                                        "sized for 20k-item data, 64 won on validation: benchmarks/results/"
+                                        "mvae_defaults.md)."),
         number("dropout_prob", 0.5, "input dropout probability (the paper keeps 0.5).", high=1.0, high_open=True),
         choice("activation", "tanh", ACTIVATIONS, "activation between hidden layers."),
         *ANNEALING_BY_EPOCHS,
