@@ -27,6 +27,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROTOCOL = os.path.join(ROOT, "configs", "protocols", "ml100k_heldout_users.yaml")
+sys.path.insert(0, HERE)
+from bench_io import number as _num  # noqa: E402  (a CSV cell back as int / float)
 # rows of the table: (model, config dict on top of the protocol); any other name is a model with its defaults
 VARIANTS = {
     "CFGAN-user": ("CFGAN", {"mode": "user"}),
@@ -89,16 +91,6 @@ def read(out: str) -> list[dict]:
         return []
     with open(out + ".csv", newline="") as f:
         return [{k: _num(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-
-
-def _num(v: str):
-    try:
-        return int(v)
-    except ValueError:
-        try:
-            return float(v)
-        except ValueError:
-            return v
 
 
 def write(rows: list[dict], out: str, command: str) -> None:
