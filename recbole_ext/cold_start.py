@@ -73,17 +73,21 @@ def cold_item_settings(config) -> tuple[float, float, str] | None:
     if model_type not in (ModelType.GENERAL, ModelType.TRADITIONAL):
         raise ConfigError(f"the cold-start item protocol (cold_item_split) is for general models; {config['model']} "
                           f"is a {model_type.name.lower()} model. Remove cold_item_split, or use a general model.")
-    modes = (config["eval_args"] or {}).get("mode") or {}
-    modes = modes if isinstance(modes, dict) else {"valid": modes, "test": modes}
-    if any(m != "full" for m in modes.values()):
-        raise ConfigError(f"the cold-start item protocol ranks the held-out items in full, but eval_args.mode is "
-                          f"{modes}; set eval_args: {{mode: full}}.")
+    require_full_ranking(config, "the cold-start item protocol ranks the held-out items in full")
     if config["benchmark_filename"]:
         raise ConfigError("cold_item_split and benchmark_filename both define the split; use one of them.")
     if config["save_dataloaders"]:
         raise ConfigError("cold_item_split with save_dataloaders: RecBole would reuse saved loaders without "
                           "checking the cold-start settings; set save_dataloaders: false.")
     return ratio, valid, rank
+
+
+def require_full_ranking(config, why: str) -> None:
+    """:class:`ConfigError` unless every phase of ``eval_args.mode`` is ``full`` (``why``: the protocol's reason)."""
+    modes = (config["eval_args"] or {}).get("mode") or {}
+    modes = modes if isinstance(modes, dict) else {"valid": modes, "test": modes}
+    if any(m != "full" for m in modes.values()):
+        raise ConfigError(f"{why}, but eval_args.mode is {modes}; set eval_args: {{mode: full}}.")
 
 
 def draw_cold_items(item_ids: np.ndarray, ratio: float, valid_ratio: float, seed: int):

@@ -51,6 +51,7 @@ from recbole.utils import ModelType
 from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import flag, number, setting
 from lightning_genrec.models import CFGAN, LARA, MODELS
+from recbole_ext.cold_start import require_full_ranking
 
 #: the protocol's config keys, declared once
 HELDOUT_USER_SETTINGS = tuple(setting(h) for h in (
@@ -90,11 +91,7 @@ def heldout_user_settings(config) -> tuple[float, float, float] | None:
         _check_genrec_model(cls, config)
     else:
         _check_recbole_model(name, config)
-    modes = (config["eval_args"] or {}).get("mode") or {}
-    modes = modes if isinstance(modes, dict) else {"valid": modes, "test": modes}
-    if any(m != "full" for m in modes.values()):
-        raise ConfigError(f"the held-out user protocol ranks every item for each held-out user, but eval_args.mode "
-                          f"is {modes}; set eval_args: {{mode: full}}.")
+    require_full_ranking(config, "the held-out user protocol ranks every item for each held-out user")
     if config["cold_item_split"]:
         raise ConfigError("heldout_user_split and cold_item_split both define the split (held-out users vs held-out "
                           "items); use one of them.")
