@@ -12,7 +12,9 @@ import tempfile
 
 
 def run_subprocess(script: str, args: list[str]) -> dict:
-    """``python script *args`` in an empty temporary directory; the dict it prints after ``RESULT ``."""
+    """``python script *args`` in an empty temporary directory; the dict it prints after ``RESULT ``.
+    A ``--data_path`` value is made absolute first: it was given relative to the caller's folder."""
+    args = [os.path.abspath(a) if i and args[i - 1] == "--data_path" else a for i, a in enumerate(args)]
     with tempfile.TemporaryDirectory() as work:
         out = subprocess.run([sys.executable, os.path.abspath(script), *args], cwd=work, capture_output=True,
                              text=True)

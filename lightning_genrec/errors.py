@@ -33,6 +33,11 @@ class MissingContentError(ValueError):
     """The dataset lacks the item fields a content or attribute model needs."""
 
 
+class RecommendError(ValueError):
+    """A recommendation request that cannot be answered as asked: ids or tokens the data set does not
+    know (the message names them), or a question the model cannot answer (the message says which can)."""
+
+
 class GANCollapseError(RuntimeError):
     """The GAN stopped learning (non-finite loss, a discriminator that always wins, or a
     generator whose output ignores its condition)."""
@@ -40,7 +45,7 @@ class GANCollapseError(RuntimeError):
 
 #: what the command line reports as one line (exit status 2) instead of a traceback
 USER_ERRORS = (CheckpointError, ConfigError, DataFileError, FileNotFoundError, FloatingPointError, GANCollapseError,
-               MissingContentError)
+               MissingContentError, RecommendError)
 
 __all__ = ["CheckpointError", "ConfigError", "DataFileError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
-           "USER_ERRORS", "UnknownModelError"]
+           "RecommendError", "USER_ERRORS", "UnknownModelError"]

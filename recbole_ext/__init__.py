@@ -10,6 +10,9 @@ know them::
     import recbole_ext
     from recbole.quick_start import run_recbole
     run_recbole(model="MVAE", dataset="ml-100k")
+
+and ``recbole_ext.Recommender(checkpoint)`` gives recommendations from a saved model
+(:mod:`recbole_ext.recommend`).
 """
 from recbole_ext import compat
 
@@ -20,6 +23,7 @@ from recbole_ext.config import _patch_config, make_config  # noqa: E402
 from recbole_ext.datamodule import RecBoleDataModule  # noqa: E402
 from recbole_ext.metrics import register_metrics  # noqa: E402
 from recbole_ext.quick_start import run, run_recbole  # noqa: E402
+from recbole_ext.recommend import Recommender  # noqa: E402
 from recbole_ext.registry import register_all  # noqa: E402
 
 _patch_config()
@@ -30,4 +34,4 @@ processes.apply()
 register_metrics()
 register_all()
 
-__all__ = ["RecBoleDataModule", "make_config", "run", "run_recbole"]
+__all__ = ["RecBoleDataModule", "Recommender", "make_config", "run", "run_recbole"]

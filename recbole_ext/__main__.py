@@ -1,17 +1,26 @@
 """RecBole-style command line: ``python -m recbole_ext --model=MVAE --dataset=ml-100k
 --config_files="a.yaml b.yaml" --epochs=20`` (any ``--key=value`` is a config override,
-as in RecBole's ``run_recbole.py``).  Installed as the ``lightning-genrec`` command."""
+as in RecBole's ``run_recbole.py``).  Installed as the ``lightning-genrec`` command.
+
+``python -m recbole_ext recommend --checkpoint saved/MVAE-....pth --users 1 2`` prints
+recommendations from a saved model (``recommend --help``)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+import pandas as pd
+
 import recbole_ext
 from lightning_genrec.errors import USER_ERRORS
 from recbole_ext.quick_start import format_results
+from recbole_ext.recommend import Recommender
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["recommend"]:
+        return recommend_main(argv[1:])
     parser = argparse.ArgumentParser(prog="lightning-genrec", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)   # --mode (CFGAN) is not --model
@@ -40,6 +49,73 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nRecBole checkpoint: {result['saved_model_file']}")
     if result.get("comet_archive"):
         print(f"Comet offline archive: {result['comet_archive']}  (send it with: comet upload <file>)")
+    return 0
+
+
+RECOMMEND_HELP = """Recommendations from a saved model (a RecBole checkpoint of MVAE, SVAE, CVAE, CFGAN or LARA).
+
+  top-k items for users of the data set (their ids as in the .inter file):
+      recommend --checkpoint saved/MVAE-....pth --users 1 2 3 --k 10
+  top-k items for a guest in no training data, from a few liked items and/or item-field tokens:
+      recommend --checkpoint saved/MVAE-....pth --liked_items 50 181 --liked_tokens class=Horror,Comedy
+  top-k users for a new item, by its attributes (LARA) or content (CVAE):
+      recommend --checkpoint saved/LARA-....pth --new_item class=Comedy,Romance
+"""
+
+
+def _field_values(pairs: list[str], option: str) -> dict[str, list[str]]:
+    """``field=a,b`` arguments as ``{field: [a, b]}``."""
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        field, sep, values = pair.partition("=")
+        if not sep or not field or not values:
+            raise ValueError(f"{option} takes field=value[,value...] (e.g. class=Comedy,Drama), got {pair!r}")
+        out.setdefault(field, []).extend(v for v in values.split(",") if v)
+    return out
+
+
+def recommend_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lightning-genrec recommend", description=RECOMMEND_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--checkpoint", required=True, help="the saved/<Model>-<date>.pth file run_recbole wrote")
+    parser.add_argument("--users", nargs="+", default=None, help="user ids of the data set")
+    parser.add_argument("--liked_items", nargs="+", default=None, help="a guest's liked item ids, oldest first")
+    parser.add_argument("--liked_tokens", nargs="+", default=[], metavar="FIELD=A,B",
+                        help="a guest's liked tokens of an item field (genres, tags)")
+    parser.add_argument("--per_token", type=int, default=10,
+                        help="items standing for each liked token: its most interacted ones (default 10)")
+    parser.add_argument("--new_item", nargs="+", default=[], metavar="FIELD=A,B",
+                        help="a new item's fields (LARA attributes, CVAE content): rank users for it")
+    parser.add_argument("--ignore_unknown", action="store_true", help="new item: drop tokens the model never saw")
+    parser.add_argument("--k", type=int, default=10, help="list length (default 10)")
+    parser.add_argument("--include_seen", action="store_true", help="keep items the user has interacted with")
+    parser.add_argument("--history", choices=["all", "train"], default="all",
+                        help="score users from all their interactions (default) or the training ones only")
+    parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    args = parser.parse_args(argv)
+    asked = [bool(args.users), bool(args.liked_items or args.liked_tokens), bool(args.new_item)]
+    if sum(asked) != 1:
+        parser.error("ask one thing: --users, or a guest (--liked_items / --liked_tokens), or --new_item")
+    try:
+        tokens = _field_values(args.liked_tokens, "--liked_tokens")
+        features = _field_values(args.new_item, "--new_item")
+        rec = Recommender(args.checkpoint)
+        if args.users:
+            table = rec.top_items(args.users, args.k, exclude_seen=not args.include_seen, history=args.history)
+        elif asked[1]:
+            table = rec.for_guest(args.liked_items, tokens, args.k, per_token=args.per_token,
+                                  exclude_seen=not args.include_seen)
+        else:
+            table = rec.users_for_new_item(features, args.k, history=args.history,
+                                           unknown="ignore" if args.ignore_unknown else "error")
+    except (*USER_ERRORS, ValueError) as exc:
+        print(f"lightning-genrec recommend: error: {exc}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.max_rows", None, "display.width", 160, "display.max_colwidth", 60):
+        print(table.to_string(index=False))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"\nwritten to {args.csv}")
     return 0
 
 

@@ -145,15 +145,18 @@ def read_recbole_checkpoint(model_file) -> dict:
                           f"'state_dict': {_WHAT_TO_PASS}.")
 
 
-def load_data_and_model(model_file):
+def load_data_and_model(model_file, config_updates=None):
     """RecBole's ``load_data_and_model``, reading the checkpoint as a trusted file
     (RecBole's own imports torch inside the function, out of reach of a patch), with one
-    clear error for a file that is not a RecBole checkpoint."""
+    clear error for a file that is not a RecBole checkpoint.  ``config_updates``: settings of
+    the saved config to replace before anything is built (``device``, ``state``)."""
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, init_logger, init_seed
 
     checkpoint = read_recbole_checkpoint(model_file)
     config = checkpoint["config"]
+    for key, value in (config_updates or {}).items():
+        config[key] = value
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

@@ -260,6 +260,13 @@ class CVAE(VAEModule):
         self._require_data("item_means")
         return self.net.encode(self._content())[0].double()
 
+    @torch.no_grad()
+    def content_factors(self, content: torch.Tensor) -> torch.Tensor:
+        """(B, K) float64 item factors of items known only by their ``content`` (B, D), in the columns
+        of the training content: E[z | x], the inference network's mean (a new item has no
+        collaborative offset epsilon yet)."""
+        return self.net.encode(content.to(self.device, self.net.mu.weight.dtype))[0].double()
+
     def _gram(self, V: torch.Tensor) -> torch.Tensor:
         Vr = V[self.rated]
         return Vr.t() @ Vr

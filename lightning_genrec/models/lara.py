@@ -366,6 +366,12 @@ class LARA(RoundGAN):
             codes = codes[torch.as_tensor(items, dtype=torch.long, device=codes.device)]
         return self.generator(codes)
 
+    @torch.no_grad()
+    def generated_users_for(self, attributes: torch.Tensor) -> torch.Tensor:
+        """(B, D) generated users G(a) of items described only by binary ``attributes`` (B, A), in the
+        columns of the training data's attributes: new items, never trained on."""
+        return self.generator(attribute_codes(attributes.to(self.device)))
+
     def score(self, batch):
         """User -> item: each user's raw attribute counts (from the batch's input rows) times every
         item's generated user."""
