@@ -3,7 +3,8 @@
 as in RecBole's ``run_recbole.py``).  Installed as the ``lightning-genrec`` command.
 
 ``python -m recbole_ext recommend --checkpoint saved/MVAE-....pth --users 1 2`` prints
-recommendations from a saved model (``recommend --help``)."""
+recommendations from a saved model (``recommend --help``); ``python -m recbole_ext hyper
+--model=MVAE`` runs RecBole's hyperparameter search (``hyper --help``)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,7 @@ import pandas as pd
 
 import recbole_ext
 from lightning_genrec.errors import USER_ERRORS
+from recbole_ext.hyper import ALGOS, run_hyper
 from recbole_ext.quick_start import format_results
 from recbole_ext.recommend import Recommender
 
@@ -21,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["recommend"]:
         return recommend_main(argv[1:])
+    if argv[:1] == ["hyper"]:
+        return hyper_main(argv[1:])
     parser = argparse.ArgumentParser(prog="lightning-genrec", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)   # --mode (CFGAN) is not --model
@@ -49,6 +53,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nRecBole checkpoint: {result['saved_model_file']}")
     if result.get("comet_archive"):
         print(f"Comet offline archive: {result['comet_archive']}  (send it with: comet upload <file>)")
+    return 0
+
+
+HYPER_HELP = """RecBole's hyperparameter search (HyperTuning with RecBole's objective_function, as its run_hyper.py).
+
+  python -m recbole_ext hyper --model=MVAE --dataset=ml-100k --params_file=configs/hyper/mvae.hyper \\
+      --config_files="configs/protocols/ml100k_default.yaml" --epochs=50
+
+Trials are compared on valid_metric; each trial's test metrics are reported beside. Any --key=value
+not listed below is a fixed setting of every trial, as on RecBole's command line.
+"""
+
+
+def hyper_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="lightning-genrec hyper", description=HYPER_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--model", "-m", required=True, help="model name")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
+    parser.add_argument("--params_file", default=None,
+                        help="the search space (default: the model's example, configs/hyper/<model>.hyper)")
+    parser.add_argument("--config_files", default=None, help="space-separated YAML files fixed for every trial")
+    parser.add_argument("--algo", choices=ALGOS, default="exhaustive", help="search algorithm (default exhaustive)")
+    parser.add_argument("--max_evals", type=int, default=100, help="trials at most (random / bayes)")
+    parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without improvement")
+    parser.add_argument("--output_file", default="hyper.result", help="every trial's results (default hyper.result)")
+    args, _ = parser.parse_known_args(argv)
+    files = args.config_files.strip().split(" ") if args.config_files else None
+    try:
+        tuner = run_hyper(args.model, args.dataset, args.params_file, files, algo=args.algo,
+                          max_evals=args.max_evals, early_stop=args.early_stop, output_file=args.output_file)
+    except USER_ERRORS as exc:
+        print(f"lightning-genrec hyper: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nbest parameters ({len(tuner.params2result)} trials, by validation): {tuner.best_params}")
+    print(f"best valid score: {tuner.best_score}")
+    print(f"every trial: {args.output_file}")
     return 0
 
 

@@ -29,6 +29,10 @@ lightning_genrec`` alone imports no RecBole).
    user a batch: a test evaluation took 14.4 s, 10.6 s with the fix; the copying
    grows with the square of the users) -> batches are kept in a list and
    concatenated once, when read.
+11. ``HyperTuning``'s exhaustive search (``algo="exhaustive"``, RecBole's
+   ``run_hyper`` default) hands hyperopt a ``numpy.random.RandomState``; hyperopt
+   >= 0.2.7 draws with ``Generator.integers`` and the first trial fails with
+   ``AttributeError`` -> :func:`exhaustive_search` draws with a ``Generator``.
 
 Two behaviours of RecBole that would hang or mislead a user on a machine
 without network are also changed here: a missing dataset raises
@@ -333,6 +337,41 @@ def _ensure_dir_race() -> None:
             module.ensure_dir = ensure_dir
 
 
+def exhaustive_search(new_ids, domain, trials, seed, nbMaxSucessiveFailures=1000):
+    """Item 11: a hyperopt ``algo`` that proposes, for each new trial id, a point of the (discrete)
+    space no earlier trial had; ``[]`` once ``nbMaxSucessiveFailures`` draws in a row found only
+    points already tried (the space is exhausted).  RecBole's own, drawing with the ``Generator``
+    hyperopt's samplers expect."""
+    from hyperopt import pyll
+    from hyperopt.base import miscs_update_idxs_vals
+
+    def key(vals):
+        return frozenset((name, v[0] if len(v) else None) for name, v in vals.items())
+
+    tried = {key(t["misc"]["vals"]) for t in trials.trials}
+    rng = np.random.default_rng(seed)
+    docs = []
+    for new_id in new_ids:
+        for _ in range(nbMaxSucessiveFailures + 1):
+            idxs, vals = pyll.rec_eval(domain.s_idxs_vals, memo={domain.s_new_ids: [new_id], domain.s_rng: rng})
+            if key(vals) not in tried:
+                break
+        else:
+            return docs
+        tried.add(key(vals))
+        misc = dict(tid=new_id, cmd=domain.cmd, workdir=domain.workdir)
+        miscs_update_idxs_vals([misc], idxs, vals)
+        docs.extend(trials.new_trial_docs([new_id], [None], [domain.new_result()], [misc]))
+    return docs
+
+
+def _hyperopt_generator() -> None:
+    # item 11
+    import recbole.trainer.hyper_tuning as hyper_tuning
+
+    hyper_tuning.exhaustive_search = exhaustive_search
+
+
 def apply() -> None:
     """Apply every fix once; safe to call many times."""
     global _APPLIED
@@ -346,4 +385,5 @@ def apply() -> None:
     _honour_data_path()
     _quiet_inplace_fillna()
     _ensure_dir_race()
+    _hyperopt_generator()
     _APPLIED = True

@@ -61,17 +61,23 @@ _FOR_DATAMODULE = contextvars.ContextVar("for_datamodule", default=False)
 _RECBOLE_PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(recbole.__file__)), "properties")
 
 
-def config_path(name: str) -> str:
-    """Path of ``configs/<name>.yaml`` (installed or in a checkout)."""
-    filename = f"{name.lower()}.yaml"
+def packaged_file(relative: str) -> str | None:
+    """Path of ``configs/<relative>`` (installed as ``lightning_genrec.configs`` or in a checkout), or None."""
     try:
-        path = resources.files("lightning_genrec.configs") / filename
+        path = resources.files("lightning_genrec.configs").joinpath(*relative.split("/"))
         if path.is_file():
             return str(path)
     except ModuleNotFoundError:
         pass
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", filename)
-    if not os.path.isfile(path):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", relative)
+    return path if os.path.isfile(path) else None
+
+
+def config_path(name: str) -> str:
+    """Path of ``configs/<name>.yaml`` (installed or in a checkout)."""
+    filename = f"{name.lower()}.yaml"
+    path = packaged_file(filename)
+    if path is None:
         raise FileNotFoundError(f"no default config {filename} for model {name}")
     return path
 

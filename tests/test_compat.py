@@ -134,3 +134,18 @@ def test_item10_evaluation_batches_are_joined_once_when_read():
     struct.set("data.num_items", 7)
     with pytest.raises(ValueError, match="not a tensor"):
         struct.update_tensor("data.num_items", batches[0])
+
+
+# item 11
+def test_exhaustive_search_tries_every_point_once_with_todays_hyperopt():
+    # RecBole's own exhaustive search hands hyperopt a RandomState and fails on the first trial
+    from hyperopt import Trials, fmin, hp
+
+    import recbole.trainer.hyper_tuning as hyper_tuning
+
+    space = {"a": hp.choice("a", [1, 2, 3]), "b": hp.choice("b", ["x", "y"])}
+    seen = []
+    trials = Trials()
+    fmin(lambda p: seen.append((p["a"], p["b"])) or 0.0, space, algo=hyper_tuning.exhaustive_search,
+         max_evals=20, trials=trials, show_progressbar=False)
+    assert sorted(seen) == sorted((a, b) for a in (1, 2, 3) for b in ("x", "y"))
