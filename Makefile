@@ -1,12 +1,12 @@
 # The two commands a new user needs (each installs what it needs into .venv first):
-#   make run    train + evaluate MVAE on the shipped ml-100k, print the metrics table
+#   make run    all five models briefly on the shipped ml-100k, each in its protocol; one table, plots, Comet
 #   make test   run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow test-all bench install
+.PHONY: run run-mvae test test-slow test-all bench report install
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/python benchmarks/harness.py run benchmarks/studies/quickstart.yaml --out runs/quickstart $(ARGS)
+
+run-mvae: $(STAMP)
 	$(BIN)/python -m recbole_ext --model=MVAE --dataset=ml-100k \
 		--config_files="configs/protocols/ml100k_default.yaml configs/protocols/ml100k_mvae.yaml" --comet=True $(ARGS)
 
@@ -32,4 +35,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/ml100k_spine.py $(ARGS)
+	$(BIN)/python benchmarks/harness.py run benchmarks/studies/ml100k_spine.yaml $(ARGS)
+
+report: $(STAMP)
+	$(BIN)/python benchmarks/harness.py report

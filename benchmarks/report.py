@@ -1,0 +1,226 @@
+"""``benchmarks/RESULTS.md`` and its plots, from every study's committed results.
+
+    python benchmarks/harness.py report            # or: python benchmarks/report.py
+
+For each study file (``benchmarks/studies/*.yaml``): its table (mean ± std over seeds, per-seed
+ratios to the reference row, wall time, seconds per epoch, peak memory), the exact settings of each
+row, the papers' figures in their own column, a paired significance test of each of our models
+against the strongest other row of the study, and two plots: quality against training time, and
+accuracy against beyond-accuracy (NDCG against coverage, novelty and Gini).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_io import read_rows  # noqa: E402
+from harness import RESULTS, STUDIES, load_study, ok_rows, results_stem, study_table  # noqa: E402
+
+PLOTS = os.path.join(RESULTS, "plots")
+OURS = {"MVAE", "SVAE", "CVAE", "CFGAN", "LARA"}
+
+
+def _mean(values):
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def study_datasets(study: dict, out_dir: str = RESULTS) -> list[str]:
+    """The study's own data set, then every other one it has results for (``<results>-<dataset>.csv``)."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(out_dir, study["results"] + "-*.csv"))):
+        dataset = os.path.basename(path)[len(study["results"]) + 1:-4]
+        part = study.get("part")
+        if any(part is None or r.get("part") == part for r in read_rows(path)):
+            found.append(dataset)
+    return [study["dataset"], *found]
+
+
+def study_rows(study: dict, out_dir: str = RESULTS, dataset: str | None = None) -> tuple[list[dict], dict]:
+    """The study's result rows on ``dataset`` (its part of a shared file) and per-user values."""
+    dataset = dataset or study["dataset"]
+    stem = os.path.join(out_dir, results_stem(study, dataset))
+    rows = read_rows(stem + ".csv") if os.path.exists(stem + ".csv") else []
+    part = study.get("part")
+    if part is not None:
+        rows = [r for r in rows if r.get("part") == part]
+    rows = [r for r in rows if r["model"] in study["rows"] and r.get("dataset", dataset) == dataset]
+    peruser = {}
+    if os.path.exists(stem + ".peruser.json"):
+        with open(stem + ".peruser.json") as f:
+            peruser = {k: v for k, v in json.load(f).items() if k.split("|")[0] == (part or "")}
+    return rows, peruser
+
+
+def is_ours(study: dict, row: str) -> bool:
+    return study["rows"][row].get("model") in OURS
+
+
+def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
+    """Wilcoxon signed-rank tests, per test user, of each of our rows against the strongest other row
+    (highest mean primary metric): per seed, and over all (seed, user) pairs."""
+    from scipy.stats import wilcoxon
+
+    primary = study["primary"]
+    others = [n for n in study["rows"] if not is_ours(study, n) and ok_rows(rows, n)]
+    if not others or primary.startswith("item_"):
+        return []
+    best = max(others, key=lambda n: _mean([r.get(primary, math.nan) for r in ok_rows(rows, n)]))
+    part = study.get("part") or ""
+    lines = []
+    for name in study["rows"]:
+        if not is_ours(study, name):
+            continue
+        cells, pooled = [], []
+        for seed in sorted({r["seed"] for r in ok_rows(rows, name)}):
+            a, b = peruser.get(f"{part}|{name}|{seed}"), peruser.get(f"{part}|{best}|{seed}")
+            if not a or not b or len(a) != len(b):
+                continue
+            diff = [x - y for x, y in zip(a, b)]
+            pooled += diff
+            cells.append(f"{seed}: {_mean(diff):+.4f}, p={_p(wilcoxon, diff)}")
+        if cells:
+            lines.append(f"| {name} | {best} | {len(pooled) // max(len(cells), 1)} | {'; '.join(cells)} | "
+                         f"{_mean(pooled):+.4f}, p={_p(wilcoxon, pooled)} |")
+    if not lines:
+        return []
+    return ["", f"Paired test per test user, {primary} of each of our models minus the strongest other row "
+                "(two-sided Wilcoxon signed-rank; ties and zero differences as scipy's default):", "",
+            "| ours | against | users | per seed: mean difference, p | all (seed, user) pairs |",
+            "|---|---|---|---|---|", *lines]
+
+
+def _p(test, diff) -> str:
+    if not any(diff):
+        return "1 (no difference)"
+    p = float(test(diff).pvalue)
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def plots(study: dict, rows: list[dict], out_dir: str = PLOTS, tag: str = "") -> list[str]:
+    """Quality against training time; accuracy against beyond-accuracy.  Returns the PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    primary = study["primary"]
+    names = [n for n in study["rows"] if ok_rows(rows, n)]
+    if not names:
+        return []
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in names:
+        got = ok_rows(rows, name)
+        x = _mean([r.get("fit_s", math.nan) for r in got])
+        y = _mean([r.get(primary, math.nan) for r in got])
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
+        ax.scatter([max(x, 0.01)], [y], marker="o" if is_ours(study, name) else "s",
+                   color="tab:red" if is_ours(study, name) else "tab:blue")
+        ax.annotate(name, (max(x, 0.01), y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training time, s (log scale; mean over seeds)")
+    ax.set_ylabel(f"test {primary}")
+    ax.set_title(study["title"], fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f"{study['name']}{tag}_quality_time.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+
+    k = primary.partition("@")[2]
+    beyond = [m for m in (f"itemcoverage@{k}", f"novelty@{k}", f"giniindex@{k}")
+              if any(m in r for r in rows)]
+    if beyond and not primary.startswith("item_"):
+        fig, axes = plt.subplots(1, len(beyond), figsize=(4 * len(beyond), 3.6), squeeze=False)
+        for ax, metric in zip(axes[0], beyond):
+            for name in names:
+                got = ok_rows(rows, name)
+                x, y = _mean([r.get(metric, math.nan) for r in got]), _mean([r.get(primary, math.nan) for r in got])
+                if math.isfinite(x) and math.isfinite(y):
+                    ax.scatter([x], [y], marker="o" if is_ours(study, name) else "s",
+                               color="tab:red" if is_ours(study, name) else "tab:blue")
+                    ax.annotate(name, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.set_xlabel(metric + (" (lower: more even exposure)" if metric.startswith("gini") else ""))
+            ax.set_ylabel(f"test {primary}")
+            ax.grid(alpha=0.3)
+        fig.suptitle(study["title"], fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{study['name']}{tag}_beyond_accuracy.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def settings(study: dict) -> list[str]:
+    lines = ["", "Settings (each row: the protocol, then its files, then its config; everything else the "
+                 "model's defaults):", ""]
+    for name, spec in study["rows"].items():
+        what = f"`{spec['model']}`" if "model" in spec else f"baseline `{spec['baseline']}`"
+        files = ", ".join(f"`{f}`" for f in spec["config_files"])
+        config = ", ".join(f"{k}={v}" for k, v in {**study["config"], **spec["config"]}.items())
+        protocol = f"; protocol `{spec['protocol']}`" if spec.get("protocol") else ""
+        lines.append(f"- **{name}**: {what}{protocol}" + (f"; files {files}" if files else "") +
+                     (f"; `{config}`" if config else "") + (f"; seeds {spec['seeds']}" if spec.get("seeds") else ""))
+    return lines
+
+
+def write_report(names: list[str] | None = None, out: str = os.path.join(HERE, "RESULTS.md")) -> str:
+    paths = sorted(glob.glob(os.path.join(STUDIES, "*.yaml")))
+    if names:
+        paths = [p for p in paths if os.path.splitext(os.path.basename(p))[0] in names]
+    studies = [load_study(p) for p in paths]
+    studies = sorted((s for s in studies if not s.get("hidden")), key=lambda s: (s.get("order", 99), s["name"]))
+    lines = ["# Results", "",
+             "Every study of `benchmarks/studies/`, from its committed results "
+             "(`benchmarks/results/<name>.csv`). Rerun a study with "
+             "`python benchmarks/harness.py run benchmarks/studies/<name>.yaml` (finished cells are kept; "
+             "`--force` reruns them) and this file with `python benchmarks/harness.py report`.", "",
+             "Machine for the committed numbers: 2 CPU cores, 24 GB, no GPU; each cell in a fresh process, "
+             "one after another; times are wall-clock seconds of that process, memory its peak RSS. Metrics: "
+             "RecBole's evaluator on the test split, at the epoch selected on validation (never on test). "
+             "Papers' figures come from other data and protocols: they stand in their own row, not comparable "
+             "cell by cell.", "", "## Contents", ""]
+    lines += [f"- [{s['title']}](#{_anchor(s['title'])})" for s in studies]
+    for study in studies:
+        lines += ["", f"## {study['title']}", "", study["about"].strip(), "",
+                  f"Study `benchmarks/studies/{study['name']}.yaml`; protocol "
+                  f"`configs/protocols/{study['protocol']}.yaml`; seeds {study['seeds']}; primary metric "
+                  f"{study['primary']}."]
+        lines += settings(study)
+        for dataset in study_datasets(study):
+            rows, peruser = study_rows(study, dataset=dataset)
+            lines += ["", f"### {dataset}", ""]
+            if not rows:
+                lines.append("No results yet.")
+                continue
+            lines += study_table(study, rows)
+            if study.get("paper"):
+                lines += ["", f"*paper*: {study['paper']['source']}"]
+            lines += significance(study, rows, peruser)
+            for path in plots(study, rows, tag="" if dataset == study["dataset"] else f"-{dataset}"):
+                lines += ["", f"![{os.path.basename(path)}]({os.path.relpath(path, HERE)})"]
+        if study.get("notes"):
+            lines += ["", study["notes"].strip()]
+    text = "\n".join(lines) + "\n"
+    with open(out, "w") as f:
+        f.write(text)
+    return out
+
+
+def _anchor(title: str) -> str:
+    keep = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return keep.replace(" ", "-")
+
+
+if __name__ == "__main__":
+    print(write_report(sys.argv[1:] or None))
