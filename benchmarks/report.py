@@ -30,8 +30,9 @@ def _mean(values):
     return sum(values) / len(values) if values else math.nan
 
 
-def study_datasets(study: dict, out_dir: str = RESULTS) -> list[str]:
+def study_datasets(study: dict, out_dir: str | None = None) -> list[str]:
     """The study's own data set, then every other one it has results for (``<results>-<dataset>.csv``)."""
+    out_dir = out_dir or RESULTS
     found = []
     for path in sorted(glob.glob(os.path.join(out_dir, study["results"] + "-*.csv"))):
         dataset = os.path.basename(path)[len(study["results"]) + 1:-4]
@@ -41,9 +42,9 @@ def study_datasets(study: dict, out_dir: str = RESULTS) -> list[str]:
     return [study["dataset"], *found]
 
 
-def study_rows(study: dict, out_dir: str = RESULTS, dataset: str | None = None) -> tuple[list[dict], dict]:
+def study_rows(study: dict, out_dir: str | None = None, dataset: str | None = None) -> tuple[list[dict], dict]:
     """The study's result rows on ``dataset`` (its part of a shared file) and per-user values."""
-    dataset = dataset or study["dataset"]
+    out_dir, dataset = out_dir or RESULTS, dataset or study["dataset"]
     stem = os.path.join(out_dir, results_stem(study, dataset))
     rows = read_rows(stem + ".csv") if os.path.exists(stem + ".csv") else []
     part = study.get("part")
@@ -102,8 +103,9 @@ def _p(test, diff) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def plots(study: dict, rows: list[dict], out_dir: str = PLOTS, tag: str = "") -> list[str]:
+def plots(study: dict, rows: list[dict], out_dir: str | None = None, tag: str = "") -> list[str]:
     """Quality against training time; accuracy against beyond-accuracy.  Returns the PNG paths."""
+    out_dir = out_dir or PLOTS
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,6 +177,7 @@ def settings(study: dict) -> list[str]:
 
 
 def write_report(names: list[str] | None = None, out: str = os.path.join(HERE, "RESULTS.md")) -> str:
+    """Write the report of every study (or of ``names``) to ``out``; returns ``out``."""
     paths = sorted(glob.glob(os.path.join(STUDIES, "*.yaml")))
     if names:
         paths = [p for p in paths if os.path.splitext(os.path.basename(p))[0] in names]
@@ -208,7 +211,7 @@ def write_report(names: list[str] | None = None, out: str = os.path.join(HERE, "
                 lines += ["", f"*paper*: {study['paper']['source']}"]
             lines += significance(study, rows, peruser)
             for path in plots(study, rows, tag="" if dataset == study["dataset"] else f"-{dataset}"):
-                lines += ["", f"![{os.path.basename(path)}]({os.path.relpath(path, HERE)})"]
+                lines += ["", f"![{os.path.basename(path)}]({os.path.relpath(path, os.path.dirname(os.path.abspath(out)))})"]
         if study.get("notes"):
             lines += ["", study["notes"].strip()]
     text = "\n".join(lines) + "\n"

@@ -1,0 +1,178 @@
+"""benchmarks/harness.py and benchmarks/report.py: study files, the run loop (failed cells, skipping
+finished ones), per-user values, and the report."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import FAST
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import harness  # noqa: E402
+import report  # noqa: E402
+
+STUDY_FILES = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "studies", "*.yaml")))
+
+
+def _write(tmp_path, study: dict, name: str = "tiny_study") -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return str(path)
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=os.path.basename)
+def test_committed_studies_name_real_models_protocols_files_and_hooks(path):
+    from recbole.utils import get_model
+
+    study = harness.load_study(path)
+    for name, spec in study["rows"].items():
+        assert os.path.isfile(harness.protocol_file(spec.get("protocol", study["protocol"])))
+        for f in spec["config_files"]:
+            assert os.path.isfile(harness.protocol_file(f)), f
+        if "model" in spec:
+            get_model(spec["model"])                                   # RecBole's or ours
+        for ref in (spec.get("baseline"), spec.get("after_test")):
+            if ref:
+                assert callable(harness._function(ref)), ref
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"report": ["ndcg@10"]}, "needs 'rows'"),
+    ({"rows": {"A": {"model": "Pop"}}}, "'report' lists the metrics"),
+    ({"rows": {"A": {"model": "Pop", "baseline": "x:y"}}, "report": ["ndcg@10"]}, "exactly one of"),
+    ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "reference": "B"}, "reference 'B'"),
+])
+def test_bad_study_files_are_named_errors(tmp_path, bad, words):
+    with pytest.raises(harness.StudyError, match=words):
+        harness.load_study(_write(tmp_path, bad))
+
+
+def test_metric_per_row_averages_to_the_metrics_recboles_evaluator_computes():
+    from lightning_genrec.metrics import TopKMetrics
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(50, 40, generator=g)
+    target = torch.rand(50, 40, generator=g) < 0.15
+    scores[:, 0] = -torch.inf
+    target[:, 0] = False
+    target[target.sum(1) == 0, 1] = True
+    metrics = TopKMetrics(40, [5])
+    metrics.update(scores, target)
+    expected = {k: float(v) for k, v in metrics.compute().items()}
+    for name in ("ndcg", "recall", "precision", "mrr"):
+        got = harness.metric_per_row(scores, target, f"{name}@5").mean().item()
+        assert got == pytest.approx(expected[f"{name}@5"], abs=1e-6), name
+
+
+def test_a_cell_in_process_gives_recboles_metrics_and_per_user_values_that_average_to_them(tiny_root, tmp_path):
+    study = harness.load_study(_write_tiny(tmp_path))
+    result = harness.run_cell(study, "Pop", 2020, "tiny", tiny_root)
+    values = result["per_user"]
+    assert len(values) > 10
+    assert sum(values) / len(values) == pytest.approx(result["ndcg@10"], abs=1e-4)
+
+
+def _write_tiny(folder, rows=None) -> str:
+    study = {"title": "tiny", "dataset": "tiny", "protocol": "ml100k_default", "seeds": [2020, 2021],
+             "report": ["ndcg@10", "recall@10", "itemcoverage@10"], "reference": "Pop",
+             "config": {**FAST, "topk": [5, 10], "valid_metric": "NDCG@10", "epochs": 2},
+             "rows": rows or {"MVAE": {"model": "MVAE", "config": {"mlp_hidden_size": [16], "latent_dimension": 4}},
+                              "Pop": {"model": "Pop"}}}
+    path = os.path.join(folder, "tiny_study.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(study, f)
+    return path
+
+
+def test_the_run_loop_reports_failed_cells_keeps_going_and_skips_finished_ones(tmp_path, monkeypatch):
+    study = harness.load_study(_write(tmp_path, {
+        "title": "fake", "report": ["ndcg@10"], "seeds": [1, 2], "reference": "B",
+        "rows": {"A": {"model": "MVAE"}, "B": {"model": "Pop"}}}, "fake"))
+    calls = []
+
+    def fake_cell(study, row, seed, dataset, data_path, comet_dir, timeout=None):
+        calls.append((row, seed))
+        if (row, seed) == ("A", 2):
+            return {"status": "failed", "error": "HyperparameterError: latent_dimension=-1"}
+        return {"status": "ok", "ndcg@10": 0.1 * seed + (0.05 if row == "A" else 0), "fit_s": 1.0,
+                "per_user": [0.1, 0.2]}
+
+    monkeypatch.setattr(harness, "_cell_subprocess", fake_cell)
+    rows = harness.run_study(study, out_dir=str(tmp_path), quiet=True)
+    assert calls == [("A", 1), ("A", 2), ("B", 1), ("B", 2)]
+    assert {(r["model"], r["seed"], r["status"]) for r in rows} == {("A", 1, "ok"), ("A", 2, "failed"),
+                                                                    ("B", 1, "ok"), ("B", 2, "ok")}
+    peruser = json.load(open(tmp_path / "fake.peruser.json"))
+    assert set(peruser) == {"|A|1", "|B|1", "|B|2"}
+    # a rerun only retries the failed cell; --force reruns everything asked
+    calls.clear()
+    harness.run_study(study, out_dir=str(tmp_path), quiet=True)
+    assert calls == [("A", 2)]
+    calls.clear()
+    harness.run_study(study, rows=["B"], seeds=[1], force=True, out_dir=str(tmp_path), quiet=True)
+    assert calls == [("B", 1)]
+    table = "\n".join(harness.study_table(study, harness.read_rows(str(tmp_path / "fake.csv"))))
+    assert "| A | 1 (+1 failed) | 0.1500 |" in table and "A seed 2: HyperparameterError" in table
+    assert "- A / B, ndcg@10: 1: 1.500x" in table
+    with pytest.raises(harness.StudyError, match="no row 'C'"):
+        harness.run_study(study, rows=["C"], out_dir=str(tmp_path), quiet=True)
+
+
+def test_the_report_has_tables_significance_settings_and_plots(tmp_path, monkeypatch):
+    studies, results = tmp_path / "studies", tmp_path / "results"
+    studies.mkdir()
+    results.mkdir()
+    _write(studies, {"title": "Toy study", "about": "What it compares.", "report": ["ndcg@10", "itemcoverage@10",
+                                                                                  "novelty@10", "giniindex@10"],
+                     "seeds": [1, 2], "reference": "Pop", "paper": {"source": "A paper", "figures": {"ndcg@10": 0.5}},
+                     "rows": {"MVAE": {"model": "MVAE", "config": {"anneal_cap": 0.5}}, "Pop": {"model": "Pop"},
+                              "EASE": {"model": "EASE"}}}, "toy")
+    rows = []
+    peruser = {}
+    for seed in (1, 2):
+        for model, base in (("MVAE", 0.30), ("Pop", 0.10), ("EASE", 0.25)):
+            rows.append({"model": model, "seed": seed, "status": "ok", "ndcg@10": base + 0.01 * seed,
+                         "itemcoverage@10": base, "novelty@10": 2 + base, "giniindex@10": 1 - base,
+                         "fit_s": 10 * base, "s_per_epoch": base, "epochs": 3, "peak_rss_mb": 500})
+            peruser[f"|{model}|{seed}"] = [base + 0.001 * i for i in range(30)]
+    harness.write_csv(rows, str(results / "toy.csv"))
+    (results / "toy.peruser.json").write_text(json.dumps(peruser))
+    monkeypatch.setattr(report, "STUDIES", str(studies))
+    monkeypatch.setattr(report, "RESULTS", str(results))
+    monkeypatch.setattr(report, "PLOTS", str(results / "plots"))
+    out = report.write_report(out=str(tmp_path / "RESULTS.md"))
+    text = open(out).read()
+    assert "## Toy study" in text and "What it compares." in text
+    assert "| MVAE | 2 | 0.3150 ± 0.0071 |" in text
+    assert "| *paper* | - | *0.5* |" in text
+    assert "- MVAE / Pop, ndcg@10: 1: 2.818x, 2: 2.667x" in text
+    assert "| MVAE | EASE | 30 |" in text                         # against the strongest other row
+    assert "**MVAE**: `MVAE`; `anneal_cap=0.5`" in text
+    for png in ("toy_quality_time.png", "toy_beyond_accuracy.png"):
+        assert (results / "plots" / png).stat().st_size > 1000
+        assert png in text
+
+
+@pytest.mark.slow
+def test_the_command_line_runs_cells_in_fresh_processes_and_logs_each_to_comet(tiny_root, tmp_path):
+    import subprocess
+
+    path = _write_tiny(tmp_path, rows={"Pop": {"model": "Pop"},
+                                       "Broken": {"model": "MVAE", "config": {"latent_dimension": -1}}})
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "harness.py"), "run", path,
+                           "--seeds", "2020", "--data_path", tiny_root, "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "COMET_API_KEY": ""}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["model"]: r for r in harness.read_rows(str(out / "tiny_study.csv"))}
+    assert rows["Pop"]["status"] == "ok" and rows["Pop"]["comet_archive"].endswith(".zip")
+    assert rows["Broken"]["status"] == "failed" and "latent_dimension=-1" in rows["Broken"]["error"]
+    assert len(glob.glob(str(out / "comet" / "*.zip"))) == 1
+    assert "| Pop | 1 |" in done.stdout and "Broken seed 2020: HyperparameterError" in done.stdout
+    assert (out / "plots" / "tiny_study_quality_time.png").exists()
