@@ -56,18 +56,6 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     return [r for r in old if (r["part"], r["model"], r["seed"]) not in keys] + new
 
 
-def command_of(out: str, script: str) -> str | None:
-    """The arguments recorded in an existing .md (so --render / --append keep the command that made the numbers)."""
-    prefix = f"Command: `python benchmarks/{script}"
-    try:
-        with open(out + ".md") as f:
-            for line in f:
-                if line.startswith(prefix):
-                    return line.strip()[len(prefix):-1].strip()
-    except OSError:
-        pass
-    return None
-
 
 def mean_std(rows, part, model, key, fmt="%.4f") -> str:
     vals = [r[key] for r in rows if r["part"] == part and r["model"] == model and key in r]
@@ -78,12 +66,6 @@ def mean_std(rows, part, model, key, fmt="%.4f") -> str:
     return (fmt + " ± " + fmt) % (statistics.mean(vals), statistics.stdev(vals))
 
 
-def has(rows, part, model, seed) -> bool:
-    return any(r["part"] == part and r["model"] == model and r["seed"] == seed for r in rows)
-
-
-def pick(rows, part, model, seed) -> dict:
-    return next(r for r in rows if r["part"] == part and r["model"] == model and r["seed"] == seed)
 
 
 def run_rows(script: str, jobs, extra_args: list[str] | None = None, key: str = "ndcg@20") -> list[dict]:

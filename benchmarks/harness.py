@@ -6,6 +6,7 @@ turns every study's results into ``benchmarks/RESULTS.md`` with plots.
     python benchmarks/harness.py run benchmarks/studies/ml100k_spine.yaml --seeds 2020 --rows MVAE --force
     python benchmarks/harness.py run STUDY --dataset my-data --data_path /data   # any RecBole atomic data set
     python benchmarks/harness.py report                                          # RESULTS.md + plots
+    python benchmarks/harness.py compare benchmarks/results/rerun      # reruns beside the committed cells
 
 A study file::
 
@@ -376,6 +377,8 @@ def main() -> None:
     cell.add_argument("--comet_dir", required=True)
     report = sub.add_parser("report", help="write RESULTS.md and the plots from every study's results")
     report.add_argument("--studies", nargs="+", default=None)
+    compare = sub.add_parser("compare", help="reruns (run --out DIR) beside the committed cells: DIR/COMPARISON.md")
+    compare.add_argument("rerun_dir")
     args = parser.parse_args()
 
     if args.command == "cell":
@@ -413,7 +416,10 @@ def main() -> None:
         return
     import report as report_module
 
-    report_module.write_report(args.studies)
+    if args.command == "compare":
+        print(report_module.compare(args.rerun_dir))
+        return
+    print(report_module.write_report(args.studies))
 
 
 if __name__ == "__main__":

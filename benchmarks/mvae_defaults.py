@@ -78,7 +78,7 @@ def render(rows: list[dict], out: str, command: str) -> None:
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     reference = {(r["dataset"], r["seed"]): r["best_valid"] for r in rows if r["candidate"] == "MultiVAE"}
     lines = ["# Choosing MVAE's default annealing and stopping rule (validation only)", "",
-             f"Command: `python benchmarks/mvae_defaults.py {command}`", "",
+             f"Command: {command}", "",
              "RecBole's default split (random 8:1:1 per user), full ranking, validation NDCG@20. Seeds here are "
              "not the seeds the benchmarks report. MVAE curves are trained with early stopping off and every rule is "
              "replayed on them; `after-anneal P`: patience P counted as RecBole does, but no stop before beta "
@@ -122,7 +122,11 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.data_path, args.extra)))
         return
     old = read_rows(args.out + ".csv") if (args.append or args.render) and os.path.exists(args.out + ".csv") else []
-    command = recorded_command(args.out) if args.render else " ".join(sys.argv[1:])
+    command = f"`python benchmarks/mvae_defaults.py {' '.join(sys.argv[1:])}`"
+    if args.render:
+        command = recorded_command(args.out) or "(unknown)"
+    elif args.append and old:
+        command = f"{recorded_command(args.out) or '(unknown)'} then {command}"
     rows = []
     if not args.render:
         for dataset in args.datasets:

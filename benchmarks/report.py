@@ -227,3 +227,53 @@ def _anchor(title: str) -> str:
 
 if __name__ == "__main__":
     print(write_report(sys.argv[1:] or None))
+
+
+def compare(rerun_dir: str, out: str | None = None) -> str:
+    """Markdown: every cell of the reruns in ``rerun_dir`` (``harness.py run ... --out rerun_dir``) beside
+    the committed cell of the same study, row and seed, metric by metric; written to
+    ``<rerun_dir>/COMPARISON.md``.  Also copies the per-user values of reruns whose metrics all equal
+    the committed ones into the committed ``.peruser.json`` (the same run, so the same values), for the
+    report's paired tests."""
+    out = out or os.path.join(rerun_dir, "COMPARISON.md")
+    lines = ["# Reruns of committed cells through the harness", "",
+             f"Rerun cells (`{os.path.relpath(rerun_dir, HERE)}`) beside the committed ones: the metrics of the "
+             "study table, at 4 decimals. `same`: every metric equal. Times are not compared (other load).", ""]
+    for path in sorted(glob.glob(os.path.join(STUDIES, "*.yaml"))):
+        study = load_study(path)
+        rerun, rerun_peruser = study_rows(study, rerun_dir)
+        if not rerun:
+            continue
+        committed, committed_peruser = study_rows(study)
+        metrics = [m for m in study["report"] if any(m in r for r in rerun)]
+        lines += [f"## {study['title']}", "", "| row | seed | " + " | ".join(f"{m} committed / rerun" for m in metrics)
+                  + " | same |", "|---|---|" + "---|" * (len(metrics) + 1)]
+        adopted = False
+        for r in rerun:
+            old = next((c for c in committed if c["model"] == r["model"] and c["seed"] == r["seed"]), None)
+            if r.get("status", "ok") != "ok" or old is None:
+                lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join("-" for _ in metrics) +
+                             f" | {r.get('status', 'no committed cell')} |")
+                continue
+            pairs = [(old.get(m), r.get(m)) for m in metrics]
+            same = all(a is not None and b is not None and round(a, 4) == round(b, 4) for a, b in pairs)
+            lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(
+                f"{a:.4f} / {b:.4f}" if a is not None and b is not None else "-" for a, b in pairs) +
+                f" | {'same' if same else 'differs'} |")
+            key = f"{study.get('part') or ''}|{r['model']}|{r['seed']}"
+            if same and key in rerun_peruser and key not in committed_peruser:
+                committed_peruser[key] = rerun_peruser[key]
+                adopted = True
+        lines.append("")
+        if adopted:
+            stem = os.path.join(RESULTS, study["results"])
+            merged = {}
+            if os.path.exists(stem + ".peruser.json"):
+                with open(stem + ".peruser.json") as f:
+                    merged = json.load(f)
+            merged.update(committed_peruser)
+            with open(stem + ".peruser.json", "w") as f:
+                json.dump(merged, f, separators=(",", ":"))
+    with open(out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return out
