@@ -333,8 +333,15 @@ def study_table(study: dict, rows: list[dict]) -> list[str]:
         seeds = f"{len(got)}" + (f" (+{len(failed)} failed)" if failed else "")
         lines.append(f"| {name} | {where}{seeds} | " + " | ".join(cells) + " | " + " | ".join(costs) + " |")
     if paper.get("figures"):
-        lines.append("| *paper* | " + ("| " if mixed else "") + "- | " + " | ".join(f"*{paper['figures'][k]}*" if k in paper["figures"] else ""
-                                                      for k in report) + " | | | | |")
+        # published figures: other data and protocol, so a column of their own beside our means, never a row
+        figures = {k.lower(): v for k, v in paper["figures"].items()}
+        shown = [n for n in names if ok_rows(rows, n)]
+        lines += ["", f"Published figures beside ours (not comparable cell by cell): {paper['source']}", "",
+                  "| metric | " + " | ".join(shown) + f" | paper: {paper.get('model', 'its model')} |",
+                  "|---|" + "---|" * (len(shown) + 1)]
+        for metric, value in figures.items():
+            means = [_mean_std([r.get(metric, math.nan) for r in ok_rows(rows, n)]).split(" ±")[0] for n in shown]
+            lines.append(f"| {metric} | " + " | ".join(means) + f" | {value} |")
     ref = study.get("reference")
     if ref and ok_rows(rows, ref):
         metrics = [m.lower() for m in study.get("ratios", [study["primary"]])]

@@ -207,8 +207,6 @@ def write_report(names: list[str] | None = None, out: str = os.path.join(HERE, "
                 lines.append("No results yet.")
                 continue
             lines += study_table(study, rows)
-            if study.get("paper"):
-                lines += ["", f"*paper*: {study['paper']['source']}"]
             lines += significance(study, rows, peruser)
             for path in plots(study, rows, tag="" if dataset == study["dataset"] else f"-{dataset}"):
                 lines += ["", f"![{os.path.basename(path)}]({os.path.relpath(path, os.path.dirname(os.path.abspath(out)))})"]

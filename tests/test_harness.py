@@ -150,7 +150,7 @@ def test_the_report_has_tables_significance_settings_and_plots(tmp_path, monkeyp
     text = open(out).read()
     assert "## Toy study" in text and "What it compares." in text
     assert "| MVAE | 2 | 0.3150 ± 0.0071 |" in text
-    assert "| *paper* | - | *0.5* |" in text
+    assert "| metric | EASE | MVAE | Pop | paper: its model |" in text and "| ndcg@10 | 0.2650 | 0.3150 | 0.1150 | 0.5 |" in text
     assert "- MVAE / Pop, ndcg@10: 1: 2.818x, 2: 2.667x" in text
     assert "| MVAE | EASE | 30 |" in text                         # against the strongest other row
     assert "**MVAE**: `MVAE`; `anneal_cap=0.5`" in text
