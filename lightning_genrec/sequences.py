@@ -9,7 +9,11 @@ Two forms, chosen by the split RecBole was asked for:
   rebuilt from the training rows (first item, then each row's target, in
   RecBole's order); a validation/test user is scored from exactly the history
   RecBole's row carries (its ``item_id_list``: the last ``MAX_ITEM_LIST_LENGTH``
-  items), against its one target.
+  items), against its one target.  With lean rows (``sequence_rows: lean``, the
+  default: :mod:`recbole_ext.lean_sequences`) the rows carry no list; the first
+  items come with the dataset and a row's input is rebuilt from the sequences:
+  the training sequence for validation, then the validation item for test --
+  the same items RecBole's list holds.
 * **block** (any other split with ``order: TO``, e.g. ``RS: [0.7, 0.1, 0.2]``):
   RecBole's ordinary ``Dataset`` split per user by time; each user's training
   interactions in time order are the sequence, and the held-out block (all of
@@ -30,7 +34,7 @@ import torch
 
 from lightning_genrec.data import (TEST_INPUT, _csr_from_lists, check_test_input, excluded_rows, item_counts,
                                    loader_candidates)
-from lightning_genrec.hparams import flag, setting
+from lightning_genrec.hparams import choice, flag, setting
 
 
 class Ragged:
@@ -98,6 +102,10 @@ class SequenceData:
         setting(flag("exclude_history", False, "next-item form: also exclude the items a user has seen when "
                                                "ranking the next one (RecBole's sequential rule excludes nothing; "
                                                "the SVAE authors do).")),
+        setting(choice("sequence_rows", "lean", ("lean", "recbole"),
+                       "next-item form: lean keeps RecBole's rows without their item lists (the model rebuilds "
+                       "each input from the sequences; memory of the interactions alone); recbole: RecBole's "
+                       "augmented rows, every field's last MAX_ITEM_LIST_LENGTH values copied into each row.")),
     )
 
     def __init__(self, n_users: int, n_items: int, train: Ragged, counts: np.ndarray, n_train_users: int,
@@ -121,25 +129,29 @@ class SequenceData:
     # -- construction ------------------------------------------------------------
     @classmethod
     def from_train_dataset(cls, dataset, max_len: int = 50, exclude_history: bool = False, test_input: str = "train",
-                           lookahead: int = 1) -> "SequenceData":
+                           lookahead: int = 1, sequence_rows: str = "lean") -> "SequenceData":
         """From RecBole's training ``Dataset``: its sequential dataset gives the next-item form,
         an ordinary one the block form.  ``max_len``: the longest input window (RecBole's
         ``MAX_ITEM_LIST_LENGTH``); ``exclude_history``: also exclude a user's earlier items when
         ranking the next one; ``test_input`` as for :class:`~lightning_genrec.data.InteractionData`;
-        ``lookahead``: how many next items each step predicts (SVAE's ``next_k``)."""
+        ``lookahead``: how many next items each step predicts (SVAE's ``next_k``); ``sequence_rows``:
+        what RecBole's dataset was asked to build (the dataset itself says which rows it holds)."""
         form = "next_item" if hasattr(dataset, "item_list_length_field") else "block"
         inter = dataset.inter_feat
         uid = inter[dataset.uid_field].numpy()
+        lean = bool(getattr(dataset, "lean_sequences", False))
         if form == "next_item":
-            list_field = dataset.item_id_list_field
             # rows are each user's interactions 2..n in RecBole's (time) order; the first item
-            # only appears as the history of the user's first row
+            # only appears as the history of the user's first row (lean rows: kept aside)
             order = np.argsort(uid, kind="stable")
             uid_s, target_s = uid[order], inter[dataset.iid_field].numpy()[order]
-            first_row = np.flatnonzero(np.r_[True, uid_s[1:] != uid_s[:-1]]) if len(uid_s) else np.zeros(0, int)
-            firsts = inter[list_field].numpy()[order][first_row, 0]
+            if lean:
+                first_users, firsts = dataset.sequence_firsts
+            else:
+                first_row = np.flatnonzero(np.r_[True, uid_s[1:] != uid_s[:-1]]) if len(uid_s) else np.zeros(0, int)
+                first_users, firsts = uid_s[first_row], inter[dataset.item_id_list_field].numpy()[order][first_row, 0]
             # firsts go first in the concatenation, and grouping is stable: [first, targets...]
-            train = Ragged.group(dataset.user_num, np.concatenate([uid_s[first_row], uid_s]),
+            train = Ragged.group(dataset.user_num, np.concatenate([first_users, uid_s]),
                                  np.concatenate([firsts, target_s]))
         else:
             train = Ragged.group(dataset.user_num, *_time_ordered(dataset, inter))
@@ -151,7 +163,7 @@ class SequenceData:
             if form != "block":
                 raise ValueError("held-out users' fold-in needs the block form (RecBole's general dataset)")
             data.foldin = Ragged.group(dataset.user_num, *_time_ordered(dataset, foldin))
-        if form == "next_item":
+        if form == "next_item" and not lean:
             data.list_field, data.length_field = dataset.item_id_list_field, dataset.item_list_length_field
         return data
 
@@ -179,8 +191,11 @@ class SequenceData:
         if len(np.unique(users)) != len(users):
             raise ValueError(f"the {phase} split has several rows for some users; SVAE's next-item form "
                              "expects leave-one-out (eval_args.split: {LS: valid_and_test}).")
-        lists, lengths = inter[self.list_field].numpy(), inter[self.length_field].numpy()
-        inputs = [lists[i, :lengths[i]].astype(np.int64) for i in range(len(users))]
+        if self.list_field is None:          # lean rows: the user's earlier items, as RecBole's list holds them
+            inputs = [self._earlier_items(int(u), phase) for u in users]
+        else:
+            lists, lengths = inter[self.list_field].numpy(), inter[self.length_field].numpy()
+            inputs = [lists[i, :lengths[i]].astype(np.int64) for i in range(len(users))]
         positives = _csr_from_lists(self.n_users, self.n_items, users, inter[self.iid_field].numpy().reshape(-1, 1))
         exclude = None
         if self.exclude_history:   # RecBole's rule for general models: everything seen, except the positives
@@ -189,6 +204,18 @@ class SequenceData:
             exclude = (exclude - exclude.multiply(positives)).tocsr()
             exclude.eliminate_zeros()
         return SeqEvalSplit(users, inputs, positives, exclude)
+
+    def _earlier_items(self, user: int, phase: str | None) -> np.ndarray:
+        """Lean rows: the items before a user's ``phase`` target, the last ``max_len`` of them -- the
+        training sequence, then (for test) the validation target, as RecBole's row list holds them."""
+        seq = self.train[user]
+        if phase == "test":
+            if self.valid is None:
+                raise ValueError("lean next-item rows: the test inputs need the validation split first "
+                                 "(add_split(valid_loader, 'valid'))")
+            if user in self.valid.inputs:
+                seq = np.concatenate([seq, self.valid.positives[user].indices.astype(np.int64)])
+        return seq[-self.max_len:]
 
     def _block_split(self, loader, phase) -> SeqEvalSplit:
         if loader.is_sequential:
@@ -271,8 +298,13 @@ class SequenceData:
         sequence for ``phase`` (RecBole excludes the history itself)."""
         u = interaction[uid_field].cpu().numpy().astype(np.int64)
         if self.form == "next_item":
-            seq = interaction[self.list_field].cpu()
-            length = interaction[self.length_field].cpu()
+            if self.list_field is None:      # lean rows: the items before the phase's target (outside a phase:
+                inputs = [self._earlier_items(int(x), phase) for x in u]   # the training items)
+                seq = pad(inputs) if inputs else torch.zeros((0, 1), dtype=torch.int64)
+                length = torch.tensor([len(x) for x in inputs], dtype=torch.int64)
+            else:
+                seq = interaction[self.list_field].cpu()
+                length = interaction[self.length_field].cpu()
             batch = {"user": torch.from_numpy(u), "seq": seq, "length": length}
             if self.exclude_history:
                 lists = seq.numpy()

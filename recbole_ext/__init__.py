@@ -18,7 +18,7 @@ from recbole_ext import compat
 
 compat.apply()
 
-from recbole_ext import atomic, cold_start, heldout_users, processes  # noqa: E402
+from recbole_ext import atomic, cold_start, heldout_users, lean_sequences, processes  # noqa: E402
 from recbole_ext.config import _patch_config, make_config  # noqa: E402
 from recbole_ext.datamodule import RecBoleDataModule  # noqa: E402
 from recbole_ext.metrics import register_metrics  # noqa: E402
@@ -30,6 +30,7 @@ _patch_config()
 atomic.apply()
 cold_start.apply()
 heldout_users.apply()
+lean_sequences.apply()
 processes.apply()
 register_metrics()
 register_all()

@@ -82,7 +82,7 @@ class Recommender:
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
         self.n_items = dataset.item_num
         train = train_data._dataset
-        self._histories = {"train": self._ordered(train.inter_feat), "all": None}
+        self._histories = {"train": self._ordered(train), "all": None}
         self._titles: dict[str, str] | None = None
 
     # -- ids -------------------------------------------------------------------------------------
@@ -110,8 +110,9 @@ class Recommender:
         return self._titles
 
     # -- histories -------------------------------------------------------------------------------
-    def _ordered(self, inter) -> list[np.ndarray]:
-        """Each user's items, in time order where the data has times (file order otherwise)."""
+    def _ordered(self, dataset) -> list[np.ndarray]:
+        """Each user's items in ``dataset``, in time order where the data has times (file order otherwise)."""
+        inter = dataset.inter_feat
         users = inter[self.uid_field].numpy().astype(np.int64)
         items = inter[self.iid_field].numpy().astype(np.int64)
         time_field = self.dataset.time_field
@@ -130,13 +131,19 @@ class Recommender:
             lengths = inter[self.config["ITEM_LIST_LENGTH_FIELD"]].numpy()[order]
             seqs = [np.concatenate([lists[ptr[u], :lengths[ptr[u]]].astype(np.int64), s]) if len(s) else s
                     for u, s in enumerate(seqs)]
+        elif getattr(dataset, "lean_sequences", False):
+            # lean sequential rows (recbole_ext.lean_sequences): each user's first item is kept aside
+            first_users, firsts = dataset.sequence_firsts
+            first_of = dict(zip(first_users.tolist(), firsts.tolist()))
+            seqs = [np.concatenate([[first_of[u]], s]).astype(np.int64) if u in first_of and len(s) else s
+                    for u, s in enumerate(seqs)]
         return seqs
 
     def _history(self, history: str) -> list[np.ndarray]:
         if history not in HISTORIES:
             raise RecommendError(f"history must be one of {', '.join(HISTORIES)}, got {history!r}.")
         if self._histories[history] is None:
-            self._histories[history] = self._ordered(self.dataset.inter_feat)
+            self._histories[history] = self._ordered(self.dataset)
         return self._histories[history]
 
     def _matrix(self, seqs: Sequence[np.ndarray]) -> sp.csr_matrix:

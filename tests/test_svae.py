@@ -110,8 +110,10 @@ def test_empty_history_is_scored_from_the_initial_state():
 
 # -- data: RecBole's sequential split ----------------------------------------------------
 
-def test_next_item_tables_rebuild_recboles_sequences(tiny_config, tiny_root):
-    dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, MAX_ITEM_LIST_LENGTH=6))
+@pytest.mark.parametrize("rows", ["lean", "recbole"])
+def test_next_item_tables_rebuild_recboles_sequences(tiny_config, tiny_root, rows):
+    dm = RecBoleDataModule("tiny", model="SVAE", config_dict=_svae_config(tiny_config, MAX_ITEM_LIST_LENGTH=6,
+                                                                          sequence_rows=rows))
     dm.setup()
     t, ds = dm.data, None
     assert t.form == "next_item"
@@ -212,6 +214,28 @@ def test_block_form_gives_the_same_numbers_through_both_entry_points(tiny_config
     dm = RecBoleDataModule("tiny", model="SVAE", config_dict=cfg)
     dm.setup()
     assert_entry_points_agree(result, SVAE(n_items=dm.n_items, **SMALL), dm)
+
+
+def test_lean_rows_carry_no_lists_and_give_recboles_rows_numbers(tiny_config):
+    # the same rows, splits, training and scores as RecBole's augmented rows, without the copied lists
+    from recbole_ext.config import load_data, make_config
+
+    results, rows = {}, {}
+    for mode in ("lean", "recbole"):
+        cfg = _svae_config(tiny_config, epochs=2, sequence_rows=mode, MAX_ITEM_LIST_LENGTH=6,
+                           metric_decimal_place=10)
+        results[mode] = recbole_ext.run_recbole(model="SVAE", dataset="tiny", config_dict=cfg)
+        _, train, valid, test = load_data(make_config("SVAE", "tiny", config_dict=cfg))
+        rows[mode] = [(d.inter_feat["user_id"].tolist(), d.inter_feat["item_id"].tolist(), sorted(d.inter_feat.columns))
+                      for d in (train._dataset, valid._dataset, test._dataset)]
+    for (lu, li, lcols), (ru, ri, rcols) in zip(rows["lean"], rows["recbole"]):
+        assert (lu, li) == (ru, ri)                                      # the same rows in every split
+        assert "item_id_list" in rcols and "item_id_list" not in lcols and "timestamp_list" not in lcols
+    for phase in ("best_valid_result", "test_result"):
+        lean, recbole = results["lean"][phase], results["recbole"][phase]
+        assert set(lean) == set(recbole)
+        for key in lean:
+            assert lean[key] == pytest.approx(recbole[key], abs=1e-6), (phase, key)
 
 
 def test_recboles_own_run_recbole_runs_svae_as_a_sequential_model(tiny_config):
