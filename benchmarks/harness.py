@@ -160,9 +160,9 @@ def metric_per_row(scores, target, metric: str):
     return None
 
 
-def per_user(net, test, metric: str) -> list[float]:
-    """The primary ``metric`` of each test row (a user; a user's target row in next-item protocols),
-    ordered by user id: the same order for every row of a study (the split depends on the seed only)."""
+def per_user(net, test, metric: str) -> dict | None:
+    """The primary ``metric`` of each test row (a user; a user's target row in next-item protocols):
+    ``{"u": user ids, "v": values}`` ordered by user id (the report pairs rows of a study by user id)."""
     import torch
 
     if hasattr(net, "eval_phase"):
@@ -170,22 +170,25 @@ def per_user(net, test, metric: str) -> list[float]:
     net.eval()
     pairs: list[tuple[int, float]] = []
     uid_field = test._dataset.uid_field
-    with torch.no_grad():
-        for interaction, history, positive_u, positive_i in test:
-            scores = net.full_sort_predict(interaction.to(net.device)).view(len(interaction), -1).float().cpu()
-            scores[:, 0] = -torch.inf
-            if history is not None:
-                scores[history] = -torch.inf
-            target = torch.zeros_like(scores, dtype=torch.bool)
-            target[positive_u, positive_i] = True
-            values = metric_per_row(scores, target, metric)
-            if values is None:
-                return []
-            users = interaction[uid_field].cpu().tolist()
-            pairs += [(u, round(float(v), 5)) for u, v, n in zip(users, values, target.sum(1)) if n > 0]
-    if hasattr(net, "eval_phase"):
-        net.eval_phase = None
-    return [v for _, v in sorted(pairs, key=lambda p: p[0])]
+    try:
+        with torch.no_grad():
+            for interaction, history, positive_u, positive_i in test:
+                scores = net.full_sort_predict(interaction.to(net.device)).view(len(interaction), -1).float().cpu()
+                scores[:, 0] = -torch.inf
+                if history is not None:
+                    scores[history] = -torch.inf
+                target = torch.zeros_like(scores, dtype=torch.bool)
+                target[positive_u, positive_i] = True
+                values = metric_per_row(scores, target, metric)
+                if values is None:
+                    return None
+                users = interaction[uid_field].cpu().tolist()
+                pairs += [(u, round(float(v), 5)) for u, v, n in zip(users, values, target.sum(1)) if n > 0]
+    finally:
+        if hasattr(net, "eval_phase"):
+            net.eval_phase = None
+    pairs.sort(key=lambda p: p[0])
+    return {"u": [u for u, _ in pairs], "v": [v for _, v in pairs]}
 
 
 def run_cell(study: dict, row: str, seed: int, dataset: str, data_path: str | None) -> dict:
@@ -200,8 +203,9 @@ def run_cell(study: dict, row: str, seed: int, dataset: str, data_path: str | No
 
     def after_test(trainer, net, train, test):
         out = extra(trainer, net, train, test) if extra else {}
-        if not study["primary"].startswith("item_"):
-            out["per_user"] = per_user(net, test, study["primary"])
+        values = None if study["primary"].startswith("item_") else per_user(net, test, study["primary"])
+        if values:
+            out["per_user"] = values
         return out
 
     return timed_run(config, after_test=after_test)
@@ -317,13 +321,16 @@ def study_table(study: dict, rows: list[dict]) -> list[str]:
     """Markdown: metrics (mean ± std over seeds), paper figures, costs, per-seed ratios to the reference."""
     report, paper = study["report"], (study.get("paper") or {})
     names = [n for n in study["rows"] if any(r["model"] == n for r in rows)]
-    mixed = any("protocol" in spec for spec in study["rows"].values())      # rows in different protocols
+    mixed = any("protocol" in spec or "eval_args" in spec["config"] for spec in study["rows"].values())
     lines = ["| row | " + ("protocol | " if mixed else "") + "seeds | " + " | ".join(report) +
              " | fit (s) | s / epoch | epochs | peak RSS (MB) |", "|---|---|" + "---|" * (len(report) + 4 + mixed)]
     for name in names:
         got = ok_rows(rows, name)
         failed = [r for r in rows if r["model"] == name and r.get("status", "ok") != "ok"]
-        where = f"{study['rows'][name].get('protocol', study['protocol'])} | " if mixed else ""
+        spec = study["rows"][name]
+        own = spec["config"].get("eval_args")
+        where = (f"{spec.get('protocol', study['protocol'])}" + (f" + eval_args {own}" if own else "") + " | "
+                 if mixed else "")
         if not got:
             lines.append(f"| {name} | {where}failed | " + " | ".join("-" for _ in report) + " | - | - | - | - |")
             continue

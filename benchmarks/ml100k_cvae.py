@@ -57,7 +57,8 @@ def run_baseline(model: str, config, primary: str) -> dict:
             out.update(values)
             order = np.argsort(users, kind="stable")
             per_row = metric_per_row(scores[order], batch["target"][order], primary)
-            out["per_user"] = [] if per_row is None else [round(float(v), 5) for v in per_row]
+            if per_row is not None:
+                out["per_user"] = {"u": [int(u) for u in users[order]], "v": [round(float(v), 5) for v in per_row]}
         else:
             out["best_valid"] = values[config["valid_metric"].lower()]
     seconds = time.perf_counter() - start

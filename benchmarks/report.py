@@ -62,38 +62,67 @@ def is_ours(study: dict, row: str) -> bool:
     return study["rows"][row].get("model") in OURS
 
 
+def split_of(study: dict, row: str) -> str:
+    """What decides a row's test users and targets: its protocol and any eval_args of its own."""
+    spec = study["rows"][row]
+    own = spec["config"].get("eval_args")
+    return spec.get("protocol", study["protocol"]) + (f" {json.dumps(own, sort_keys=True)}" if own else "")
+
+
+def _paired(a, b) -> list[float]:
+    """Differences ``a - b`` for the users both have (per-user values ``{"u": ids, "v": values}``)."""
+    if not isinstance(a, dict) or not isinstance(b, dict):     # values without ids cannot be paired safely
+        return []
+    other = dict(zip(b["u"], b["v"]))
+    return [v - other[u] for u, v in zip(a["u"], a["v"]) if u in other]
+
+
 def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
-    """Wilcoxon signed-rank tests, per test user, of each of our rows against the strongest other row
-    (highest mean primary metric): per seed, and over all (seed, user) pairs."""
+    """Wilcoxon signed-rank tests, per test user (paired by user id), of each of our rows against the
+    strongest other row with per-user values in the same split (highest mean primary metric): per
+    seed, and over all (seed, user) pairs."""
     from scipy.stats import wilcoxon
 
-    primary = study["primary"]
-    others = [n for n in study["rows"] if not is_ours(study, n) and ok_rows(rows, n)]
-    if not others or primary.startswith("item_"):
+    primary, part = study["primary"], study.get("part") or ""
+    if primary.startswith("item_"):
         return []
-    best = max(others, key=lambda n: _mean([r.get(primary, math.nan) for r in ok_rows(rows, n)]))
-    part = study.get("part") or ""
-    lines = []
+
+    def has_values(name):
+        return any(k.split("|")[1] == name for k in peruser)
+
+    lines, skipped = [], []
     for name in study["rows"]:
-        if not is_ours(study, name):
+        if not is_ours(study, name) or not has_values(name):
             continue
-        cells, pooled = [], []
+        others = [n for n in study["rows"] if not is_ours(study, n) and ok_rows(rows, n) and has_values(n)
+                  and split_of(study, n) == split_of(study, name)]
+        if not others:
+            skipped.append(name)
+            continue
+        best = max(others, key=lambda n: _mean([r.get(primary, math.nan) for r in ok_rows(rows, n)]))
+        cells, pooled, users = [], [], []
         for seed in sorted({r["seed"] for r in ok_rows(rows, name)}):
             a, b = peruser.get(f"{part}|{name}|{seed}"), peruser.get(f"{part}|{best}|{seed}")
-            if not a or not b or len(a) != len(b):
+            diff = _paired(a, b) if a and b else []
+            if not diff:
                 continue
-            diff = [x - y for x, y in zip(a, b)]
             pooled += diff
+            users.append(str(len(diff)))
             cells.append(f"{seed}: {_mean(diff):+.4f}, p={_p(wilcoxon, diff)}")
         if cells:
-            lines.append(f"| {name} | {best} | {len(pooled) // max(len(cells), 1)} | {'; '.join(cells)} | "
+            lines.append(f"| {name} | {best} | {', '.join(users)} | {'; '.join(cells)} | "
                          f"{_mean(pooled):+.4f}, p={_p(wilcoxon, pooled)} |")
-    if not lines:
+    if not lines and not skipped:
         return []
-    return ["", f"Paired test per test user, {primary} of each of our models minus the strongest other row "
-                "(two-sided Wilcoxon signed-rank; ties and zero differences as scipy's default):", "",
-            "| ours | against | users | per seed: mean difference, p | all (seed, user) pairs |",
-            "|---|---|---|---|---|", *lines]
+    out = ["", f"Paired test per test user (paired by user id), {primary} of each of our models minus the strongest "
+               "other row with per-user values in the same split (two-sided Wilcoxon signed-rank; zero differences "
+               "dropped, scipy's default):", ""]
+    if lines:
+        out += ["| ours | against | users per seed | per seed: mean difference, p | all (seed, user) pairs |",
+                "|---|---|---|---|---|", *lines]
+    if skipped:
+        out += ["", f"Not tested (no other row of the same split has per-user values): {', '.join(skipped)}."]
+    return out
 
 
 def _p(test, diff) -> str:
@@ -248,13 +277,15 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
                   + " | same |", "|---|---|" + "---|" * (len(metrics) + 1)]
         adopted = False
         for r in rerun:
-            old = next((c for c in committed if c["model"] == r["model"] and c["seed"] == r["seed"]), None)
+            old = next((c for c in committed if c["model"] == r["model"] and c["seed"] == r["seed"]
+                        and c.get("status", "ok") == "ok"), None)
             if r.get("status", "ok") != "ok" or old is None:
                 lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join("-" for _ in metrics) +
                              f" | {r.get('status', 'no committed cell')} |")
                 continue
             pairs = [(old.get(m), r.get(m)) for m in metrics]
-            same = all(a is not None and b is not None and round(a, 4) == round(b, 4) for a, b in pairs)
+            same = bool(pairs) and all(a is not None and b is not None and round(a, 4) == round(b, 4)
+                                       for a, b in pairs)
             lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(
                 f"{a:.4f} / {b:.4f}" if a is not None and b is not None else "-" for a, b in pairs) +
                 f" | {'same' if same else 'differs'} |")

@@ -10,10 +10,10 @@ Two forms, chosen by the split RecBole was asked for:
   RecBole's order); a validation/test user is scored from exactly the history
   RecBole's row carries (its ``item_id_list``: the last ``MAX_ITEM_LIST_LENGTH``
   items), against its one target.  With lean rows (``sequence_rows: lean``, the
-  default: :mod:`recbole_ext.lean_sequences`) the rows carry no list; the first
-  items come with the dataset and a row's input is rebuilt from the sequences:
-  the training sequence for validation, then the validation item for test --
-  the same items RecBole's list holds.
+  default: :mod:`recbole_ext.lean_sequences`) the rows carry no list but their
+  place in the user's sequence (``genrec_position``), and the dataset each
+  user's whole sequence: a row's input is the items before that place -- the
+  items RecBole's list holds.
 * **block** (any other split with ``order: TO``, e.g. ``RS: [0.7, 0.1, 0.2]``):
   RecBole's ordinary ``Dataset`` split per user by time; each user's training
   interactions in time order are the sequence, and the held-out block (all of
@@ -35,6 +35,9 @@ import torch
 from lightning_genrec.data import (TEST_INPUT, _csr_from_lists, check_test_input, excluded_rows, item_counts,
                                    loader_candidates)
 from lightning_genrec.hparams import choice, flag, setting
+
+#: lean next-item rows (recbole_ext.lean_sequences): a row's place in its user's time-ordered sequence
+POSITION_FIELD = "genrec_position"
 
 
 class Ragged:
@@ -125,6 +128,7 @@ class SequenceData:
         self._train_foldin: Ragged | None = None
         self.uid_field = self.iid_field = self.list_field = self.length_field = None
         self._examples: np.ndarray | None = None
+        self.all_sequences: Ragged | None = None   # lean next-item rows: every user's whole sequence
 
     # -- construction ------------------------------------------------------------
     @classmethod
@@ -146,7 +150,9 @@ class SequenceData:
             order = np.argsort(uid, kind="stable")
             uid_s, target_s = uid[order], inter[dataset.iid_field].numpy()[order]
             if lean:
-                first_users, firsts = dataset.sequence_firsts
+                ptr, all_items = dataset.sequence_all
+                first_users = np.unique(uid_s)
+                firsts = all_items[ptr[first_users]]
             else:
                 first_row = np.flatnonzero(np.r_[True, uid_s[1:] != uid_s[:-1]]) if len(uid_s) else np.zeros(0, int)
                 first_users, firsts = uid_s[first_row], inter[dataset.item_id_list_field].numpy()[order][first_row, 0]
@@ -165,6 +171,8 @@ class SequenceData:
             data.foldin = Ragged.group(dataset.user_num, *_time_ordered(dataset, foldin))
         if form == "next_item" and not lean:
             data.list_field, data.length_field = dataset.item_id_list_field, dataset.item_list_length_field
+        if lean:
+            data.all_sequences = Ragged(*dataset.sequence_all)
         return data
 
     @classmethod
@@ -192,7 +200,7 @@ class SequenceData:
             raise ValueError(f"the {phase} split has several rows for some users; SVAE's next-item form "
                              "expects leave-one-out (eval_args.split: {LS: valid_and_test}).")
         if self.list_field is None:          # lean rows: the user's earlier items, as RecBole's list holds them
-            inputs = [self._earlier_items(int(u), phase) for u in users]
+            inputs = self._earlier_items(users, inter[POSITION_FIELD].numpy())
         else:
             lists, lengths = inter[self.list_field].numpy(), inter[self.length_field].numpy()
             inputs = [lists[i, :lengths[i]].astype(np.int64) for i in range(len(users))]
@@ -205,17 +213,15 @@ class SequenceData:
             exclude.eliminate_zeros()
         return SeqEvalSplit(users, inputs, positives, exclude)
 
-    def _earlier_items(self, user: int, phase: str | None) -> np.ndarray:
-        """Lean rows: the items before a user's ``phase`` target, the last ``max_len`` of them -- the
-        training sequence, then (for test) the validation target, as RecBole's row list holds them."""
-        seq = self.train[user]
-        if phase == "test":
-            if self.valid is None:
-                raise ValueError("lean next-item rows: the test inputs need the validation split first "
-                                 "(add_split(valid_loader, 'valid'))")
-            if user in self.valid.inputs:
-                seq = np.concatenate([seq, self.valid.positives[user].indices.astype(np.int64)])
-        return seq[-self.max_len:]
+    def _earlier_items(self, users: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
+        """Lean rows: for each row (its user, its place in the user's sequence) the items before it, the
+        last ``max_len`` of them -- what RecBole's row list holds."""
+        ptr, items = self.all_sequences.ptr, self.all_sequences.items
+        out = []
+        for u, p in zip(np.asarray(users, dtype=np.int64), np.asarray(positions).astype(np.int64)):
+            end = ptr[u] + p
+            out.append(items[max(ptr[u], end - self.max_len):end])
+        return out
 
     def _block_split(self, loader, phase) -> SeqEvalSplit:
         if loader.is_sequential:
@@ -298,8 +304,8 @@ class SequenceData:
         sequence for ``phase`` (RecBole excludes the history itself)."""
         u = interaction[uid_field].cpu().numpy().astype(np.int64)
         if self.form == "next_item":
-            if self.list_field is None:      # lean rows: the items before the phase's target (outside a phase:
-                inputs = [self._earlier_items(int(x), phase) for x in u]   # the training items)
+            if self.list_field is None:      # lean rows: the items before the row's place in its sequence
+                inputs = self._earlier_items(u, interaction[POSITION_FIELD].cpu().numpy())
                 seq = pad(inputs) if inputs else torch.zeros((0, 1), dtype=torch.int64)
                 length = torch.tensor([len(x) for x in inputs], dtype=torch.int64)
             else:

@@ -78,8 +78,10 @@ def hyper_main(argv: list[str]) -> int:
     parser.add_argument("--max_evals", type=int, default=100, help="trials at most (random / bayes)")
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without improvement")
     parser.add_argument("--output_file", default="hyper.result", help="every trial's results (default hyper.result)")
-    args, _ = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(argv)
     files = args.config_files.strip().split(" ") if args.config_files else None
+    # RecBole's Config reads --key=value from sys.argv in every trial: leave it only the fixed settings
+    sys.argv[1:] = [a for a in rest if a.startswith("--")]
     try:
         tuner = run_hyper(args.model, args.dataset, args.params_file, files, algo=args.algo,
                           max_evals=args.max_evals, early_stop=args.early_stop, output_file=args.output_file)
@@ -130,7 +132,7 @@ def recommend_main(argv: list[str]) -> int:
     parser.add_argument("--k", type=int, default=10, help="list length (default 10)")
     parser.add_argument("--include_seen", action="store_true", help="keep items the user has interacted with")
     parser.add_argument("--history", choices=["all", "train"], default="all",
-                        help="score users from all their interactions (default) or the training ones only")
+                        help="score users from all their interactions (default) or from what the model trained on")
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
     args = parser.parse_args(argv)
     asked = [bool(args.users), bool(args.liked_items or args.liked_tokens), bool(args.new_item)]

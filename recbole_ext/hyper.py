@@ -8,8 +8,9 @@ test metrics beside.  A search space is RecBole's params file, one setting a lin
     anneal_cap choice [0.2,0.5,1.0]
     latent_dimension choice [64,200]
 
-(``choice``, ``uniform``, ``quniform``, ``loguniform``; ``algo="exhaustive"`` needs a discrete
-space: ``choice`` / ``quniform``).  ``configs/hyper/<model>.hyper`` is an example space per model.
+(``choice``, ``uniform``, ``quniform``, ``loguniform``; ``algo="exhaustive"`` tries every point of a
+space of ``choice`` lines -- RecBole counts the points of ``choice`` lines only -- and is not cut short
+by ``early_stop``).  ``configs/hyper/<model>.hyper`` is an example space per model.
 Needs ``hyperopt`` (installed with the package).
 
 Command line: ``python -m recbole_ext hyper --model=MVAE --params_file=configs/hyper/mvae.hyper``
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from lightning_genrec.errors import ConfigError
 from recbole_ext.config import make_config, packaged_file
@@ -53,9 +55,12 @@ def run_hyper(model: str, dataset: str = "ml-100k", params_file: str | None = No
     fixed = dict(config_dict or {}, model=model, dataset=dataset)
     with open(params_file) as f:
         searched = [line.split()[0] for line in f if len(line.split()) >= 3]
-    clash = [name for name in searched if name in fixed]
+    # RecBole's Config also reads --key=value from the command line, over config_dict: those are fixed too
+    command_line = {a[2:].split("=", 1)[0] for a in sys.argv[1:] if a.startswith("--")}
+    clash = [name for name in searched if name in fixed or name in command_line]
     if clash:
-        raise ConfigError(f"{', '.join(clash)} is both searched ({params_file}) and fixed (config_dict): drop one.")
+        raise ConfigError(f"{', '.join(clash)} is both searched ({params_file}) and fixed (config_dict or the "
+                          "command line): drop one.")
     make_config(model, dataset, config_file_list, fixed)        # every check of the fixed part, before any trial
 
     def objective(config_dict=None, config_file_list=None, saved=True):
@@ -63,6 +68,10 @@ def run_hyper(model: str, dataset: str = "ml-100k", params_file: str | None = No
 
     tuner = HyperTuning(objective, algo=algo, early_stop=early_stop, max_evals=max_evals, params_file=params_file,
                         fixed_config_file_list=config_file_list)
+    if algo == "exhaustive":   # RecBole stops "exhaustive" after early_stop trials without improvement
+        from hyperopt.early_stop import no_progress_loss
+
+        tuner.early_stop_fn = no_progress_loss(tuner.max_evals + 1)
     ray_log = logging.getLogger("ray")
     level = ray_log.level
     ray_log.setLevel(logging.ERROR)   # objective_function reports to ray.tune, which warns outside a tune session

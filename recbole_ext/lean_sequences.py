@@ -9,10 +9,11 @@ and its scoring input is exactly the user's earlier items, which it keeps itself
 
 With ``sequence_rows: lean`` (the default for our sequential models), the dataset keeps the same rows
 RecBole would (every interaction but each user's first, in time order: so RecBole's leave-one-out split
-gives the same train / validation / test rows), without the lists; each user's first item is kept
-aside (``dataset.sequence_firsts``), and :class:`~lightning_genrec.sequences.SequenceData` rebuilds a
-row's input -- the user's earlier items, last ``MAX_ITEM_LIST_LENGTH`` of them -- from the sequences it
-holds.  Scores and metrics are those of RecBole's rows (tested against ``sequence_rows: recbole``).
+gives the same train / validation / test rows), without the lists.  Instead each row carries its place
+in its user's time-ordered sequence (the float field ``genrec_position``), and the dataset keeps every
+user's whole sequence once (``dataset.sequence_all``: ``(ptr, items)``, one item id per interaction);
+:class:`~lightning_genrec.sequences.SequenceData` reads a row's input -- the user's earlier items, the
+last ``MAX_ITEM_LIST_LENGTH`` of them -- from there, whichever split or loader the row comes from.  Scores and metrics are those of RecBole's rows (tested against ``sequence_rows: recbole``).
 RecBole's own sequential models keep RecBole's augmentation.
 """
 from __future__ import annotations
@@ -20,8 +21,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
+from recbole.utils import FeatureSource, FeatureType
 
 from lightning_genrec.models import MODELS
+from lightning_genrec.sequences import POSITION_FIELD
 
 
 def uses_lean_rows(config) -> bool:
@@ -36,11 +40,14 @@ def uses_lean_rows(config) -> bool:
 def _lean_augmentation(dataset) -> None:
     dataset._check_field("uid_field", "time_field")
     dataset.sort(by=[dataset.uid_field, dataset.time_field], ascending=True)
-    users = dataset.inter_feat[dataset.uid_field].numpy()
-    first = np.r_[True, users[1:] != users[:-1]] if len(users) else np.zeros(0, dtype=bool)
-    items = dataset.inter_feat[dataset.iid_field].numpy()
-    dataset.sequence_firsts = (users[first].astype(np.int64), items[first].astype(np.int64))
-    dataset.inter_feat = dataset.inter_feat[torch.from_numpy(np.flatnonzero(~first))]
+    users = dataset.inter_feat[dataset.uid_field].numpy().astype(np.int64)
+    items = dataset.inter_feat[dataset.iid_field].numpy().astype(np.int64)
+    ptr = np.searchsorted(users, np.arange(dataset.user_num + 1))           # users are sorted
+    position = np.arange(len(users)) - ptr[users]                           # place in the user's sequence
+    dataset.sequence_all = (ptr, items)
+    dataset.set_field_property(POSITION_FIELD, FeatureType.FLOAT, FeatureSource.INTERACTION, 1)
+    dataset.inter_feat.update(Interaction({POSITION_FIELD: torch.from_numpy(position.astype(np.float64))}))
+    dataset.inter_feat = dataset.inter_feat[torch.from_numpy(np.flatnonzero(position > 0))]
     dataset.lean_sequences = True
 
 

@@ -17,7 +17,8 @@ a title field.  Seen items are excluded by default.  Every answer is a ``pandas.
 Which history a user is scored from (``history``):
 ``"all"`` (default) every interaction of the user in the data set (training, validation and test):
 what is known about them now, the input a deployed model would read;
-``"train"`` the training interactions only, as RecBole's evaluator scored the test split.
+``"train"`` what the model was trained on: each user's training interactions (a held-out user of the
+held-out user protocol: their fold-in), as the model's data form holds them.
 The same history is what ``exclude_seen`` removes.
 
 ``recommend(checkpoint, users, k)`` is the one-call form; ``python -m recbole_ext recommend ...``
@@ -81,8 +82,7 @@ class Recommender:
         self.device = device
         self.uid_field, self.iid_field = dataset.uid_field, dataset.iid_field
         self.n_items = dataset.item_num
-        train = train_data._dataset
-        self._histories = {"train": self._ordered(train), "all": None}
+        self._histories: dict[str, list[np.ndarray] | None] = {"train": None, "all": None}
         self._titles: dict[str, str] | None = None
 
     # -- ids -------------------------------------------------------------------------------------
@@ -131,19 +131,32 @@ class Recommender:
             lengths = inter[self.config["ITEM_LIST_LENGTH_FIELD"]].numpy()[order]
             seqs = [np.concatenate([lists[ptr[u], :lengths[ptr[u]]].astype(np.int64), s]) if len(s) else s
                     for u, s in enumerate(seqs)]
-        elif getattr(dataset, "lean_sequences", False):
-            # lean sequential rows (recbole_ext.lean_sequences): each user's first item is kept aside
-            first_users, firsts = dataset.sequence_firsts
-            first_of = dict(zip(first_users.tolist(), firsts.tolist()))
-            seqs = [np.concatenate([[first_of[u]], s]).astype(np.int64) if u in first_of and len(s) else s
-                    for u, s in enumerate(seqs)]
+        return seqs
+
+    def _training_histories(self) -> list[np.ndarray]:
+        """What the model was trained on, per user, as its data form holds it: sequences in time order
+        (SVAE) or training rows; a held-out user (held-out user protocol): their fold-in."""
+        n = self.dataset.user_num
+        train, foldin = self.data.train, getattr(self.data, "foldin", None)
+        if isinstance(train, sp.spmatrix):
+            rows = train if foldin is None else ((train + foldin) > 0).astype(np.float32).tocsr()
+            return [rows.indices[rows.indptr[u]:rows.indptr[u + 1]].astype(np.int64) for u in range(n)]
+        seqs = [train[u] for u in range(n)]
+        if foldin is not None:
+            seqs = [np.concatenate([s, foldin[u]]) for u, s in enumerate(seqs)]
         return seqs
 
     def _history(self, history: str) -> list[np.ndarray]:
         if history not in HISTORIES:
             raise RecommendError(f"history must be one of {', '.join(HISTORIES)}, got {history!r}.")
         if self._histories[history] is None:
-            self._histories[history] = self._ordered(self.dataset)
+            if history == "train":
+                self._histories[history] = self._training_histories()
+            elif getattr(self.dataset, "lean_sequences", False):    # every user's whole sequence, kept once
+                ptr, items = self.dataset.sequence_all
+                self._histories[history] = [items[ptr[u]:ptr[u + 1]] for u in range(self.dataset.user_num)]
+            else:
+                self._histories[history] = self._ordered(self.dataset)
         return self._histories[history]
 
     def _matrix(self, seqs: Sequence[np.ndarray]) -> sp.csr_matrix:
@@ -232,6 +245,8 @@ class Recommender:
             raise RecommendError("CFGAN in item mode scores a user through weights learned for that user, so it "
                                  "cannot score a guest without retraining; train CFGAN with mode: user (or use "
                                  "MVAE, SVAE, CVAE or LARA) to fold in a guest.")
+        if not isinstance(per_token, (int, np.integer)) or isinstance(per_token, bool) or per_token < 1:
+            raise RecommendError(f"per_token must be a positive whole number, got {per_token!r}.")
         liked = list(self._ids(self.iid_field, _as_list(items), "item ids")) if items is not None else []
         for field, values in (tokens or {}).items():
             liked += [i for i in self._items_with(field, _as_list(values), per_token) if i not in liked]
@@ -267,6 +282,10 @@ class Recommender:
                                  f"(its {field} values: {', '.join(sorted(carriers)[:30])}).")
         counts = np.asarray(self.data.item_counts, dtype=np.float64)
         chosen: list[int] = []
+        cold = [v for v in values if not any(counts[i] > 0 for i in carriers[v])]
+        if cold:
+            raise RecommendError(f"no item carrying {field} {', '.join(cold)} has a training interaction: the model "
+                                 "knows nothing that stands for it; name liked items instead.")
         for token in values:
             ids = np.unique([i for i in carriers[token] if counts[i] > 0]).astype(np.int64)   # "Horror Horror"
             best = ids[np.argsort(-counts[ids], kind="stable")][:per_token]
@@ -322,11 +341,12 @@ class Recommender:
                                  f"trained without {', '.join(map(str, extra))}.")
         where = {c: j for j, c in enumerate(vocab.columns)}
         x = np.zeros(vocab.dim, np.float32)
-        missing = []
+        missing, known = [], False
         for field, value in features.items():
             kind = self.dataset.field2type[field].value
             if kind in ("float", "float_seq"):
                 x[self._float_columns(vocab, field)] = self._scaled(field, value)
+                known = True
                 continue
             values = value.split() if isinstance(value, str) and kind == "token_seq" else _as_list(value)
             for token in map(str, values):
@@ -335,11 +355,12 @@ class Recommender:
                     missing.append(f"{field}={token}")
                 else:
                     x[j] = 1.0
+                    known = True
         if missing and unknown == "error":
             raise RecommendError(f"not in the training vocabulary of {self.model_name}: {', '.join(missing[:20])} "
                                  "(a misspelling, or a token no training item carried; unknown='ignore' / "
                                  "--ignore_unknown drops them).")
-        if not x.any():
+        if not known:
             raise RecommendError("none of the given features is known to the model: nothing describes the item.")
         return x
 

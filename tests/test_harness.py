@@ -74,8 +74,8 @@ def test_a_cell_in_process_gives_recboles_metrics_and_per_user_values_that_avera
     study = harness.load_study(_write_tiny(tmp_path))
     result = harness.run_cell(study, "Pop", 2020, "tiny", tiny_root)
     values = result["per_user"]
-    assert len(values) > 10
-    assert sum(values) / len(values) == pytest.approx(result["ndcg@10"], abs=1e-4)
+    assert len(values["v"]) > 10 and values["u"] == sorted(values["u"]) and len(set(values["u"])) == len(values["u"])
+    assert sum(values["v"]) / len(values["v"]) == pytest.approx(result["ndcg@10"], abs=1e-4)
 
 
 def _write_tiny(folder, rows=None) -> str:
@@ -101,7 +101,7 @@ def test_the_run_loop_reports_failed_cells_keeps_going_and_skips_finished_ones(t
         if (row, seed) == ("A", 2):
             return {"status": "failed", "error": "HyperparameterError: latent_dimension=-1"}
         return {"status": "ok", "ndcg@10": 0.1 * seed + (0.05 if row == "A" else 0), "fit_s": 1.0,
-                "per_user": [0.1, 0.2]}
+                "per_user": {"u": [1, 2], "v": [0.1, 0.2]}}
 
     monkeypatch.setattr(harness, "_cell_subprocess", fake_cell)
     rows = harness.run_study(study, out_dir=str(tmp_path), quiet=True)
@@ -140,7 +140,9 @@ def test_the_report_has_tables_significance_settings_and_plots(tmp_path, monkeyp
             rows.append({"model": model, "seed": seed, "status": "ok", "ndcg@10": base + 0.01 * seed,
                          "itemcoverage@10": base, "novelty@10": 2 + base, "giniindex@10": 1 - base,
                          "fit_s": 10 * base, "s_per_epoch": base, "epochs": 3, "peak_rss_mb": 500})
-            peruser[f"|{model}|{seed}"] = [base + 0.001 * i for i in range(30)]
+            # every row has users 0..29; MVAE's values listed in another order: pairing goes by user id
+            ids = list(range(30)) if model != "MVAE" else list(range(29, -1, -1))
+            peruser[f"|{model}|{seed}"] = {"u": ids, "v": [base + 0.001 * i for i in ids]}
     harness.write_csv(rows, str(results / "toy.csv"))
     (results / "toy.peruser.json").write_text(json.dumps(peruser))
     monkeypatch.setattr(report, "STUDIES", str(studies))
@@ -152,7 +154,7 @@ def test_the_report_has_tables_significance_settings_and_plots(tmp_path, monkeyp
     assert "| MVAE | 2 | 0.3150 ± 0.0071 |" in text
     assert "| metric | EASE | MVAE | Pop | paper: its model |" in text and "| ndcg@10 | 0.2650 | 0.3150 | 0.1150 | 0.5 |" in text
     assert "- MVAE / Pop, ndcg@10: 1: 2.818x, 2: 2.667x" in text
-    assert "| MVAE | EASE | 30 |" in text                         # against the strongest other row
+    assert "| MVAE | EASE | 30, 30 | 1: +0.0500, p=" in text      # against the strongest other row, by user id
     assert "**MVAE**: `MVAE`; `anneal_cap=0.5`" in text
     for png in ("toy_quality_time.png", "toy_beyond_accuracy.png"):
         assert (results / "plots" / png).stat().st_size > 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 
 import pytest
 from conftest import SMALL
@@ -39,8 +40,9 @@ def test_run_hyper_trains_each_point_and_keeps_the_best_on_validation(tiny_confi
     params.write_text("latent_dimension choice [4,8]\ndropout_prob choice [0.2,0.5]\n")
     fixed = {k: v for k, v in {**tiny_config, **SMALL["MVAE"]}.items() if k != "latent_dimension"}
     out = tmp_path / "trials.result"
-    tuner = run_hyper("MVAE", "tiny", str(params), config_dict={**fixed, "epochs": 2}, output_file=str(out))
-    assert len(tuner.params2result) == 4
+    tuner = run_hyper("MVAE", "tiny", str(params), config_dict={**fixed, "epochs": 2}, output_file=str(out),
+                      early_stop=1)
+    assert len(tuner.params2result) == 4              # exhaustive: every point, whatever early_stop says
     scores = {p: r["best_valid_score"] for p, r in tuner.params2result.items()}
     assert tuner.best_score == max(scores.values())
     best = max(scores, key=scores.get)
@@ -50,11 +52,15 @@ def test_run_hyper_trains_each_point_and_keeps_the_best_on_validation(tiny_confi
     assert text.count("Valid result:") == 4 and "latent_dimension:8" in text
 
 
-def test_bad_searches_are_clear_errors_before_any_trial(tiny_config, tmp_path):
+def test_bad_searches_are_clear_errors_before_any_trial(tiny_config, tmp_path, monkeypatch):
     params = tmp_path / "space.hyper"
     params.write_text("latent_dimension choice [4,8]\n")
     with pytest.raises(ConfigError, match="latent_dimension is both searched"):
         run_hyper("MVAE", "tiny", str(params), config_dict={**tiny_config, "latent_dimension": 4})
+    monkeypatch.setattr(sys, "argv", ["prog", "--latent_dimension=8", "--epochs=1"])   # RecBole reads these too
+    with pytest.raises(ConfigError, match="latent_dimension is both searched .* command line"):
+        run_hyper("MVAE", "tiny", str(params), config_dict=tiny_config)
+    monkeypatch.setattr(sys, "argv", ["prog"])
     with pytest.raises(ConfigError, match="algo='grid'"):
         run_hyper("MVAE", "tiny", str(params), config_dict=tiny_config, algo="grid")
     with pytest.raises(FileNotFoundError, match="nothere.hyper"):

@@ -200,6 +200,8 @@ def test_bad_requests_are_clear_errors_that_name_the_problem(recommenders):
         lara.users_for_new_item({"class": ["Actoin"]})
     with pytest.raises(RecommendError, match="trained without title"):
         lara.users_for_new_item({"title": "x"})
+    with pytest.raises(RecommendError, match="per_token must be a positive"):
+        mvae.for_guest(tokens={"class": ["Horror"]}, per_token=0)
     with pytest.raises(RecommendError, match="k must be a positive"):
         mvae.top_items("u1", k=0)
     with pytest.raises(RecommendError, match="history must be one of all, train"):

@@ -368,3 +368,56 @@ def test_svae_defaults_are_the_authors_noise():
     assert SVAE().hparams.latent_noise == "authors"
     with pytest.raises(Exception, match="latent_noise"):
         SVAE(latent_noise="wide")
+
+
+def _write_ragged_dataset(root, name="ragged"):
+    """Users with 1 to 20 interactions (every boundary case of leave-one-out), distinct times."""
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(3)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(20):
+        for t, i in enumerate(rng.choice(30, u + 1, replace=False)):
+            lines.append(f"u{u}\ti{i}\t{1000 * u + t}")
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("split", ["valid_and_test", "test_only"])
+def test_lean_rows_rebuild_recboles_lists_for_every_history_length(tmp_path, tiny_config, split):
+    root = _write_ragged_dataset(str(tmp_path))
+    base = {k: v for k, v in tiny_config.items() if k not in ("data_path", "train_batch_size")}
+    data = {}
+    for mode in ("lean", "recbole"):
+        cfg = dict(base, data_path=root, sequence_rows=mode, MAX_ITEM_LIST_LENGTH=4, train_batch_size=4,
+                   eval_args={"split": {"LS": split}, "order": "TO", "mode": "full"})
+        dm = RecBoleDataModule("ragged", model="SVAE", config_dict=cfg)
+        dm.setup()
+        data[mode] = dm.data
+    lean, recbole = data["lean"], data["recbole"]
+    assert lean.list_field is None and recbole.list_field is not None
+    for u in range(lean.n_users):
+        assert lean.train[u].tolist() == recbole.train[u].tolist(), u
+    phases = ("valid", "test") if split == "valid_and_test" else ("test",)
+    for phase in phases:
+        a, b = lean.split(phase), recbole.split(phase)
+        assert a.users.tolist() == b.users.tolist() and len(a.users) > 10
+        for u in a.users:
+            assert a.inputs[int(u)].tolist() == b.inputs[int(u)].tolist(), (phase, u)
+
+
+def test_lean_rows_score_as_recboles_rows_in_recboles_case_study(tiny_config):
+    # RecBole's load_data_and_model + full_sort_scores: no phase is set, the rows alone give the inputs
+    from recbole.utils.case_study import full_sort_scores
+
+    from recbole_ext.compat import load_data_and_model
+
+    scores = {}
+    for mode in ("lean", "recbole"):
+        cfg = _svae_config(tiny_config, epochs=1, sequence_rows=mode, checkpoint_dir=f"saved/{mode}")
+        saved = recbole_ext.run_recbole(model="SVAE", dataset="tiny", config_dict=cfg)["saved_model_file"]
+        config, model, dataset, _, _, test = load_data_and_model(saved)
+        users = np.arange(1, 11)
+        scores[mode] = full_sort_scores(users, model, test, device=config["device"])
+    torch.testing.assert_close(scores["lean"], scores["recbole"])
