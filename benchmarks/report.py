@@ -221,7 +221,11 @@ def write_report(names: list[str] | None = None, out: str = os.path.join(HERE, "
              "one after another; times are wall-clock seconds of that process, memory its peak RSS. Metrics: "
              "RecBole's evaluator on the test split, at the epoch selected on validation (never on test). "
              "Papers' figures come from other data and protocols: they stand in their own row, not comparable "
-             "cell by cell.", "", "## Contents", ""]
+             "cell by cell.", ""]
+    if os.path.exists(os.path.join(RESULTS, "rerun", "COMPARISON.md")):
+        lines += ["Reruns of committed cells through the harness, beside the committed numbers: "
+                  "[results/rerun/COMPARISON.md](results/rerun/COMPARISON.md).", ""]
+    lines += ["## Contents", ""]
     lines += [f"- [{s['title']}](#{_anchor(s['title'])})" for s in studies]
     for study in studies:
         lines += ["", f"## {study['title']}", "", study["about"].strip(), "",
