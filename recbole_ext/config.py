@@ -171,6 +171,10 @@ def _sequential_rules(config) -> None:
     if "LS" not in split or config["heldout_user_split"] is True:   # the held-out user protocol: block form too
         config["MODEL_TYPE"] = ModelType.GENERAL
         config["repeatable"] = False   # RecBole's general evaluation: history = every earlier split
+    elif config["save_dataset"] and (config["sequence_rows"] or "lean") == "lean":
+        raise ConfigError(f"save_dataset: {name}'s next-item rows are lean (recbole_ext.lean_sequences): a saved "
+                          "copy would lack the item lists RecBole's own sequential models read from the same file. "
+                          "Set sequence_rows: recbole to save RecBole's rows, or save_dataset: false.")
 
 
 def _content_rules(config) -> None:

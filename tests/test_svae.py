@@ -421,3 +421,9 @@ def test_lean_rows_score_as_recboles_rows_in_recboles_case_study(tiny_config):
         users = np.arange(1, 11)
         scores[mode] = full_sort_scores(users, model, test, device=config["device"])
     torch.testing.assert_close(scores["lean"], scores["recbole"])
+
+
+def test_saving_lean_rows_is_refused(tiny_config):
+    with pytest.raises(ConfigError, match="save_dataset: SVAE's next-item rows are lean"):
+        make_config("SVAE", "tiny", config_dict=_svae_config(tiny_config, save_dataset=True))
+    make_config("SVAE", "tiny", config_dict=_svae_config(tiny_config, save_dataset=True, sequence_rows="recbole"))
