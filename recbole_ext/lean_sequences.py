@@ -15,11 +15,17 @@ user's whole sequence once (``dataset.sequence_all``: ``(ptr, items)``, one item
 :class:`~lightning_genrec.sequences.SequenceData` reads a row's input -- the user's earlier items, the
 last ``MAX_ITEM_LIST_LENGTH`` of them -- from there, whichever split or loader the row comes from.  Scores and metrics are those of RecBole's rows (tested against ``sequence_rows: recbole``).
 RecBole's own sequential models keep RecBole's augmentation.
+
+RecBole's full-sort loader also reads ``eval_batch_size`` as *rows* per batch for sequential models
+(scores per batch for the others): with the protocols' 409600, a next-item test of 138 k users is one
+batch of 138 k x 26 k dense scores (15 GB at the ML-20M shape).  For our sequential models the loader
+takes ``eval_batch_size`` as scores per batch, as for general models and as our own Lightning loop does.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
@@ -64,6 +70,18 @@ def apply() -> None:
 
     data_augmentation._genrec_lean = True
     SequentialDataset.data_augmentation = data_augmentation
+
+    original_sizes = FullSortEvalDataLoader._init_batch_size_and_step
+
+    def _init_batch_size_and_step(self):
+        cls = MODELS.get(self.config["model"])
+        if not (self.is_sequential and cls is not None and getattr(cls, "sequential", False)):
+            return original_sizes(self)
+        rows = max(self.config["eval_batch_size"] // self._dataset.item_num, 1)   # scores per batch
+        self.step = rows
+        self.set_batch_size(rows)
+
+    FullSortEvalDataLoader._init_batch_size_and_step = _init_batch_size_and_step
 
 
 __all__ = ["apply", "uses_lean_rows"]

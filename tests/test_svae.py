@@ -427,3 +427,13 @@ def test_saving_lean_rows_is_refused(tiny_config):
     with pytest.raises(ConfigError, match="save_dataset: SVAE's next-item rows are lean"):
         make_config("SVAE", "tiny", config_dict=_svae_config(tiny_config, save_dataset=True))
     make_config("SVAE", "tiny", config_dict=_svae_config(tiny_config, save_dataset=True, sequence_rows="recbole"))
+
+
+def test_recboles_next_item_loader_reads_eval_batch_size_as_scores_for_svae(tiny_config):
+    # RecBole reads it as rows for sequential models: 409600 rows of all items at the ML-20M shape is 15 GB
+    from recbole_ext.config import load_data, make_config
+
+    cfg = _svae_config(tiny_config, eval_batch_size=800)           # 800 scores / 80 items: 10 rows a batch
+    _, _, _, test = load_data(make_config("SVAE", "tiny", config_dict=cfg))
+    assert test.is_sequential
+    assert max(len(batch[0]) for batch in test) == 800 // test._dataset.item_num
