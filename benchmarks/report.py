@@ -288,8 +288,9 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
                              f" | {r.get('status', 'no committed cell')} |")
                 continue
             pairs = [(old.get(m), r.get(m)) for m in metrics]
-            same = bool(pairs) and all(a is not None and b is not None and round(a, 4) == round(b, 4)
-                                       for a, b in pairs)
+            present = [(a, b) for a, b in pairs if a is not None or b is not None]   # a row's own columns
+            same = bool(present) and all(a is not None and b is not None and round(a, 4) == round(b, 4)
+                                         for a, b in present)
             lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(
                 f"{a:.4f} / {b:.4f}" if a is not None and b is not None else "-" for a, b in pairs) +
                 f" | {'same' if same else 'differs'} |")
