@@ -412,9 +412,13 @@ def main() -> None:
         return
     if args.command == "run":
         path = args.study if os.path.exists(args.study) else os.path.join(STUDIES, f"{args.study}.yaml")
-        study = load_study(path)
-        rows = run_study(study, args.seeds, args.rows, args.dataset, args.data_path, args.force, args.out,
-                         args.comet_dir)
+        if not os.path.exists(path):
+            raise SystemExit(f"harness: no study {args.study!r} (a file, or a name in {STUDIES})")
+        try:
+            study = load_study(path)
+            run_study(study, args.seeds, args.rows, args.dataset, args.data_path, args.force, args.out, args.comet_dir)
+        except StudyError as exc:
+            raise SystemExit(f"harness: {exc}") from None
         from report import plots, study_rows
 
         shown, _ = study_rows(study, args.out, args.dataset)
