@@ -9,9 +9,10 @@ config) and Lightning loaders over it.  Importing this module (or
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from recbole.utils import get_model
 
 from lightning_genrec.data import InteractionData, eval_loader, train_loader, users_per_eval_batch
-from recbole_ext.config import data_from_recbole, load_data, make_config, require_users
+from recbole_ext.config import data_from_recbole, is_genrec_model, load_data, make_config, require_users
 
 
 class RecBoleDataModule(pl.LightningDataModule):
@@ -26,8 +27,8 @@ class RecBoleDataModule(pl.LightningDataModule):
             (e.g. ``{'eval_args': {...}, 'topk': [10, 20], 'seed': 2020}``).
         train_batch_size, eval_batch_size: users per batch; default: the config's
             ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole's full-ranking
-            loader reads it (scores per batch, ``eval_batch_size // n_items`` users, for user-level
-            splits; rows, one per user, for sequential ones), so both entry points batch alike.
+            loader reads it (scores per batch, ``eval_batch_size // n_items`` users; rows, one per user,
+            for RecBole's own sequential models), so both entry points batch alike.
         num_workers: ``DataLoader`` workers.
 
     After ``setup()``: ``config`` (RecBole ``Config``), ``data`` (the model's
@@ -56,10 +57,11 @@ class RecBoleDataModule(pl.LightningDataModule):
         require_users(valid, "valid", self.config)
         require_users(test, "test", self.config)
         self.data = data_from_recbole(self.model_name, train, valid, test, self.config)
-        # RecBole's full-sort loader counts eval_batch_size in scores for user-level splits, but in rows
-        # (one per user) for sequential ones; we batch as it does, so both entry points score the same
-        # users together and compute the same floats
-        self._rows_per_eval_batch = bool(getattr(valid if valid is not None else test, "is_sequential", False))
+        # RecBole's full-sort loader counts eval_batch_size in scores, but in rows (one per user) for
+        # sequential models other than ours (recbole_ext.lean_sequences); we batch as it does, so both
+        # entry points score the same users together and compute the same floats
+        sequential = bool(getattr(valid if valid is not None else test, "is_sequential", False))
+        self._rows_per_eval_batch = sequential and not is_genrec_model(get_model(self.model_name))
 
     @property
     def n_items(self) -> int:

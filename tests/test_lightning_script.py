@@ -100,8 +100,8 @@ def test_readme_example_runs(tmp_path):
                                                        "mode": "full"}}),
 ])
 def test_evaluation_batches_are_recboles(tiny_config, model, extra):
-    # the same users in the same batches as RecBole's full-sort loader (scores per batch for user-level
-    # splits, rows for sequential ones), so both entry points compute the very same float scores
+    # the same users in the same batches as RecBole's full-sort loader (scores per batch, for our
+    # sequential models too: recbole_ext.lean_sequences), so both entry points compute the very same floats
     from recbole_ext.config import load_data
 
     dm = RecBoleDataModule("tiny", model=model, config_dict=dict(tiny_config, eval_batch_size=700, **extra))
