@@ -31,8 +31,9 @@ A study file::
 
 A row is a model trained by ``run_recbole``'s loop (:mod:`timed_run`) with the protocol, then its
 ``config_files`` (protocol files by name, or paths) and ``config``; or a ``baseline`` function
-``module:function`` of this folder, called as ``function(row_name, config, primary_metric)`` with
-the config of ``settings_of`` (the model whose data settings it reads).  ``after_test`` adds a row's extra
+``module:function`` of this folder, called as ``function(name, config, primary_metric)`` with the
+config of ``settings_of`` (the model whose data settings it reads); ``name`` is the row's name, or its
+``as`` (which of the function's baselines a row with another name is).  ``after_test`` adds a row's extra
 results.  Each cell also records per-user values of the primary metric on the test split
 (``results/<name>.peruser.json``, for the report's paired significance tests), and is logged to
 Comet with the study, row, model, protocol and seed as tags (an offline archive under
@@ -91,6 +92,11 @@ def load_study(path: str) -> dict:
         spec = spec or {}
         if not ("model" in spec) ^ ("baseline" in spec):
             raise StudyError(f"{path}: row {row!r} needs exactly one of 'model' or 'baseline'.")
+        if "baseline" in spec:
+            known = getattr(_function(spec["baseline"]), "BASELINES", None)
+            if known is not None and spec.get("as", row) not in known:
+                raise StudyError(f"{path}: row {row!r}: {spec['baseline']} computes {', '.join(sorted(known))}; "
+                                 "name the row so, or say which with 'as:'.")
         spec.setdefault("config", {})
         spec.setdefault("config_files", [])
         study["rows"][row] = spec
@@ -198,7 +204,7 @@ def run_cell(study: dict, row: str, seed: int, dataset: str, data_path: str | No
     spec = study["rows"][row]
     config = cell_config(study, row, seed, dataset, data_path)
     if "baseline" in spec:
-        return _function(spec["baseline"])(row, config, study["primary"])
+        return _function(spec["baseline"])(spec.get("as", row), config, study["primary"])
     extra = _function(spec["after_test"]) if spec.get("after_test") else None
 
     def after_test(trainer, net, train, test):

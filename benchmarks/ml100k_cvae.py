@@ -45,6 +45,8 @@ def run_baseline(model: str, config, primary: str) -> dict:
         batch = data.rows(users, phase)
         if model == "ContentKNN":
             scores = torch.from_numpy(content_knn_scores(data, users)).float()
+        elif model != "Random":
+            raise ValueError(f"no baseline {model!r} here: {', '.join(run_baseline.BASELINES)}")
         else:
             scores = torch.from_numpy(rng.random((len(users), data.n_items))).float()
         scores = scores.masked_fill(batch["exclude"], -float("inf"))
@@ -64,3 +66,6 @@ def run_baseline(model: str, config, primary: str) -> dict:
     seconds = time.perf_counter() - start
     return {"fit_s": seconds, "time_to_best_s": seconds, "epochs": 1, "best_epoch": 0, "s_per_epoch": seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **out}
+
+
+run_baseline.BASELINES = ("ContentKNN", "Random")

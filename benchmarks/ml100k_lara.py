@@ -26,6 +26,8 @@ def baseline_scores(model: str, data, phase: str, rng):
     if model == "MostActive":
         activity = np.asarray(data.train.sum(axis=1), dtype=np.float32).ravel()
         return lambda items: torch.from_numpy(np.tile(activity, (len(items), 1)))
+    if model != "Random":
+        raise ValueError(f"no baseline {model!r} here: {', '.join(run_baseline.BASELINES)}")
     return lambda items: torch.from_numpy(rng.random((len(items), data.n_users)))
 
 
@@ -68,6 +70,9 @@ def run_baseline(model: str, config, primary: str) -> dict:
     return {"fit_s": seconds, "time_to_best_s": seconds, "epochs": 1, "best_epoch": 0, "s_per_epoch": seconds,
             "train_s_per_epoch": 0.0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "n_test_items": int(len(np.flatnonzero(np.asarray(data.test.positives.sum(0)).ravel()))), **out}
+
+
+run_baseline.BASELINES = ("GenreProfile", "MostActive", "Random")
 
 
 def after_test(trainer, net, train, test) -> dict:

@@ -47,6 +47,8 @@ def test_committed_studies_name_real_models_protocols_files_and_hooks(path):
     ({"rows": {"A": {"model": "Pop"}}}, "'report' lists the metrics"),
     ({"rows": {"A": {"model": "Pop", "baseline": "x:y"}}, "report": ["ndcg@10"]}, "exactly one of"),
     ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "reference": "B"}, "reference 'B'"),
+    ({"rows": {"Content KNN": {"baseline": "ml100k_cvae:run_baseline"}}, "report": ["ndcg@10"]},
+     "computes ContentKNN, Random; name the row so, or say which with 'as:'"),
 ])
 def test_bad_study_files_are_named_errors(tmp_path, bad, words):
     with pytest.raises(harness.StudyError, match=words):
