@@ -35,6 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from lightning_genrec.data import _csr_from_lists
 from lightning_genrec.errors import RecommendError
 from lightning_genrec.sequences import pad
 from recbole_ext.compat import load_data_and_model
@@ -160,12 +161,8 @@ class Recommender:
         return self._histories[history]
 
     def _matrix(self, seqs: Sequence[np.ndarray]) -> sp.csr_matrix:
-        lengths = [len(s) for s in seqs]
-        cols = np.concatenate(seqs) if seqs else np.zeros(0, np.int64)
-        rows = np.repeat(np.arange(len(seqs)), lengths)
-        m = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, cols)), shape=(len(seqs), self.n_items))
-        m.data[:] = 1.0                                        # repeated interactions count once
-        return m
+        """(len(seqs), I) binary rows of these histories (repeated interactions count once)."""
+        return _csr_from_lists(len(seqs), self.n_items, range(len(seqs)), seqs)
 
     # -- scoring ---------------------------------------------------------------------------------
     def item_scores(self, users, history: str = "all") -> torch.Tensor:
