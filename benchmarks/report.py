@@ -146,26 +146,33 @@ def plots(study: dict, rows: list[dict], out_dir: str | None = None, tag: str = 
     if not names:
         return []
     paths = []
+
+    def scatter(ax, x_key: str, floor: float = -math.inf) -> None:
+        """One point per row: mean ``x_key`` against the mean primary metric (ours: red circles)."""
+        for name in names:
+            got = ok_rows(rows, name)
+            x, y = _mean([r.get(x_key, math.nan) for r in got]), _mean([r.get(primary, math.nan) for r in got])
+            if math.isfinite(x) and math.isfinite(y):
+                x = max(x, floor)
+                ax.scatter([x], [y], marker="o" if is_ours(study, name) else "s",
+                           color="tab:red" if is_ours(study, name) else "tab:blue")
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.set_ylabel(f"test {primary}")
+        ax.grid(alpha=0.3)
+
+    def save(fig, kind: str) -> None:
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"{study['name']}{tag}_{kind}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in names:
-        got = ok_rows(rows, name)
-        x = _mean([r.get("fit_s", math.nan) for r in got])
-        y = _mean([r.get(primary, math.nan) for r in got])
-        if not (math.isfinite(x) and math.isfinite(y)):
-            continue
-        ax.scatter([max(x, 0.01)], [y], marker="o" if is_ours(study, name) else "s",
-                   color="tab:red" if is_ours(study, name) else "tab:blue")
-        ax.annotate(name, (max(x, 0.01), y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    scatter(ax, "fit_s", floor=0.01)                    # a log axis: instant baselines sit at 0.01 s
     ax.set_xscale("log")
     ax.set_xlabel("training time, s (log scale; mean over seeds)")
-    ax.set_ylabel(f"test {primary}")
     ax.set_title(study["title"], fontsize=9)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out_dir, f"{study['name']}{tag}_quality_time.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    save(fig, "quality_time")
 
     k = primary.partition("@")[2]
     beyond = [m for m in (f"itemcoverage@{k}", f"novelty@{k}", f"giniindex@{k}")
@@ -173,22 +180,10 @@ def plots(study: dict, rows: list[dict], out_dir: str | None = None, tag: str = 
     if beyond and not primary.startswith("item_"):
         fig, axes = plt.subplots(1, len(beyond), figsize=(4 * len(beyond), 3.6), squeeze=False)
         for ax, metric in zip(axes[0], beyond):
-            for name in names:
-                got = ok_rows(rows, name)
-                x, y = _mean([r.get(metric, math.nan) for r in got]), _mean([r.get(primary, math.nan) for r in got])
-                if math.isfinite(x) and math.isfinite(y):
-                    ax.scatter([x], [y], marker="o" if is_ours(study, name) else "s",
-                               color="tab:red" if is_ours(study, name) else "tab:blue")
-                    ax.annotate(name, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            scatter(ax, metric)
             ax.set_xlabel(metric + (" (lower: more even exposure)" if metric.startswith("gini") else ""))
-            ax.set_ylabel(f"test {primary}")
-            ax.grid(alpha=0.3)
         fig.suptitle(study["title"], fontsize=9)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{study['name']}{tag}_beyond_accuracy.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        save(fig, "beyond_accuracy")
     return paths
 
 
