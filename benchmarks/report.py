@@ -90,9 +90,13 @@ def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
     def has_values(name):
         return any(k.split("|")[1] == name for k in peruser)
 
-    lines, skipped = [], []
+    lines, skipped, missing = [], [], []
     for name in study["rows"]:
-        if not is_ours(study, name) or not has_values(name):
+        if not is_ours(study, name):
+            continue
+        if not has_values(name):
+            if ok_rows(rows, name):
+                missing.append(name)
             continue
         others = [n for n in study["rows"] if not is_ours(study, n) and ok_rows(rows, n) and has_values(n)
                   and split_of(study, n) == split_of(study, name)]
@@ -112,7 +116,7 @@ def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
         if cells:
             lines.append(f"| {name} | {best} | {', '.join(users)} | {'; '.join(cells)} | "
                          f"{_mean(pooled):+.4f}, p={_p(wilcoxon, pooled)} |")
-    if not lines and not skipped:
+    if not lines and not skipped and not missing:
         return []
     out = ["", f"Paired test per test user (paired by user id), {primary} of each of our models minus the strongest "
                "other row with per-user values in the same split (two-sided Wilcoxon signed-rank; zero differences "
@@ -122,6 +126,9 @@ def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
                 "|---|---|---|---|---|", *lines]
     if skipped:
         out += ["", f"Not tested (no other row of the same split has per-user values): {', '.join(skipped)}."]
+    if missing:
+        out += ["", f"Not tested (no per-user values: its cells ran before the harness recorded them; rerun with "
+                    f"`harness.py run --force` to add them): {', '.join(missing)}."]
     return out
 
 

@@ -163,6 +163,20 @@ def test_the_report_has_tables_significance_settings_and_plots(tmp_path, monkeyp
         assert png in text
 
 
+def test_the_paired_test_names_our_rows_it_could_not_test():
+    study = {"primary": "ndcg@10", "protocol": "p",
+             "rows": {"MVAE": {"model": "MVAE", "config": {}}, "Old": {"model": "MVAE", "config": {}},
+                      "Pop": {"model": "Pop", "config": {}}}}
+    rows = [{"model": m, "seed": 1, "status": "ok", "ndcg@10": v} for m, v in (("MVAE", .3), ("Old", .2), ("Pop", .1))]
+    values = {"u": list(range(20)), "v": [0.01 * i for i in range(20)]}
+    lines = "\n".join(report.significance(study, rows, {"|MVAE|1": values, "|Pop|1": {**values, "v": [0] * 20}}))
+    assert "| MVAE | Pop | 20 | 1: +0.0950, p=" in lines
+    assert "no per-user values" in lines and lines.rstrip().endswith("Old.")
+    # none of ours has values: the section says so instead of vanishing
+    lines = "\n".join(report.significance(study, rows, {}))
+    assert "| MVAE |" not in lines and "MVAE, Old." in lines
+
+
 @pytest.mark.slow
 def test_the_command_line_runs_cells_in_fresh_processes_and_logs_each_to_comet(tiny_root, tmp_path):
     import subprocess
