@@ -338,7 +338,10 @@ def item_table(lat: Latent, seed: int) -> pd.DataFrame:
 def default_name(shape_name: str | None, shape: Shape) -> str:
     if shape_name:
         return f"synth-{shape_name}"
-    return f"synth-{shape.users}u-{shape.items}i-{shape.interactions}"
+    tails = "".join(f"-{tag}{value:g}" for tag, value, default in
+                    (("is", shape.item_sigma, Shape.item_sigma), ("us", shape.user_sigma, Shape.user_sigma))
+                    if value != default)
+    return f"synth-{shape.users}u-{shape.items}i-{shape.interactions}{tails}"
 
 
 def generate(out_dir: str, shape: Shape, seed: int = 0, name: str | None = None, log=print) -> dict:
@@ -389,7 +392,9 @@ def shape_from_args(args) -> tuple[str | None, Shape]:
         base, name = Shape(*custom), None
     else:
         raise SystemExit("give --shape NAME, or all of --users, --items and --interactions")
-    overrides = {k: v for k, v in (("min_per_user", args.min_per_user), ("topics", args.topics)) if v is not None}
+    overrides = {k: v for k, v in (("min_per_user", args.min_per_user), ("topics", args.topics),
+                                   ("item_sigma", args.item_sigma), ("user_sigma", args.user_sigma))
+                 if v is not None}
     return name, Shape(**{**asdict(base), **overrides})
 
 
@@ -400,6 +405,8 @@ def add_shape_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interactions", type=int)
     parser.add_argument("--min-per-user", type=int, help="fewest interactions of a user (default: see Shape)")
     parser.add_argument("--topics", type=int, help="latent topics (default: see Shape)")
+    parser.add_argument("--item-sigma", type=float, help="log-normal sigma of item popularity (default: see Shape)")
+    parser.add_argument("--user-sigma", type=float, help="log-normal sigma of user activity (default: see Shape)")
 
 
 def main(argv=None) -> None:

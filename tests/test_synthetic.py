@@ -165,3 +165,20 @@ def test_loads_through_recbole_with_the_content_models_default_fields_and_mvae_l
         learning_rate=0.003), saved=False)["test_result"]["ndcg@10"]
     pop = run_recbole("Pop", summary["name"], config_dict=base, saved=False)["test_result"]["ndcg@10"]
     assert mvae > 2 * pop       # measured 0.12-0.13 vs 0.007-0.015 (seeds 3-5)
+
+
+def test_the_command_line_takes_the_tails_and_names_a_set_by_them():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    synthetic.add_shape_args(parser)
+    name, shape = synthetic.shape_from_args(parser.parse_args(
+        "--users 300 --items 400 --interactions 9000 --item-sigma 2 --user-sigma 1.4".split()))
+    assert name is None and (shape.item_sigma, shape.user_sigma) == (2.0, 1.4)
+    assert synthetic.default_name(None, shape.resolved()) == "synth-300u-400i-9000-is2-us1.4"
+    assert synthetic.default_name(None, SHAPE.resolved()) == "synth-300u-400i-9000"   # defaults: the old names
+    # a named shape keeps its own tails unless told otherwise
+    _, named = synthetic.shape_from_args(parser.parse_args(["--shape", "ml-20m", "--topics", "7"]))
+    assert (named.item_sigma, named.topics) == (2.0, 7)
+    with pytest.raises(SystemExit, match="not both"):
+        synthetic.shape_from_args(parser.parse_args(["--shape", "ml-1m", "--users", "5"]))
