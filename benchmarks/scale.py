@@ -161,9 +161,11 @@ def run_one(model: str, config_dict: dict) -> dict:
         import recbole_ext.trainer as bridge   # imports recbole_ext: RecBole's fixes and our models first
         from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
+        import torch
         from recbole_ext.config import load_data, make_config
 
         out["import_s"] = time.perf_counter() - start
+        out["threads"] = torch.get_num_threads()                  # rows run with other thread counts say so
         config = make_config(model, settings["dataset"], config_dict={k: v for k, v in settings.items()
                                                                       if k != "dataset"})
         init_seed(config["seed"], config["reproducibility"])
@@ -343,7 +345,7 @@ COLUMNS = [("model", "model", "%s"), ("status", "status", "%s"), ("protocol", "p
            ("batches", "batches", "%s"), ("s_per_M", "epoch s / M inter", "%.2f"), ("valid_s", "valid s", "%.2f"),
            ("fit_other_s", "other fit s", "%.1f"), ("revalid_s", "re-valid s", "%.2f"), ("test_s", "test s", "%.2f"),
            ("peak_rss_mb", "peak RSS MB", "%.0f"), ("peak_gpu_mb", "peak GPU MB", "%.0f"),
-           ("device", "device", "%s"), ("test_ndcg@20", "test NDCG@20", "%.4f"),
+           ("device", "device", "%s"), ("threads", "threads", "%s"), ("test_ndcg@20", "test NDCG@20", "%.4f"),
            ("test_item_ndcg@20", "test item NDCG@20", "%.4f")]
 
 
@@ -384,9 +386,8 @@ def write(rows: list[dict], out: str, command: str, data: dict, args) -> None:
              + (f"; RSS limit {args.max_rss_mb:.0f} MB" if args.max_rss_mb else "")
              + (f"; {', '.join(args.max_batches_models)} limited to {args.max_batches} training batches an epoch"
                 if args.max_batches else "") + ".",
-             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {_memory_gb():.0f} GB, "
-             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; each row a fresh process, one "
-             "after another.", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {_memory_gb():.0f} GB; each row a fresh "
+             "process; threads = torch's threads in that row's process (OMP_NUM_THREADS).", "",
              "Seconds: load = RecBole's load_data (read, filter, split); build = the model and its data form; "
              "epoch = training part of an epoch (mean; validation excluded), also per million training "
              "interactions ((est.): extrapolated from the batches run); valid = one validation pass (ours: "
@@ -433,6 +434,9 @@ def main() -> None:
     parser.add_argument("--out", help="results path without suffix (default benchmarks/results/scale_<shape>)")
     parser.add_argument("--append", action="store_true",
                         help="merge into the results at --out (the same model and protocol: replaced)")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="run nothing: rewrite the .md from the .csv at --out (the settings line from this "
+                             "command's options: give the last command's)")
     parser.add_argument("--one", nargs=2, metavar=("MODEL", "CONFIG_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -444,6 +448,12 @@ def main() -> None:
     label = shape_name or f"{shape.users}u_{shape.items}i_{shape.interactions}"
     out = args.out or os.path.join(HERE, "results", f"scale_{label}")
     data = {"name": name, "users": shape.users, "items": shape.items, "interactions": shape.interactions}
+    if args.rewrite:
+        if not os.path.exists(out + ".csv"):
+            raise SystemExit(f"--rewrite: no results at {out}.csv (give the --out of the runs)")
+        write(read_rows(out + ".csv"), out, recorded_command(out) or "(unknown)", data, args)
+        print(f"wrote {out}.md")
+        return
     meta = os.path.join(args.data, name, f"{name}.synth.json")
     existing = None
     if os.path.isfile(meta):
