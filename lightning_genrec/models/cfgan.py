@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.hparams import choice, integer, number, sized_from_data, with_default
-from lightning_genrec.models.base import N_ITEMS, TOPK
+from lightning_genrec.models.base import N_ITEMS, TOPK, adam
 from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, GANCollapseError, RoundData, RoundGAN
 
 MODES = ("user", "item")
@@ -267,8 +267,8 @@ class CFGAN(RoundGAN):
         """Two Adams.  The authors' L2 term reg * ||theta||^2 / 2 in the loss has the gradient
         reg * theta, which is exactly what torch's (coupled, not AdamW) ``weight_decay`` adds."""
         h = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.g_learning_rate, weight_decay=h.g_reg_weight)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.d_learning_rate, weight_decay=h.d_reg_weight)
+        opt_g = adam(self.generator.parameters(), lr=h.g_learning_rate, weight_decay=h.g_reg_weight)
+        opt_d = adam(self.discriminator.parameters(), lr=h.d_learning_rate, weight_decay=h.d_reg_weight)
         return opt_g, opt_d
 
     def training_step(self, batch, batch_idx):

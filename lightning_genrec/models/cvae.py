@@ -56,7 +56,7 @@ from torch import nn
 from lightning_genrec.content import ContentData
 from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.hparams import choice, int_list, integer, number, sized_from_data, with_default
-from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, VAEModule
+from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, VAEModule, adam
 from lightning_genrec.models.mvae import ACTIVATIONS
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ class CVAE(VAEModule):
         X = self._content()
         items = torch.from_numpy(self._data.train_items())
         g = torch.Generator().manual_seed(torch.initial_seed() % (2 ** 63))
-        opt = torch.optim.Adam(self.net.parameters(), lr=h.learning_rate)
+        opt = adam(self.net.parameters(), lr=h.learning_rate)
         with torch.enable_grad():
             for epoch in range(h.pretrain_epochs):
                 total = 0.0

@@ -68,7 +68,7 @@ from torch import nn
 
 from lightning_genrec.content import ItemContent, MissingContentError, item_content
 from lightning_genrec.hparams import integer, names, setting, sized_from_data
-from lightning_genrec.models.base import N_ITEMS, TOPK
+from lightning_genrec.models.base import N_ITEMS, TOPK, adam
 from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, RoundData, RoundGAN
 
 log = logging.getLogger(__name__)
@@ -314,8 +314,8 @@ class LARA(RoundGAN):
     # -- training: one round per step ---------------------------------------------------------------
     def configure_optimizers(self):
         h = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.g_learning_rate)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.d_learning_rate)
+        opt_g = adam(self.generator.parameters(), lr=h.g_learning_rate)
+        opt_d = adam(self.discriminator.parameters(), lr=h.d_learning_rate)
         return opt_g, opt_d
 
     def training_step(self, batch, batch_idx):
