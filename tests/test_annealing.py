@@ -130,3 +130,24 @@ def test_early_stopping_waits_until_beta_reaches_its_cap(tiny_config, tmp_path, 
                          callbacks=[_StopAtOnce()], limit_val_batches=0)
     trainer.fit(capped, datamodule=dm)
     assert trainer.current_epoch == 3 and trainer.fit_loop.min_epochs == 3
+
+
+class _StopOnce(pl.Callback):
+    """Early stopping whose patience runs out at the first validation and is restored by an
+    improvement at the second (it asks once and never again)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == 0:
+            trainer.should_stop = True
+
+
+def test_a_stop_asked_before_the_anneal_end_is_withdrawn_if_not_asked_again(tiny_config, tmp_path):
+    # Lightning alone would keep should_stop and end the run at min_epochs (the anneal's end),
+    # although nothing asked to stop since the first epoch
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    model = MVAE(anneal_cap=0.2, anneal_epochs=4.5)
+    trainer = pl.Trainer(max_epochs=8, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                         callbacks=[_StopOnce()], limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    assert trainer.fit_loop.min_epochs == 5 and trainer.current_epoch == 8

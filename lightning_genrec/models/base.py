@@ -312,6 +312,18 @@ class VAEModule(GenRecModule):
                 wanted = min(wanted, loop.max_epochs)
             loop.min_epochs = max(loop.min_epochs or 0, wanted)
 
+    def on_train_epoch_start(self):
+        """Withdraw a stop asked for before the anneal's end.  Lightning keeps ``should_stop`` set
+        until ``min_epochs`` and then stops, even when validation has improved since: a run whose
+        patience ran out while beta still grew ended exactly at the anneal's end, on a curve still
+        rising.  Early stopping asks again at every validation while its patience stays spent
+        (RecBole's counter and Lightning's ``EarlyStopping`` both do), so the rule becomes the one
+        ``stop_after_anneal`` promises: no stop before beta reaches its cap, then RecBole's."""
+        loop = self.trainer.fit_loop
+        if self.hparams.get("stop_after_anneal") and self.trainer.should_stop and loop.min_epochs \
+                and self.current_epoch < loop.min_epochs:
+            self.trainer.should_stop = False
+
     def log_elbo(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor, beta: float, n: int) -> None:
         """Stop on a non-finite loss; log loss, NLL, KL and the KL weight (``n``: batch size)."""
         self.check_finite(loss)
