@@ -69,7 +69,7 @@ def test_every_optimizer_is_the_fused_adam_on_cpu(name, tiny_config):
     assert optimizers and all(type(o) is torch.optim.Adam and o.defaults["fused"] for o in optimizers)
 
 
-def test_the_fused_adam_makes_the_default_adams_updates():
+def test_the_fused_adam_makes_the_default_adams_updates(monkeypatch):
     from lightning_genrec.models.base import adam
 
     torch.manual_seed(0)
@@ -87,8 +87,17 @@ def test_the_fused_adam_makes_the_default_adams_updates():
     moved = max((a - b).abs().max().item() for a, b in zip(ours, plain))
     travelled = min((a.detach() - s).abs().max().item() for a, s in zip(ours, start))
     assert moved < 1e-5 and travelled > 0.1           # rounding apart, the same 50 steps (and they did move)
-    # parameters on a device without a fused kernel get the default Adam
+    # parameters on a device without a fused kernel, or a torch without one, get the default Adam
     assert not adam([torch.nn.Parameter(torch.empty(3, device="meta"))], lr=1e-3).defaults["fused"]
+    real_adam = torch.optim.Adam
+
+    def no_fused_kernel(*args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return real_adam(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused_kernel)
+    assert not adam([torch.nn.Parameter(torch.zeros(3))], lr=1e-3).defaults["fused"]
 
 
 @pytest.mark.parametrize("name", NAMES)
