@@ -445,7 +445,7 @@ def main() -> None:
     shape_name, shape = synthetic.shape_from_args(args)
     shape = shape.resolved()
     name = synthetic.default_name(shape_name, shape)
-    label = shape_name or f"{shape.users}u_{shape.items}i_{shape.interactions}"
+    label = name[len("synth-"):]                       # the data set's name, tails included
     out = args.out or os.path.join(HERE, "results", f"scale_{label}")
     data = {"name": name, "users": shape.users, "items": shape.items, "interactions": shape.interactions}
     if args.rewrite:
