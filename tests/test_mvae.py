@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import scipy.sparse as sp
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,8 @@ from torch import nn
 from lightning_genrec import MVAE
 from recbole_ext import RecBoleDataModule
 from lightning_genrec.data import train_loader
-from lightning_genrec.models.mvae import MultVAE, SparseInputLinear, mvae_loss
+from lightning_genrec.data import NonZeros
+from lightning_genrec.models.mvae import MultVAE, SparseInputLinear, multinomial_nll, mvae_loss
 
 
 def _trainer(tmp_path, **kw):
@@ -82,7 +84,8 @@ def test_input_is_l2_normalised_then_dropped_out_in_training_only():
     x = torch.zeros(64, 200)
     x[:, :40] = 3.0                                   # any scale: rows are L2-normalised first
     seen = []
-    net.encoder[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    # the first layer reads the rows by their non-zero entries: seen densely here
+    net.encoder[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].to_dense().detach()))
     net.eval()
     net(x)
     unit = F.normalize(x, dim=1)
@@ -107,14 +110,115 @@ def test_loss_is_multinomial_nll_plus_beta_kl_summed_per_user():
     assert torch.allclose(loss, manual_nll + 0.3 * manual_kl)
 
 
+def test_nll_by_nonzero_entries_is_the_dense_log_softmax_form_value_and_gradient():
+    """The likelihood reads x at its entries only; value and gradient against the dense formula
+    (float32 tolerance: the same terms, summed in another order)."""
+    torch.manual_seed(0)
+    logits = (5 * torch.randn(7, 300)).requires_grad_()
+    x = (torch.rand(7, 300) < 0.05).float() * torch.randint(1, 4, (7, 300)).float()   # counts too
+    x[3] = 0.0                                                                          # an empty row
+    x[5, 0] = 1.0
+    with torch.no_grad():
+        logits[5, 0] = -60.0               # an observed item far below the rest: no underflow
+    dense = -(F.log_softmax(logits, 1) * x).sum(1)
+    ours = multinomial_nll(logits, x).detach()
+    assert torch.allclose(ours, dense, rtol=1e-5, atol=1e-4)
+    assert float(ours[3]) == 0.0 and float(ours[5]) > 60
+    g = torch.randn(7)
+    (want,) = torch.autograd.grad(dense, logits, g)
+    (got,) = torch.autograd.grad(multinomial_nll(logits, NonZeros.of(x)), logits, g)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.equal(got[3], torch.zeros(300))
+    # and as mvae_loss sees it, in float64 (the gradient check of torch itself)
+    l64 = logits.detach().double().requires_grad_()
+    nz = NonZeros.of(x.double())
+    assert torch.autograd.gradcheck(lambda z: multinomial_nll(z, nz), (l64,))
+
+
+def test_nll_consuming_the_logits_is_the_same_and_backpropagates_once():
+    torch.manual_seed(0)
+    x = (torch.rand(70, 120) < 0.1).float()                     # more rows than one softmax block
+    base = 4 * torch.randn(70, 120)
+    a, b = base.clone().requires_grad_(), base.clone().requires_grad_()
+    kept = multinomial_nll(a * 1.0, x)
+    logits = b * 1.0                                            # a non-leaf the loss may overwrite
+    consumed = multinomial_nll(logits, x, consume=True)
+    assert torch.allclose(consumed, kept, atol=1e-5)
+    assert torch.allclose(logits.sum(1), torch.ones(70), atol=1e-5)   # overwritten: now the softmax
+    g = torch.rand(70)
+    (ga,), (gb,) = torch.autograd.grad(kept, a, g), torch.autograd.grad(consumed, b, g, retain_graph=True)
+    assert torch.allclose(ga, gb, atol=1e-6)
+    with pytest.raises(RuntimeError, match="runs once"):
+        torch.autograd.grad(consumed, b, g)
+
+
+def test_a_training_step_is_the_papers_dense_arithmetic():
+    """MVAE's step by non-zero entries (sparse batch, in-place softmax) against the formulas written
+    densely (F.normalize, dropout mask, x @ W, log_softmax * x): same loss and gradients, float32
+    tolerance.  The dropout and z draws are made in the same order, so the same seed gives the same
+    noise."""
+    torch.manual_seed(0)
+    net = MultVAE(n_items=90, hidden=(40,), latent=8, dropout=0.5)
+    net.train()
+    x = (torch.rand(12, 90) < 0.15).float()
+    x[7] = 0.0
+    torch.manual_seed(1)
+    nz = NonZeros.of(x)
+    logits, mu, logvar = net(nz)
+    loss, _, _ = mvae_loss(logits, mu, logvar, nz, beta=0.4, consume=True)
+    ours = torch.autograd.grad(loss, list(net.parameters()))
+
+    torch.manual_seed(1)
+    h = F.normalize(x, dim=1)
+    rows, cols = x.nonzero(as_tuple=True)
+    keep = torch.rand(rows.shape[0]) >= 0.5
+    mask = torch.zeros_like(x)
+    mask[rows[keep], cols[keep]] = 2.0
+    first = net.encoder[0]
+    enc = torch.tanh((h * mask) @ first.weight + first.bias)
+    mu_d, logvar_d = net.encoder[2](enc).chunk(2, dim=1)
+    z = mu_d + torch.randn_like(mu_d) * torch.exp(0.5 * logvar_d)
+    logits_d = net.decoder(z)
+    nll = -(F.log_softmax(logits_d, 1) * x).sum(1).mean()
+    kl = 0.5 * (-logvar_d + logvar_d.exp() + mu_d.pow(2) - 1.0).sum(1).mean()
+    want = torch.autograd.grad(nll + 0.4 * kl, list(net.parameters()))
+    assert torch.allclose(loss, nll + 0.4 * kl, atol=1e-5)
+    for got, ref in zip(ours, want):
+        assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_nonzero_rows_normalise_drop_out_and_round_trip_like_the_dense_rows():
+    torch.manual_seed(0)
+    x = (torch.rand(9, 50) < 0.2).float() * torch.rand(9, 50)
+    x[4] = 0.0
+    nz = NonZeros.of(x)
+    assert nz.n_rows == 9 and nz.width == 50 and torch.equal(nz.to_dense(), x)
+    assert torch.equal(nz.offsets, torch.searchsorted(nz.rows, torch.arange(9)))
+    assert torch.allclose(nz.normalize().to_dense(), F.normalize(x, dim=1))
+    assert torch.allclose(nz.row_sums(), x.sum(1))
+    csr = sp.csr_matrix(x.numpy())
+    csr.data[0] = 0.0                                            # an explicit zero is not an entry
+    from_csr = NonZeros.from_csr(csr)
+    want = NonZeros.of(torch.as_tensor(csr.toarray()))
+    for field in ("rows", "cols", "values", "offsets"):
+        assert torch.equal(getattr(from_csr, field), getattr(want, field)), field
+    dropped = nz.dropout(0.25).to_dense()
+    kept = dropped != 0
+    assert torch.allclose(dropped[kept], (x / 0.75)[kept]) and not kept[x == 0].any()
+
+
 def test_trains_over_users_one_row_each_per_epoch(tiny_config):
     dm = RecBoleDataModule("tiny", config_dict=tiny_config)
     dm.setup()
     users = torch.cat([b["user"] for b in train_loader(dm.data, batch_size=7)])
     assert sorted(users.tolist()) == list(range(1, 61))       # 60 users, each once (0 is padding)
     batch = next(iter(train_loader(dm.data, batch_size=7)))
-    assert batch["input"].shape == (7, dm.n_items)
-    assert torch.equal(batch["input"].sum(1), torch.as_tensor(dm.data.train[batch["user"].numpy()].sum(1)).view(-1))
+    # MVAE's training rows come by their entries, never dense: exactly the users' training rows
+    assert isinstance(batch["input"], NonZeros) and batch["input"].n_rows == 7
+    rows = torch.as_tensor(dm.data.train[batch["user"].numpy()].toarray())
+    assert torch.equal(batch["input"].to_dense(), rows) and rows.shape == (7, dm.n_items)
+    from_dense = NonZeros.of(rows)
+    assert torch.equal(batch["input"].offsets, from_dense.offsets) and torch.equal(batch["input"].rows, from_dense.rows)
 
 
 def test_loss_falls_and_ranking_beats_chance(tiny_config, tmp_path):
@@ -158,12 +262,10 @@ def test_without_data_the_model_asks_for_n_items(tmp_path):
 
 
 def test_dropout_on_nonzeros_has_dropouts_distribution():
-    from lightning_genrec.models.mvae import dropout_nonzeros
-
     torch.manual_seed(0)
     h = torch.zeros(400, 300)
     h[:, :30] = 0.5
-    out = dropout_nonzeros(h, 0.5)
+    out = NonZeros.of(h).dropout(0.5).to_dense()
     assert torch.equal(out[:, 30:], torch.zeros(400, 270))              # zeros stay zero
     kept = out[:, :30]
     assert set(kept.unique().tolist()) == {0.0, 1.0}                     # kept entries scaled by 1 / (1 - p)

@@ -15,8 +15,10 @@ What is the paper's (and the authors' notebook ``dawenl/vae_cf``):
     * Xavier-uniform weights, biases N(0, 0.001); Adam 1e-3; 500 users a batch;
       one row per user per epoch.
 
-The first layer reads only each row's non-zero entries (:class:`SparseInputLinear`): the
-same product, without the zeros.
+Training reads each row by its non-zero entries only (:class:`~lightning_genrec.data.NonZeros`,
+served so by :class:`~lightning_genrec.data.SparseRowData`): the normalisation, the dropout, the first
+layer (:class:`SparseInputLinear`) and the likelihood's sum over the row (:func:`multinomial_nll`)
+compute the same functions without the zeros; only the decoder's logits are dense.
 
 The annealing horizon is stated in passes over the training users (``anneal_epochs``), not
 in minibatches: the paper's 200000 minibatches were sized for ML-20M and leave beta near 0 on
@@ -35,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_genrec.data import NonZeros, SparseRowData, nonzeros
 from lightning_genrec.hparams import choice, int_list, integer, number
 from lightning_genrec.models.base import ANNEALING_BY_EPOCHS, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
 
@@ -50,15 +53,64 @@ def _mlp(dims: Sequence[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def dropout_nonzeros(h: torch.Tensor, p: float) -> torch.Tensor:
-    """``F.dropout(h, p)`` for a mostly-zero ``h``, drawing random numbers only for
-    its non-zero entries: the same distribution (dropping a zero changes nothing),
-    about 15x less sampling on ml-100k's 6 %-dense rows."""
-    rows, cols = h.nonzero(as_tuple=True)
-    keep = torch.rand(rows.shape[0], device=h.device) >= p
-    mask = torch.zeros_like(h)
-    mask[rows[keep], cols[keep]] = 1.0 / (1.0 - p)
-    return h * mask
+#: rows of the logits turned into probabilities at a time, in place: a few MB, so the temporary
+#: comes from the heap instead of a fresh ``B x I`` mapping (page faults) every step
+_SOFTMAX_ROWS = 32
+
+
+class _MultinomialNLL(torch.autograd.Function):
+    """Per row, -sum_i x_i log softmax(logits)_i, with x read at its non-zero entries only.
+
+    The same function as ``-(F.log_softmax(logits, 1) * x).sum(1)``, term by term
+    (x_i (lse - logit_i), lse the row's log-sum-exp), and its gradient softmax * sum(x) - x.
+    The softmax is made once, forward; lse comes from it at the row's largest logit
+    (lse = max - log softmax_max, where softmax_max >= 1 / I cannot underflow); backward scales it
+    and subtracts x at its entries.  The dense form makes and reads several more ``B x I``
+    tensors (the log-softmax, its product with x, their gradients).
+
+    ``consume``: the softmax overwrites ``logits`` (block by block) and the gradient overwrites
+    the softmax, so no ``B x I`` tensor is allocated at all: for a caller that does not read
+    the logits again (MVAE's training step); backward can then run once only."""
+
+    @staticmethod
+    def forward(ctx, logits, rows, cols, values, consume):
+        top, arg = logits.max(dim=1)                                            # (B,)
+        picked = logits[rows, cols]                                             # (nnz,) before any overwrite
+        if consume:
+            p = logits
+            for block in p.split(_SOFTMAX_ROWS):
+                block.copy_(torch.softmax(block, dim=1))
+        else:
+            p = torch.softmax(logits, dim=1)                                    # (B, I)
+        lse = top - p.gather(1, arg[:, None]).squeeze(1).log()
+        nll = torch.zeros_like(lse).index_add_(0, rows, (lse[rows] - picked) * values)
+        counts = torch.zeros_like(lse).index_add_(0, rows, values)              # sum_i x_i
+        ctx.save_for_backward(p, counts, rows, cols, values)
+        ctx.consume, ctx.spent = consume, False
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad_nll):
+        if ctx.spent:
+            raise RuntimeError("multinomial_nll(consume=True) overwrote its softmax with the gradient: its "
+                               "backward runs once; use consume=False to backpropagate through it again.")
+        p, counts, rows, cols, values = ctx.saved_tensors
+        scale = (grad_nll * counts)[:, None]
+        if ctx.consume:
+            grad, ctx.spent = p.mul_(scale), True
+        else:
+            grad = p * scale
+        grad[rows, cols] -= grad_nll[rows] * values                             # (row, col) pairs are unique
+        return grad, None, None, None, None
+
+
+def multinomial_nll(logits: torch.Tensor, x: "torch.Tensor | NonZeros", consume: bool = False) -> torch.Tensor:
+    """(B,) -sum_i x_i log softmax(logits)_i of each row (x dense or as :class:`NonZeros`).
+
+    ``consume=True`` overwrites ``logits`` (with their softmax) to allocate nothing of their size:
+    only for logits the caller does not read again."""
+    nz = nonzeros(x)
+    return _MultinomialNLL.apply(logits, nz.rows, nz.cols, nz.values.to(logits.dtype), consume)
 
 
 class SparseInputLinear(nn.Module):
@@ -85,11 +137,10 @@ class SparseInputLinear(nn.Module):
             layer.bias.copy_(linear.bias)
         return layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, cols = x.nonzero(as_tuple=True)                       # row-major: rows ascending
-        offsets = torch.searchsorted(rows, torch.arange(x.shape[0], device=x.device))
-        return F.embedding_bag(cols, self.weight, offsets, mode="sum",
-                               per_sample_weights=x[rows, cols].to(self.weight.dtype)) + self.bias
+    def forward(self, x: "torch.Tensor | NonZeros") -> torch.Tensor:
+        nz = nonzeros(x)
+        return F.embedding_bag(nz.cols, self.weight, nz.offsets, mode="sum",
+                               per_sample_weights=nz.values.to(self.weight.dtype)) + self.bias
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "weight"
@@ -118,10 +169,11 @@ class MultVAE(nn.Module):
         # the input rows are mostly zeros: the first layer reads their non-zero entries only
         self.encoder[0] = SparseInputLinear.from_linear(self.encoder[0])
 
-    def forward(self, x: torch.Tensor):
-        h = F.normalize(x, dim=1)                                   # (B, I) unit rows
+    def forward(self, x: "torch.Tensor | NonZeros"):
+        """``x``: (B, I) rows, dense or as :class:`NonZeros`."""
+        h = nonzeros(x).normalize()                                 # unit rows
         if self.training and self.dropout > 0:
-            h = dropout_nonzeros(h, self.dropout)                   # input dropout, training only
+            h = h.dropout(self.dropout)                             # input dropout, training only
         mu, logvar = self.encoder(h).chunk(2, dim=1)                # (B, Z), (B, Z)
         if self.training:
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
@@ -130,9 +182,10 @@ class MultVAE(nn.Module):
         return self.decoder(z), mu, logvar                          # (B, I) logits
 
 
-def mvae_loss(logits, mu, logvar, x, beta: float):
-    """(loss, nll, kl): multinomial NLL and Gaussian KL, summed per user, mean over the batch."""
-    nll = -(F.log_softmax(logits, dim=1) * x).sum(dim=1).mean()
+def mvae_loss(logits, mu, logvar, x, beta: float, consume: bool = False):
+    """(loss, nll, kl): multinomial NLL and Gaussian KL, summed per user, mean over the batch
+    (``x``: the input rows, dense or as :class:`NonZeros`; ``consume``: see :func:`multinomial_nll`)."""
+    nll = multinomial_nll(logits, x, consume).mean()
     kl = 0.5 * (-logvar + logvar.exp() + mu.pow(2) - 1.0).sum(dim=1).mean()
     return nll + beta * kl, nll, kl
 
@@ -140,6 +193,7 @@ def mvae_loss(logits, mu, logvar, x, beta: float):
 class MVAE(VAEModule):
     """Mult-VAE as a LightningModule (defaults: the paper's)."""
 
+    data_class = SparseRowData                                      # training rows as NonZeros
     HYPERPARAMETERS = (
         N_ITEMS,
         int_list("mlp_hidden_size", [600], "encoder hidden layers; the decoder mirrors them."),
@@ -168,11 +222,11 @@ class MVAE(VAEModule):
         return self.net(x)
 
     def training_step(self, batch, batch_idx):
-        x = batch["input"]                                          # (B, I)
+        x = nonzeros(batch["input"])                                # (B, I) rows, by their entries
         logits, mu, logvar = self.net(x)
         beta = self.kl_weight()
-        loss, nll, kl = mvae_loss(logits, mu, logvar, x, beta)
-        self.log_elbo(loss, nll, kl, beta, x.shape[0])
+        loss, nll, kl = mvae_loss(logits, mu, logvar, x, beta, consume=True)   # logits not read again
+        self.log_elbo(loss, nll, kl, beta, x.n_rows)
         return loss
 
     def score(self, batch):
