@@ -114,6 +114,15 @@ class NonZeros(NamedTuple):
     def n_rows(self) -> int:
         return self.offsets.shape[0]
 
+    @property
+    def shape(self) -> torch.Size:
+        """(B, width): the dense rows' shape."""
+        return torch.Size((self.n_rows, self.width))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
     def with_values(self, values: torch.Tensor) -> "NonZeros":
         return self._replace(values=values)
 
@@ -133,6 +142,10 @@ class NonZeros(NamedTuple):
         1 / (1 - p).  Dropped entries stay listed, with value 0."""
         keep = torch.rand(self.values.shape[0], device=self.values.device) >= p
         return self.with_values(self.values * keep / (1.0 - p))
+
+    def to(self, device) -> "NonZeros":
+        """On ``device`` (what ``Tensor.to`` does for a batch's tensors)."""
+        return NonZeros(*(t.to(device) for t in self[:4]), self.width)
 
     def to_dense(self) -> torch.Tensor:
         x = torch.zeros(self.n_rows, self.width, dtype=self.values.dtype, device=self.values.device)
@@ -239,18 +252,23 @@ class InteractionData:
     def train_batch(self, examples) -> dict[str, torch.Tensor]:
         return self.rows(examples)
 
-    def _input(self, u: np.ndarray, phase: str | None) -> np.ndarray:
-        x = self.train[u].toarray()
+    def _input_rows(self, u: np.ndarray, phase: str | None) -> sp.csr_matrix:
+        """(B, I) binary rows ``users`` are scored from (``phase``) or trained on (``None``)."""
+        x = self.train[u]
         if phase is not None and self.foldin is not None:   # held-out users: no training rows, their fold-in
-            x = np.maximum(x, self.foldin[u].toarray())
+            x = x.maximum(self.foldin[u])
         if phase == "test" and self.test_input == "train_valid":
-            x = np.maximum(x, self.split("valid").positives[u].toarray())
+            x = x.maximum(self.split("valid").positives[u])
         return x
+
+    def _input(self, u: np.ndarray, phase: str | None):
+        """The batch's ``input``: the rows as a dense (B, I) float tensor."""
+        return torch.from_numpy(self._input_rows(u, phase).toarray())
 
     def recbole_batch(self, interaction, uid_field: str, phase: str | None = None) -> dict[str, torch.Tensor]:
         """The model's input for a RecBole evaluation batch (its user ids)."""
         u = interaction[uid_field].cpu().numpy()
-        return {"user": torch.from_numpy(u), "input": torch.from_numpy(self._input(u, phase))}
+        return {"user": torch.from_numpy(u), "input": self._input(u, phase)}
 
     def rows(self, users, phase: str | None = None) -> dict[str, torch.Tensor]:
         """A batch for ``users``: ``input`` (B, I) float rows (training rows; for ``test``
@@ -258,7 +276,7 @@ class InteractionData:
         ``exclude`` (B, I) bool, what is not ranked (the history, items outside the phase's
         candidates), and ``target`` (B, I) bool."""
         u = np.asarray(users, dtype=np.int64)
-        batch = {"user": torch.from_numpy(u), "input": torch.from_numpy(self._input(u, phase))}
+        batch = {"user": torch.from_numpy(u), "input": self._input(u, phase)}
         if phase is not None:
             s = self.split(phase)
             batch["exclude"] = torch.from_numpy(s.excluded(u))
@@ -267,14 +285,13 @@ class InteractionData:
 
 
 class SparseRowData(InteractionData):
-    """:class:`InteractionData` whose training batches hold the rows as :class:`NonZeros`
-    (``batch["input"]``), straight from the sparse training matrix: for a model that reads
-    only a row's entries (MVAE), no ``B x I`` dense batch is made and scanned back.
-    Evaluation batches stay dense: scoring ranks every item."""
+    """:class:`InteractionData` whose batches hold the input rows as :class:`NonZeros`
+    (``batch["input"]``), straight from the sparse matrices: for a model that reads only a
+    row's entries (MVAE), no ``B x I`` dense input is made and scanned back.  What a batch
+    ranks (``exclude``, ``target``) and the scores stay dense."""
 
-    def train_batch(self, examples) -> dict:
-        u = np.asarray(examples, dtype=np.int64)
-        return {"user": torch.from_numpy(u), "input": NonZeros.from_csr(self.train[u])}
+    def _input(self, u: np.ndarray, phase: str | None) -> NonZeros:
+        return NonZeros.from_csr(self._input_rows(u, phase))
 
 
 def foldin_matrix(dataset) -> sp.csr_matrix | None:

@@ -175,7 +175,7 @@ def test_block_form_is_mvaes_split_in_time_order(tiny_config):
     ordered = [int(ds.token2id(ds.iid_field, i)) for i in _time_ordered_items(seq.config["data_path"].rsplit("/", 1)[0])[token]]
     n_input = len(s.train[u]) + len(s._valid_seqs[u])
     assert s.test.inputs[u].tolist() == ordered[:n_input] and n_input < len(ordered)
-    assert set(flat.data.rows([u], "test")["input"][0].nonzero().view(-1).tolist()) == set(s.test.inputs[u].tolist())
+    assert set(flat.data.rows([u], "test")["input"].to_dense()[0].nonzero().view(-1).tolist()) == set(s.test.inputs[u].tolist())
 
 
 def test_sequences_follow_timestamps_not_file_order(tmp_path, tiny_config):
