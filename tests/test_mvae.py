@@ -152,6 +152,18 @@ def test_nll_consuming_the_logits_is_the_same_and_backpropagates_once():
         torch.autograd.grad(consumed, b, g)
 
 
+def test_nll_of_half_precision_logits_is_computed_in_float32():
+    torch.manual_seed(0)
+    x = (torch.rand(5, 400) < 0.05).float()
+    logits = (3 * torch.randn(5, 400)).bfloat16().requires_grad_()
+    nll = multinomial_nll(logits * 1, x, consume=True)
+    assert nll.dtype == torch.float32
+    want = -(F.log_softmax(logits.float(), 1) * x).sum(1)
+    assert torch.allclose(nll, want, rtol=1e-5, atol=1e-4)
+    nll.sum().backward()
+    assert logits.grad.dtype == torch.bfloat16
+
+
 def test_a_training_step_is_the_papers_dense_arithmetic():
     """MVAE's step by non-zero entries (sparse batch, in-place softmax) against the formulas written
     densely (F.normalize, dropout mask, x @ W, log_softmax * x): same loss and gradients, float32

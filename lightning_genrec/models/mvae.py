@@ -108,8 +108,11 @@ def multinomial_nll(logits: torch.Tensor, x: "torch.Tensor | NonZeros", consume:
     """(B,) -sum_i x_i log softmax(logits)_i of each row (x dense or as :class:`NonZeros`).
 
     ``consume=True`` overwrites ``logits`` (with their softmax) to allocate nothing of their size:
-    only for logits the caller does not read again."""
+    only for logits the caller does not read again.  Half-precision logits (mixed-precision
+    training) are computed in float32, as autocast runs ``log_softmax``."""
     nz = nonzeros(x)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     return _MultinomialNLL.apply(logits, nz.rows, nz.cols, nz.values.to(logits.dtype), consume)
 
 
