@@ -101,8 +101,9 @@ class NonZeros(NamedTuple):
     def from_csr(cls, m: sp.csr_matrix) -> "NonZeros":
         """From a scipy CSR matrix's rows, without making them dense (explicit zeros dropped)."""
         m = m.tocsr()
-        if m.nnz and not (m.data != 0).all():
+        if not m.has_canonical_format or (m.nnz and not (m.data != 0).all()):
             m = m.copy()
+            m.sum_duplicates()                                      # a repeated (row, col) is one entry
             m.eliminate_zeros()
         counts = np.diff(m.indptr)
         rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), counts)
@@ -143,9 +144,12 @@ class NonZeros(NamedTuple):
         keep = torch.rand(self.values.shape[0], device=self.values.device) >= p
         return self.with_values(self.values * keep / (1.0 - p))
 
-    def to(self, device) -> "NonZeros":
-        """On ``device`` (what ``Tensor.to`` does for a batch's tensors)."""
-        return NonZeros(*(t.to(device) for t in self[:4]), self.width)
+    def to(self, *args, **kwargs) -> "NonZeros":
+        """``Tensor.to`` for a batch: the values as asked (device, dtype); the indices follow to
+        the values' device and stay integers."""
+        values = self.values.to(*args, **kwargs)
+        rows, cols, offsets = (t.to(values.device) for t in (self.rows, self.cols, self.offsets))
+        return NonZeros(rows, cols, values, offsets, self.width)
 
     def to_dense(self) -> torch.Tensor:
         x = torch.zeros(self.n_rows, self.width, dtype=self.values.dtype, device=self.values.device)
@@ -156,6 +160,12 @@ class NonZeros(NamedTuple):
 def nonzeros(x: "torch.Tensor | NonZeros") -> NonZeros:
     """``x`` as :class:`NonZeros` (dense rows are converted)."""
     return x if isinstance(x, NonZeros) else NonZeros.of(x)
+
+
+def dense(x: "torch.Tensor | NonZeros") -> torch.Tensor:
+    """``x`` as dense rows: what a model that multiplies whole rows reads from ``batch["input"]``,
+    whichever data form (dense :class:`InteractionData`, :class:`SparseRowData`) served the batch."""
+    return x.to_dense() if isinstance(x, NonZeros) else x
 
 
 TEST_INPUTS = ("train", "train_valid")
@@ -270,9 +280,10 @@ class InteractionData:
         u = interaction[uid_field].cpu().numpy()
         return {"user": torch.from_numpy(u), "input": self._input(u, phase)}
 
-    def rows(self, users, phase: str | None = None) -> dict[str, torch.Tensor]:
+    def rows(self, users, phase: str | None = None) -> dict:
         """A batch for ``users``: ``input`` (B, I) float rows (training rows; for ``test``
-        with ``test_input='train_valid'`` also the validation rows); with a phase also
+        with ``test_input='train_valid'`` also the validation rows; dense here, :class:`NonZeros`
+        in :class:`SparseRowData`); with a phase also
         ``exclude`` (B, I) bool, what is not ranked (the history, items outside the phase's
         candidates), and ``target`` (B, I) bool."""
         u = np.asarray(users, dtype=np.int64)

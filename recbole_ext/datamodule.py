@@ -32,7 +32,8 @@ class RecBoleDataModule(pl.LightningDataModule):
         num_workers: ``DataLoader`` workers.
 
     After ``setup()``: ``config`` (RecBole ``Config``), ``data`` (the model's
-    ``data_class``: :class:`InteractionData` for MVAE,
+    ``data_class``: :class:`~lightning_genrec.data.SparseRowData` for MVAE (input rows as
+    :class:`~lightning_genrec.data.NonZeros`; other models read them with ``data.dense``),
     :class:`~lightning_genrec.sequences.SequenceData` for SVAE), ``n_items``.
     """
 

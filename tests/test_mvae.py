@@ -1,6 +1,7 @@
 """MVAE is Liang et al.'s Mult-VAE: architecture, likelihood, sampling, training unit, errors."""
 import math
 
+import numpy as np
 import pytest
 import scipy.sparse as sp
 import pytorch_lightning as pl
@@ -152,6 +153,26 @@ def test_nll_consuming_the_logits_is_the_same_and_backpropagates_once():
         torch.autograd.grad(consumed, b, g)
 
 
+def test_nll_adds_up_a_repeated_entry_and_refuses_what_it_cannot_do():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    # row 0 lists column 3 twice (values 1 and 2): the same as one entry of 3, value and gradient
+    twice = NonZeros(torch.tensor([0, 0, 1]), torch.tensor([3, 3, 5]), torch.tensor([1.0, 2.0, 1.0]).double(),
+                     torch.tensor([0, 2]), 6)
+    x = torch.zeros(2, 6, dtype=torch.float64)
+    x[0, 3], x[1, 5] = 3.0, 1.0
+    g = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    (got,) = torch.autograd.grad(multinomial_nll(logits, twice), logits, g)
+    (want,) = torch.autograd.grad(-(F.log_softmax(logits, 1) * x).sum(1), logits, g)
+    assert torch.allclose(got, want)
+    # not twice differentiable: it says so instead of returning a wrong second derivative
+    (first,) = torch.autograd.grad(multinomial_nll(logits, x).sum(), logits, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(first.sum(), logits)
+    with pytest.raises(ValueError, match="leaf"):
+        multinomial_nll(logits, x, consume=True)
+
+
 def test_nll_of_half_precision_logits_is_computed_in_float32():
     torch.manual_seed(0)
     x = (torch.rand(5, 400) < 0.05).float()
@@ -208,6 +229,12 @@ def test_nonzero_rows_normalise_drop_out_and_round_trip_like_the_dense_rows():
     assert torch.equal(nz.offsets, torch.searchsorted(nz.rows, torch.arange(9)))
     assert torch.allclose(nz.normalize().to_dense(), F.normalize(x, dim=1))
     assert torch.allclose(nz.row_sums(), x.sum(1))
+    moved = nz.to(torch.float64)                                 # values cast, indices stay integers
+    assert moved.values.dtype == torch.float64 and moved.rows.dtype == moved.offsets.dtype == torch.int64
+    repeated = sp.csr_matrix((np.array([1.0, 2.0, 4.0], np.float32), np.array([3, 3, 1]), np.array([0, 2, 3])),
+                             shape=(2, 5))                       # not canonical: column 3 twice in row 0
+    assert torch.equal(NonZeros.from_csr(repeated).to_dense(), torch.as_tensor(repeated.toarray()))
+    assert NonZeros.from_csr(repeated).values.shape == (2,)
     csr = sp.csr_matrix(x.numpy())
     csr.data[0] = 0.0                                            # an explicit zero is not an entry
     from_csr = NonZeros.from_csr(csr)
@@ -283,3 +310,20 @@ def test_dropout_on_nonzeros_has_dropouts_distribution():
     assert set(kept.unique().tolist()) == {0.0, 1.0}                     # kept entries scaled by 1 / (1 - p)
     assert abs(float((kept > 0).float().mean()) - 0.5) < 0.02            # each kept with probability 1 - p
     assert abs(float(out.sum() / h.sum()) - 1.0) < 0.03                  # unbiased, like F.dropout
+
+
+def test_a_model_reading_whole_rows_scores_an_mvae_data_modules_batch(tiny_config):
+    """The data module's default form (MVAE's) serves input rows by their entries; a model that
+    multiplies whole rows (CFGAN in user mode here; CVAE and LARA alike) reads them densely."""
+    from lightning_genrec import CFGAN
+    from lightning_genrec.data import dense
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config)
+    dm.setup()
+    batch = dm.data.rows(dm.data.split("test").users[:5], "test")
+    assert isinstance(batch["input"], NonZeros)
+    torch.manual_seed(0)
+    cfgan = CFGAN(n_items=dm.n_items, mode="user", g_hidden_size=8, d_hidden_size=4).eval()
+    rows = batch["input"].to_dense()
+    assert torch.equal(dense(batch["input"]), rows) and dense(rows) is rows
+    assert torch.equal(cfgan.score(batch), cfgan.score({**batch, "input": rows}))

@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_genrec.data import dense
 from lightning_genrec.hparams import choice, integer, number, sized_from_data, with_default
 from lightning_genrec.models.base import N_ITEMS, TOPK, adam
 from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, GANCollapseError, RoundData, RoundGAN
@@ -323,7 +324,7 @@ class CFGAN(RoundGAN):
     # -- scoring -----------------------------------------------------------------------------
     def score(self, batch):
         if self.hparams.mode == "user":
-            return self.generator(batch["input"])                               # (B, I)
+            return self.generator(dense(batch["input"]))                        # (B, I)
         # item mode: a user's score for item j is the user's entry of G(c_j), G's output layer is linear,
         # so it is features_j . W_out[user] + b_out[user], with every item's last hidden features computed
         # once per set of weights (I x hidden, from the sparse item rows) -- never the (I, U) output

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.content import ContentData
+from lightning_genrec.data import dense
 from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.hparams import choice, int_list, integer, number, sized_from_data, with_default
 from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, VAEModule, adam
@@ -379,5 +380,5 @@ class CVAE(VAEModule):
                                "be 0. Train it first (trainer.fit) or load a fitted checkpoint.")
 
     def score(self, batch):
-        u = self.user_factors(batch["input"])                           # (B, K)
+        u = self.user_factors(dense(batch["input"]))                    # (B, K)
         return (u @ self.item_factors.double().t()).float()             # (B, I)

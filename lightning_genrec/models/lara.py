@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_genrec.content import ItemContent, MissingContentError, item_content
+from lightning_genrec.data import dense
 from lightning_genrec.hparams import integer, names, setting, sized_from_data
 from lightning_genrec.models.base import N_ITEMS, TOPK, adam
 from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, RoundData, RoundGAN
@@ -375,7 +376,7 @@ class LARA(RoundGAN):
     def score(self, batch):
         """User -> item: each user's raw attribute counts (from the batch's input rows) times every
         item's generated user."""
-        counts = batch["input"].float() @ self._arrays()["attrs"]                 # (B, A)
+        counts = dense(batch["input"]).float() @ self._arrays()["attrs"]          # (B, A)
         return counts @ self.generated_users().T                               # (B, I)
 
     def item_user_scores(self, items: np.ndarray, phase: str) -> torch.Tensor:

@@ -15,7 +15,7 @@ What is the paper's (and the authors' notebook ``dawenl/vae_cf``):
     * Xavier-uniform weights, biases N(0, 0.001); Adam 1e-3; 500 users a batch;
       one row per user per epoch.
 
-Training reads each row by its non-zero entries only (:class:`~lightning_genrec.data.NonZeros`,
+Training and scoring read each row by its non-zero entries only (:class:`~lightning_genrec.data.NonZeros`,
 served so by :class:`~lightning_genrec.data.SparseRowData`): the normalisation, the dropout, the first
 layer (:class:`SparseInputLinear`) and the likelihood's sum over the row (:func:`multinomial_nll`)
 compute the same functions without the zeros; only the decoder's logits are dense.
@@ -36,6 +36,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from lightning_genrec.data import NonZeros, SparseRowData, nonzeros
 from lightning_genrec.hparams import choice, int_list, integer, number
@@ -70,7 +71,9 @@ class _MultinomialNLL(torch.autograd.Function):
 
     ``consume``: the softmax overwrites ``logits`` (block by block) and the gradient overwrites
     the softmax, so no ``B x I`` tensor is allocated at all: for a caller that does not read
-    the logits again (MVAE's training step); backward can then run once only."""
+    the logits again (MVAE's training step: the decoder's last layer, a linear one, keeps its
+    input, not its output); backward can then run once only.  Nothing detects a later read of
+    the overwritten logits: they hold the softmax.  Not twice differentiable (it raises)."""
 
     @staticmethod
     def forward(ctx, logits, rows, cols, values, consume):
@@ -90,6 +93,7 @@ class _MultinomialNLL(torch.autograd.Function):
         return nll
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_nll):
         if ctx.spent:
             raise RuntimeError("multinomial_nll(consume=True) overwrote its softmax with the gradient: its "
@@ -100,7 +104,7 @@ class _MultinomialNLL(torch.autograd.Function):
             grad, ctx.spent = p.mul_(scale), True
         else:
             grad = p * scale
-        grad[rows, cols] -= grad_nll[rows] * values                             # (row, col) pairs are unique
+        grad.index_put_((rows, cols), -(grad_nll[rows] * values), accumulate=True)  # a repeated entry adds up
         return grad, None, None, None, None
 
 
@@ -108,8 +112,12 @@ def multinomial_nll(logits: torch.Tensor, x: "torch.Tensor | NonZeros", consume:
     """(B,) -sum_i x_i log softmax(logits)_i of each row (x dense or as :class:`NonZeros`).
 
     ``consume=True`` overwrites ``logits`` (with their softmax) to allocate nothing of their size:
-    only for logits the caller does not read again.  Half-precision logits (mixed-precision
-    training) are computed in float32, as autocast runs ``log_softmax``."""
+    only for non-leaf logits the caller does not read again.  Half-precision logits (mixed-precision
+    training) are computed in a float32 copy, as autocast runs ``log_softmax`` (``consume`` then
+    overwrites the copy, and the caller's logits stay as they were)."""
+    if consume and logits.is_leaf and logits.requires_grad:
+        raise ValueError("multinomial_nll(consume=True) would overwrite a leaf tensor that requires grad; "
+                         "pass consume=False, or logits computed from it.")
     nz = nonzeros(x)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
