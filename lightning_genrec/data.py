@@ -259,7 +259,7 @@ class InteractionData:
         """What one training epoch visits: every user with training interactions."""
         return self.train_users()
 
-    def train_batch(self, examples) -> dict[str, torch.Tensor]:
+    def train_batch(self, examples) -> dict:
         return self.rows(examples)
 
     def _input_rows(self, u: np.ndarray, phase: str | None) -> sp.csr_matrix:
@@ -275,7 +275,7 @@ class InteractionData:
         """The batch's ``input``: the rows as a dense (B, I) float tensor."""
         return torch.from_numpy(self._input_rows(u, phase).toarray())
 
-    def recbole_batch(self, interaction, uid_field: str, phase: str | None = None) -> dict[str, torch.Tensor]:
+    def recbole_batch(self, interaction, uid_field: str, phase: str | None = None) -> dict:
         """The model's input for a RecBole evaluation batch (its user ids)."""
         u = interaction[uid_field].cpu().numpy()
         return {"user": torch.from_numpy(u), "input": self._input(u, phase)}
