@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import recbole_ext
 from lightning_genrec import CFGAN
+from lightning_genrec.data import NonZeros
 from recbole_ext import RecBoleDataModule
 from lightning_genrec.models import cfgan as cfgan_module
 from lightning_genrec.models.cfgan import (Discriminator, GANCollapseError, Generator, RoundDraws, SparseRows,
@@ -38,11 +39,79 @@ def _datamodule(tiny_config, **extra):
 
 def test_generator_is_sigmoid_hidden_linear_output_without_noise():
     G = Generator(10, hidden=6, layers=1)
-    assert [type(m).__name__ for m in G.net] == ["Linear", "Sigmoid", "Linear"]
+    # the first layer is a linear map that reads the condition by its entries (models.layers)
+    assert [type(m).__name__ for m in G.net] == ["SparseInputLinear", "Sigmoid", "Linear"]
     c = torch.rand(3, 10)
     assert torch.equal(G(c), G(c))                          # no noise: a function of the condition
     D = Discriminator(10, hidden=4, layers=1)
     assert D.net[0].in_features == 20 and D(torch.rand(3, 10), c).shape == (3,)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 0])
+def test_networks_are_the_papers_mlps_with_the_authors_initial_values(layers):
+    """G(c) = mlp(c), D(x, c) = mlp(concat(c, x)): the same initial values as the plain MLPs drawn
+    from the same seed, and the same outputs from dense rows and from their entries."""
+    n = 12
+    c = (torch.rand(5, n, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    x = torch.randn(5, n)
+    torch.manual_seed(3)
+    G = Generator(n, hidden=6, layers=layers)
+    torch.manual_seed(3)
+    g_ref = cfgan_module._mlp(n, 6, layers, n)
+    torch.manual_seed(4)
+    D = Discriminator(n, hidden=4, layers=layers)
+    torch.manual_seed(4)
+    d_ref = cfgan_module._mlp(2 * n, 4, layers, 1)
+    first = D.net[0]
+    assert torch.equal(torch.cat([first.first.weight, first.second.weight]).t(), d_ref[0].weight)
+    assert torch.equal(first.first.bias, d_ref[0].bias)
+    g_first = G.net[0].weight.t() if layers else G.net[0].weight
+    assert torch.equal(g_first, g_ref[0].weight)
+    entries = NonZeros.of(c)
+    for cond in (c, entries):
+        assert torch.allclose(G(cond), g_ref(c), atol=1e-6)
+        assert torch.allclose(D(x, cond), d_ref(torch.cat([c, x], 1)).squeeze(1), atol=1e-6)
+        assert torch.allclose(D(cond, cond), d_ref(torch.cat([c, c], 1)).squeeze(1), atol=1e-6)
+
+
+def test_an_older_checkpoint_with_plain_linear_first_layers_loads():
+    torch.manual_seed(5)
+    n = 9
+    g_ref, d_ref = cfgan_module._mlp(n, 6, 1, n), cfgan_module._mlp(2 * n, 4, 1, 1)
+    G, D = Generator(n, hidden=6), Discriminator(n, hidden=4)
+    G.net.load_state_dict(g_ref.state_dict())
+    D.net.load_state_dict(d_ref.state_dict())
+    c, x = (torch.rand(3, n) < 0.4).float(), torch.rand(3, n)
+    assert torch.allclose(G(c), g_ref(c), atol=1e-6)
+    assert torch.allclose(D(x, c), d_ref(torch.cat([c, x], 1)).squeeze(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["user", "item"])
+def test_a_round_reading_rows_by_their_entries_is_the_round_on_dense_rows(tiny_config, tmp_path, monkeypatch, mode):
+    """G and D read the real rows by their entries; a round that hands them the dense rows instead
+    (the paper's product, term by term) ends with the same weights, to float tolerance."""
+    def one_round():
+        pl.seed_everything(0)
+        model = CFGAN(**{**SMALL, "mode": mode})
+        fit_model(model, _datamodule(tiny_config, mode=mode), 1, tmp_path)
+        return model.state_dict()
+
+    by_entries = one_round()
+    monkeypatch.setattr(SparseRows, "nonzeros", SparseRows.dense)
+    dense_rows_round = one_round()
+    assert by_entries.keys() == dense_rows_round.keys()
+    for key, value in by_entries.items():
+        # a round is many Adam steps from the same start: sums in another order, float32 tolerance
+        assert torch.allclose(value, dense_rows_round[key], atol=1e-5), key
+
+
+def test_sparse_rows_give_the_same_rows_by_entries_and_dense():
+    m = sp.random(7, 11, density=0.3, format="csr", random_state=0)
+    m.data[:] = 1.0
+    rows = SparseRows.of(m, np.array([0, 2, 3, 6]), "cpu")
+    idx = torch.tensor([3, 0, 2])
+    assert torch.equal(rows.nonzeros(idx).to_dense(), rows.dense(idx))
+    assert torch.equal(rows.dense(idx), torch.from_numpy(m[[6, 0, 3]].toarray()).float())
 
 
 def test_unobserved_samples_are_the_ratio_of_each_rows_zeros():
@@ -56,6 +125,14 @@ def test_unobserved_samples_are_the_ratio_of_each_rows_zeros():
     assert not torch.equal(picked, again)                   # a fresh draw each round (new seed)
     assert torch.equal(sample_unobserved(rows, 0.0, 1, ids).sum(1), torch.zeros(20, dtype=torch.long))
     assert torch.equal(sample_unobserved(rows, 1.0, 1, ids), rows == 0)
+
+
+def test_the_cpus_per_row_selection_picks_what_a_sort_picks():
+    # the k-th smallest key per row: kthvalue row by row on the CPU, one sort elsewhere; the same set
+    keys = torch.randint(0, 50, (40, 30), generator=torch.Generator().manual_seed(2))    # with ties
+    k = torch.randint(1, 31, (40,), generator=torch.Generator().manual_seed(3))
+    by_sort = keys.sort(dim=1).values.gather(1, (k - 1)[:, None])
+    assert torch.equal(cfgan_module._kth_smallest(keys, k), by_sort)
 
 
 def test_a_rows_draw_depends_only_on_the_seed_and_its_id():
@@ -208,7 +285,7 @@ def test_non_finite_loss_is_reported_as_collapse(tiny_config, tmp_path):
     dm = _datamodule(tiny_config)
     model = CFGAN(n_items=dm.n_items, **SMALL)
     with torch.no_grad():
-        model.generator.net[0].weight[0, 0] = float("nan")
+        model.generator.net[0].bias[0] = float("nan")          # (every condition reads it)
     with pytest.raises(GANCollapseError, match="loss became nan"):
         fit_model(model, dm, 1, tmp_path)
 
@@ -221,7 +298,7 @@ def test_discriminator_that_always_wins_is_reported(tiny_config, tmp_path):
 
 
 def test_generator_that_ignores_its_condition_is_reported(tiny_config, tmp_path, monkeypatch):
-    monkeypatch.setattr(Generator, "forward", lambda self, c: self.net(torch.zeros_like(c)))
+    monkeypatch.setattr(Generator, "forward", lambda self, c: self.net(torch.zeros(c.shape)))
     dm = _datamodule(tiny_config)
     with pytest.raises(GANCollapseError, match="same vector for every condition"):
         fit_model(CFGAN(**SMALL), dm, 2, tmp_path)

@@ -45,6 +45,11 @@ Where this implementation departs, and why:
       made dense alone; item mode scores a user from every item's last hidden layer (computed
       once per set of weights from the sparse item rows) and the user's output weights, never
       the (items x users) generated matrix.
+    * **Real rows are read by their entries** where a layer takes them as input: G's first layer
+      reads c, and D's first layer (the paper's linear map of concat(c, x)) reads c and a real x,
+      as sums of the weights of their non-zero entries (:mod:`~lightning_genrec.models.layers`).
+      The same functions, in a share of the time (rows are 0.5 % dense at ML-20M size); only G's
+      output and the masked generated x that D reads are dense.
     * A round trains on the rows that have training interactions; the authors' loop also
       feeds all-zero rows (in item mode, items without training interactions).
     * Training runs the whole round inside one ``training_step`` (manual optimization, the
@@ -65,10 +70,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_genrec.data import dense
+from lightning_genrec.data import NonZeros, dense
 from lightning_genrec.hparams import choice, integer, number, sized_from_data, with_default
 from lightning_genrec.models.base import N_ITEMS, TOPK, adam
 from lightning_genrec.models.gan import COLLAPSE, D_LEARNING_RATE, G_LEARNING_RATE, GANCollapseError, RoundData, RoundGAN
+from lightning_genrec.models.layers import PairInputLinear, SparseInputLinear
 
 MODES = ("user", "item")
 
@@ -88,25 +94,35 @@ def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
 
 
 class Generator(nn.Module):
-    """G(c) -> (B, N) real-valued scores; sigmoid hidden layers, linear output, no noise."""
+    """G(c) -> (B, N) real-valued scores; sigmoid hidden layers, linear output, no noise.
+
+    The condition c (dense rows or :class:`~lightning_genrec.data.NonZeros`) is read by its
+    non-zero entries in the first hidden layer (:class:`SparseInputLinear`: the same function)."""
 
     def __init__(self, n: int, hidden: int = 400, layers: int = 1):
         super().__init__()
         self.net = _mlp(n, hidden, layers, n)
+        if layers:                                  # (without a hidden layer the first is the dense output)
+            self.net[0] = SparseInputLinear.from_linear(self.net[0])
 
-    def forward(self, c: torch.Tensor) -> torch.Tensor:
-        return self.net(c)
+    def forward(self, c: "torch.Tensor | NonZeros") -> torch.Tensor:
+        return self.net(c if isinstance(self.net[0], SparseInputLinear) else dense(c))
 
 
 class Discriminator(nn.Module):
-    """D(x, c) -> (B,) logits that x is the real purchase vector of condition c."""
+    """D(x, c) -> (B,) logits that x is the real purchase vector of condition c.
+
+    The first layer is the paper's linear map of concat(c, x), computed half by half
+    (:class:`PairInputLinear`), so c and a real x are read by their non-zero entries; a generated
+    (masked) x is dense."""
 
     def __init__(self, n: int, hidden: int = 125, layers: int = 1):
         super().__init__()
         self.net = _mlp(2 * n, hidden, layers, 1)
+        self.net[0] = PairInputLinear.from_linear(self.net[0])       # the same initial values
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([c, x], dim=1)).squeeze(1)
+    def forward(self, x: "torch.Tensor | NonZeros", c: "torch.Tensor | NonZeros") -> torch.Tensor:
+        return self.net((c, x)).squeeze(1)
 
 
 _M32 = 0xFFFFFFFF
@@ -147,18 +163,37 @@ def sample_unobserved(rows: torch.Tensor, ratio: float, seed: int, row_ids: torc
     observed = rows > 0
     n_pick = torch.floor((~observed).sum(dim=1) * ratio).long()                  # (R,)
     keys = draw_keys(seed, row_ids, rows.shape[1]).masked_fill(observed, 1 << 32)   # observed entries last
-    kth = keys.sort(dim=1).values.gather(1, (n_pick - 1).clamp(min=0)[:, None])    # n_pick-th smallest key
-    return (keys <= kth) & (n_pick > 0)[:, None]
+    return (keys <= _kth_smallest(keys, n_pick.clamp(min=1))) & (n_pick > 0)[:, None]
+
+
+def _kth_smallest(keys: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(R, 1): the ``k[r]``-th smallest of row r of ``keys`` (1-based).  On the CPU a selection per
+    row (linear time: this draw is a third of a round at ML-20M shape, a sort five times slower);
+    elsewhere one sort of all rows (no per-row launches or host round-trips)."""
+    if keys.device.type != "cpu":
+        return keys.sort(dim=1).values.gather(1, (k - 1)[:, None])
+    out = torch.empty(keys.shape[0], 1, dtype=keys.dtype)
+    for r, kr in enumerate(k.tolist()):
+        out[r, 0] = keys[r].kthvalue(kr).values
+    return out
+
+
+def _row_entries(indptr: torch.Tensor, indices: torch.Tensor, idx: torch.Tensor):
+    """(row of each entry in ``idx``'s order, its column, each row's first entry) of the rows ``idx``
+    of a CSR matrix given by ``indptr`` / ``indices``."""
+    starts, ends = indptr[idx], indptr[idx + 1]
+    lengths = ends - starts
+    offsets = torch.cumsum(lengths, 0) - lengths
+    row_of = torch.repeat_interleave(torch.arange(len(idx), device=idx.device), lengths)
+    first = torch.repeat_interleave(starts - offsets, lengths)
+    cols = indices[first + torch.arange(int(lengths.sum()), device=idx.device)]
+    return row_of, cols, offsets
 
 
 def dense_rows(indptr: torch.Tensor, indices: torch.Tensor, idx: torch.Tensor, width: int) -> torch.Tensor:
     """(B, width) float 0/1 rows ``idx`` of a binary CSR matrix given by ``indptr`` / ``indices``
     (tensors on the model's device): one minibatch dense at a time, never the whole matrix."""
-    starts, ends = indptr[idx], indptr[idx + 1]
-    lengths = ends - starts
-    row_of = torch.repeat_interleave(torch.arange(len(idx), device=idx.device), lengths)
-    first = torch.repeat_interleave(starts - (torch.cumsum(lengths, 0) - lengths), lengths)
-    cols = indices[first + torch.arange(int(lengths.sum()), device=idx.device)]
+    row_of, cols, _ = _row_entries(indptr, indices, idx)
     out = torch.zeros(len(idx), width, device=idx.device)
     out[row_of, cols] = 1.0
     return out
@@ -287,16 +322,17 @@ class CFGAN(RoundGAN):
         zr_draws, pm_draws = RoundDraws(rows, h.zr_ratio, zr_seed), RoundDraws(rows, h.pm_ratio, pm_seed)
 
         def minibatch(idx):
-            """c (the real rows) and m (observed + partial-masking entries) of the rows at ``idx``."""
+            """c (the real rows: by their entries, and dense) and m (observed + partial-masking
+            entries) of the rows at ``idx``; G and D read c (and a real x) by its entries."""
             c = rows.dense(idx)                                                 # (B, N) conditions c = real rows
-            return c, ((c > 0) | pm_draws(idx, c)).float()
+            return rows.nonzeros(idx), c, ((c > 0) | pm_draws(idx, c)).float()
 
         # discriminator: real rows against G's masked rows, G held fixed
         def d_loss(idx):
-            c, mask = minibatch(idx)
+            entries, _, mask = minibatch(idx)
             with torch.no_grad():
-                fake = self.generator(c)                                        # (B, N)
-            return d_loss_fn(self.discriminator, c, fake * mask)
+                fake = self.generator(entries)                                  # (B, N)
+            return d_loss_fn(self.discriminator, entries, fake * mask)
 
         self.toggle_optimizer(opt_d)
         d_losses = [self.step(opt_d, d_loss, idx, "discriminator")
@@ -305,9 +341,9 @@ class CFGAN(RoundGAN):
 
         # generator: fool D on the masked rows, and push the ZR entries to 0; D held fixed
         def g_loss(idx):
-            c, mask = minibatch(idx)
+            entries, c, mask = minibatch(idx)
             zr = zr_draws(idx, c).float()                                       # (B, N) zero-reconstruction entries
-            return g_loss_fn(self.discriminator, c, self.generator(c), mask, zr, h.zr_coefficient)
+            return g_loss_fn(self.discriminator, entries, self.generator(entries), mask, zr, h.zr_coefficient)
 
         self.toggle_optimizer(opt_g)
         g_losses = [self.step(opt_g, g_loss, idx, "generator")
@@ -318,13 +354,13 @@ class CFGAN(RoundGAN):
         d_mean, _ = self.log_round(d_losses, g_losses)
         with torch.no_grad():
             sample = torch.arange(min(len(rows), 256), device=self.device)
-            self._detect_collapse(d_mean, self.generator(rows.dense(sample)),
+            self._detect_collapse(d_mean, self.generator(rows.nonzeros(sample)),
                                   "Try a smaller d_learning_rate, fewer d_steps, or a larger d_reg_weight")
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, batch):
         if self.hparams.mode == "user":
-            return self.generator(dense(batch["input"]))                        # (B, I)
+            return self.generator(batch["input"])                               # (B, I): dense or NonZeros rows
         # item mode: a user's score for item j is the user's entry of G(c_j), G's output layer is linear,
         # so it is features_j . W_out[user] + b_out[user], with every item's last hidden features computed
         # once per set of weights (I x hidden, from the sparse item rows) -- never the (I, U) output
@@ -353,7 +389,7 @@ class CFGAN(RoundGAN):
                 features = rows
             else:
                 first = layers[0]
-                features = torch.sparse.mm(rows, first.weight.t()) + first.bias  # (I, hidden): sparse input, once
+                features = torch.sparse.mm(rows, first.weight) + first.bias      # (I, hidden): sparse input, once
                 for layer in layers[1:]:
                     features = layer(features)
             self._cache["item_features"] = features
@@ -408,6 +444,11 @@ class SparseRows:
     def dense(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, width) float rows at positions ``idx``."""
         return dense_rows(self.indptr, self.indices, idx, self.width)
+
+    def nonzeros(self, idx: torch.Tensor) -> NonZeros:
+        """The rows at positions ``idx`` by their entries (value 1): what :meth:`dense` holds."""
+        row_of, cols, offsets = _row_entries(self.indptr, self.indices, idx)
+        return NonZeros(row_of, cols, torch.ones(cols.shape[0], device=cols.device), offsets, self.width)
 
 
 __all__ = ["CFGAN", "Discriminator", "GANCollapseError", "Generator", "RoundData", "RoundDraws", "SparseRows", "dense_rows",

@@ -17,7 +17,7 @@ What is the paper's (and the authors' notebook ``dawenl/vae_cf``):
 
 Training and scoring read each row by its non-zero entries only (:class:`~lightning_genrec.data.NonZeros`,
 served so by :class:`~lightning_genrec.data.SparseRowData`): the normalisation, the dropout, the first
-layer (:class:`SparseInputLinear`) and the likelihood's sum over the row (:func:`multinomial_nll`)
+layer (:class:`~lightning_genrec.models.layers.SparseInputLinear`) and the likelihood's sum over the row (:func:`multinomial_nll`)
 compute the same functions without the zeros; only the decoder's logits are dense.
 
 The annealing horizon is stated in passes over the training users (``anneal_epochs``), not
@@ -41,6 +41,7 @@ from torch.autograd.function import once_differentiable
 from lightning_genrec.data import NonZeros, SparseRowData, nonzeros
 from lightning_genrec.hparams import choice, int_list, integer, number
 from lightning_genrec.models.base import ANNEALING_BY_EPOCHS, LEARNING_RATE, N_ITEMS, TOPK, WEIGHT_DECAY, VAEModule
+from lightning_genrec.models.layers import SparseInputLinear
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "leakyrelu": nn.LeakyReLU}
 
@@ -122,46 +123,6 @@ def multinomial_nll(logits: torch.Tensor, x: "torch.Tensor | NonZeros", consume:
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     return _MultinomialNLL.apply(logits, nz.rows, nz.cols, nz.values.to(logits.dtype), consume)
-
-
-class SparseInputLinear(nn.Module):
-    """``nn.Linear`` for mostly-zero input rows: ``x @ weight + bias`` summed over each row's non-zero
-    entries only (``embedding_bag`` over their columns, weighted by their values).
-
-    The same function as ``nn.Linear(in_features, out_features)`` (whose weight is this ``weight``
-    transposed): a user's row of items is 0.5 % dense at ML-20M size, where this forward and
-    backward take about 1/5 of the dense product's time (1/2 on ml-100k's 6 %-dense rows).  The
-    weight is stored (in, out), so the rows it reads are contiguous; a state dict holding the
-    ``nn.Linear`` layout (out, in) loads as well."""
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(in_features, out_features))
-        self.bias = nn.Parameter(torch.empty(out_features))
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear) -> "SparseInputLinear":
-        layer = cls(linear.in_features, linear.out_features)
-        with torch.no_grad():
-            layer.weight.copy_(linear.weight.t())
-            layer.bias.copy_(linear.bias)
-        return layer
-
-    def forward(self, x: "torch.Tensor | NonZeros") -> torch.Tensor:
-        nz = nonzeros(x)
-        return F.embedding_bag(nz.cols, self.weight, nz.offsets, mode="sum",
-                               per_sample_weights=nz.values.to(self.weight.dtype)) + self.bias
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "weight"
-        stored = state_dict.get(key)
-        if stored is not None and stored.shape == (self.out_features, self.in_features) != self.weight.shape:
-            state_dict[key] = stored.t()                             # an nn.Linear checkpoint
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
 class MultVAE(nn.Module):
