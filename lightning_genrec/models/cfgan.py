@@ -168,7 +168,8 @@ def sample_unobserved(rows: torch.Tensor, ratio: float, seed: int, row_ids: torc
 
 def _kth_smallest(keys: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """(R, 1): the ``k[r]``-th smallest of row r of ``keys`` (1-based).  On the CPU a selection per
-    row (linear time: this draw is a third of a round at ML-20M shape, a sort five times slower);
+    row (linear time; where the draws are made minibatch by minibatch, as at ML-20M's item count,
+    a sort per row made them about 2/3 of a round, and took five times the selection's time);
     elsewhere one sort of all rows (no per-row launches or host round-trips)."""
     if keys.device.type != "cpu":
         return keys.sort(dim=1).values.gather(1, (k - 1)[:, None])
