@@ -13,7 +13,8 @@ from lightning_genrec import MVAE
 from recbole_ext import RecBoleDataModule
 from lightning_genrec.data import train_loader
 from lightning_genrec.data import NonZeros
-from lightning_genrec.models.mvae import MultVAE, SparseInputLinear, multinomial_nll, mvae_loss
+from lightning_genrec.models.layers import SparseInputLinear
+from lightning_genrec.models.mvae import MultVAE, multinomial_nll, mvae_loss
 
 
 def _trainer(tmp_path, **kw):
