@@ -325,8 +325,9 @@ class CFGAN(RoundGAN):
         def minibatch(idx):
             """c (the real rows: by their entries, and dense) and m (observed + partial-masking
             entries) of the rows at ``idx``; G and D read c (and a real x) by its entries."""
-            c = rows.dense(idx)                                                 # (B, N) conditions c = real rows
-            return rows.nonzeros(idx), c, ((c > 0) | pm_draws(idx, c)).float()
+            entries = rows.nonzeros(idx)
+            c = entries.to_dense()                                              # (B, N) conditions c = real rows
+            return entries, c, ((c > 0) | pm_draws(idx, c)).float()
 
         # discriminator: real rows against G's masked rows, G held fixed
         def d_loss(idx):
