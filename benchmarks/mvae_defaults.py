@@ -86,8 +86,9 @@ def replay(curve: list[float], rule: str, patience: int, start: int) -> tuple[fl
 
 
 def render(rows: list[dict], out: str, command: str) -> None:
-    protocol = rows[0].get("protocol") or "default" if rows else "default"
-    metric = (rows[0].get("valid_metric") or "NDCG@20") if rows else "NDCG@20"
+    first = rows[0] if rows else {}
+    protocol = first.get("protocol") or "default"          # rows from before --protocol: the default split
+    metric = first.get("valid_metric") or "NDCG@20"
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     reference = {(r["dataset"], r["seed"]): r["best_valid"] for r in rows if r["candidate"] == "MultiVAE"}
     lines = ["# Choosing MVAE's default annealing and stopping rule (validation only)", "",
