@@ -277,7 +277,11 @@ class InteractionData:
 
     def recbole_batch(self, interaction, uid_field: str, phase: str | None = None) -> dict:
         """The model's input for a RecBole evaluation batch (its user ids)."""
-        u = interaction[uid_field].cpu().numpy()
+        return self.user_batch(interaction[uid_field].cpu().numpy(), phase)
+
+    def user_batch(self, users: np.ndarray, phase: str | None = None) -> dict:
+        """The model's input to score ``users`` (ids) for ``phase``: ``user`` and ``input``."""
+        u = np.asarray(users, dtype=np.int64)
         return {"user": torch.from_numpy(u), "input": self._input(u, phase)}
 
     def rows(self, users, phase: str | None = None) -> dict:
@@ -377,9 +381,23 @@ def train_loader(data, batch_size: int, shuffle: bool = True, num_workers: int =
                       collate_fn=_Collate(data, None), num_workers=num_workers, generator=generator)
 
 
-def users_per_eval_batch(eval_batch_size: int, n_items: int) -> int:
-    """RecBole's full-sort convention: ``eval_batch_size`` counts scores, i.e. users x items."""
-    return max(1, eval_batch_size // n_items)
+#: the fewest scores an evaluation batch of a general model computes at once (8 M, 32 MB as
+#: float32): RecBole's ``eval_batch_size`` counts scores, and at ML-20M's 26,744 items its 409,600
+#: are 15 users, for whom a model's output layer (26,744 x 600 weights) is read whole: a product
+#: that small is memory-bound, at about a third of the arithmetic rate of a few hundred rows.
+SCORE_BLOCK = 1 << 23
+
+
+def users_per_eval_batch(eval_batch_size: int, n_items: int, block: bool = True) -> int:
+    """Users per evaluation batch.  RecBole's full-sort convention: ``eval_batch_size`` counts
+    scores, i.e. users x items.  With ``block`` (general models) a whole number of such batches
+    that holds about :data:`SCORE_BLOCK` scores, when that is more: the blocks the RecBole
+    entry point scores too (``recbole_ext.registry.GenRecAdapter.plan_scoring``), so both entry
+    points compute the same floats."""
+    step = max(1, eval_batch_size // n_items)
+    if not block:
+        return step
+    return max(step, SCORE_BLOCK // n_items // step * step)
 
 
 def eval_loader(data, phase: str, batch_size: int, num_workers: int = 0,

@@ -48,6 +48,7 @@ class RecBoleDataModule(pl.LightningDataModule):
         self.config = None
         self.data: InteractionData | None = None
         self._rows_per_eval_batch = False
+        self._score_blocks = True
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
@@ -63,6 +64,7 @@ class RecBoleDataModule(pl.LightningDataModule):
         # entry points score the same users together and compute the same floats
         sequential = bool(getattr(valid if valid is not None else test, "is_sequential", False))
         self._rows_per_eval_batch = sequential and not is_genrec_model(get_model(self.model_name))
+        self._score_blocks = not sequential    # general models: RecBole's door scores blocks of batches
 
     @property
     def n_items(self) -> int:
@@ -80,7 +82,7 @@ class RecBoleDataModule(pl.LightningDataModule):
         self.setup()
         if self._rows_per_eval_batch:
             return self.config["eval_batch_size"]
-        return users_per_eval_batch(self.config["eval_batch_size"], self.n_items)
+        return users_per_eval_batch(self.config["eval_batch_size"], self.n_items, self._score_blocks)
 
     def _shards(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

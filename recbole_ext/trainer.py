@@ -156,7 +156,8 @@ class LightningTrainer(Trainer):
         world, rank = self.lightning_trainer.world_size, self.lightning_trainer.global_rank
         self.lightning_trainer.fit(
             module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"]),
-            eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items),
+            eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items,
+                                                           block=not module.sequential),
                         world_size=world, rank=rank) if validate else None)
         module.to(self.device)
 
@@ -237,10 +238,12 @@ class LightningTrainer(Trainer):
         require_users(eval_data, phase, self.config)
         self._register_training_counts()
         self.model.eval_phase = phase
+        self.model.plan_scoring(eval_data)       # users scored in blocks larger than RecBole's batches
         try:
             result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
         finally:
             self.model.eval_phase = None
+            self.model.plan_scoring(None)
         module, data = self.model.module, self.model.data
         if result is not None and module.item_metrics:   # item -> users ranking beside RecBole's metrics
             data.add_split(eval_data, phase)           # the loader evaluated, whichever it is

@@ -99,15 +99,22 @@ def test_readme_example_runs(tmp_path):
     ("SVAE", {"MAX_ITEM_LIST_LENGTH": 10, "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
                                                        "mode": "full"}}),
 ])
-def test_evaluation_batches_are_recboles(tiny_config, model, extra):
+def test_evaluation_batches_are_recboles(tiny_config, model, extra, monkeypatch):
     # the same users in the same batches as RecBole's full-sort loader (scores per batch, for our
     # sequential models too: recbole_ext.lean_sequences), so both entry points compute the very same floats
     from recbole_ext.config import load_data
+
+    # general models: whole blocks of RecBole's batches, as the RecBole door scores them
+    # (tests/test_block_scoring.py); blocks of two batches here
+    import lightning_genrec.data
 
     dm = RecBoleDataModule("tiny", model=model, config_dict=dict(tiny_config, eval_batch_size=700, **extra))
     dm.setup()
     recbole_test = load_data(dm.config)[3]
     theirs = [batch[0][dm.config["USER_ID_FIELD"]].tolist() for batch in recbole_test]
+    if model != "SVAE":
+        monkeypatch.setattr(lightning_genrec.data, "SCORE_BLOCK", 2 * 700)
+        theirs = [sum(theirs[i:i + 2], []) for i in range(0, len(theirs), 2)]
     ours = [batch["user"].tolist() for batch in dm.test_dataloader()]
     assert len(ours) > 1 or model == "SVAE"
     assert ours == theirs
