@@ -45,6 +45,9 @@ CANDIDATES = {
     "paper-steps": {"anneal_cap": 0.2, "total_anneal_steps": 200000},
     "cap1.0-e100-b100": {"anneal_cap": 1.0, "anneal_epochs": 100, "train_batch_size": 100},
     "cap1.0-e400": {"anneal_cap": 1.0, "anneal_epochs": 400},
+    # what RecBole's MultiVAE does in effect on these data sizes (beta near 0, one big minibatch an epoch)
+    "cap0-e100": {"anneal_cap": 0.0, "anneal_epochs": 100},
+    "cap1.0-e100-b2048": {"anneal_cap": 1.0, "anneal_epochs": 100, "train_batch_size": 2048},
 }
 RULES = [("after-anneal", 10), ("after-anneal", 20), ("from-start", 10), ("from-start", 30)]
 
