@@ -27,7 +27,8 @@ class RecBoleDataModule(pl.LightningDataModule):
             (e.g. ``{'eval_args': {...}, 'topk': [10, 20], 'seed': 2020}``).
         train_batch_size, eval_batch_size: users per batch; default: the config's
             ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole's full-ranking
-            loader reads it (scores per batch, ``eval_batch_size // n_items`` users; rows, one per user,
+            loader reads it (scores per batch, ``eval_batch_size // n_items`` users, in whole blocks of
+            about :data:`~lightning_genrec.data.SCORE_BLOCK` scores for general models; rows, one per user,
             for RecBole's own sequential models), so both entry points batch alike.
         num_workers: ``DataLoader`` workers.
 
