@@ -31,7 +31,7 @@ sequential model has no way to score an unseen item.
 
 Memory: the candidate set is one list of items a phase, and each user's history
 holds only their interactions.  What is dense is one evaluation batch, never the
-phase: its users x items scores (RecBole's ``eval_batch_size`` cells; our models score a block
+phase: its users x items scores (RecBole's ``eval_batch_size`` cells; our general models score a block
 of such batches, about :data:`~lightning_genrec.data.SCORE_BLOCK` cells, at a time) and their
 exclusion mask (one byte a cell; RecBole's ``scores[mask] = -inf`` indexes the
 masked cells of that batch, 16 bytes each, while it runs).

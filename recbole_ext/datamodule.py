@@ -64,8 +64,12 @@ class RecBoleDataModule(pl.LightningDataModule):
         # sequential models other than ours (recbole_ext.lean_sequences); we batch as it does, so both
         # entry points score the same users together and compute the same floats
         sequential = bool(getattr(valid if valid is not None else test, "is_sequential", False))
-        self._rows_per_eval_batch = sequential and not is_genrec_model(get_model(self.model_name))
-        self._score_blocks = not sequential    # general models: RecBole's door scores blocks of batches
+        model = get_model(self.model_name)
+        self._rows_per_eval_batch = sequential and not is_genrec_model(model)
+        # general models: RecBole's door scores blocks of batches; not SVAE, even where its config makes
+        # RecBole's loaders general ones (block-form splits): its adapter stays a sequential model
+        ours_sequential = getattr(getattr(model, "lightning_class", None), "sequential", False)
+        self._score_blocks = not (sequential or ours_sequential)
 
     @property
     def n_items(self) -> int:

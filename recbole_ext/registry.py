@@ -27,7 +27,6 @@ from recbole_ext.config import data_options, hparams_from_config, is_genrec_mode
 from recbole_ext.trainer import LightningTrainer
 
 
-
 @dataclass
 class _ScoringPlan:
     order: np.ndarray              # (N,) the users in the order the loader asks for them
@@ -114,7 +113,7 @@ class GenRecAdapter(GeneralRecommender):
             return None
         if not plan.first <= start or stop > plan.first + (0 if plan.scores is None else len(plan.scores)):
             block = plan.order[start:start + max(plan.per_block, len(users))]
-            plan.scores, plan.first = None, start           # the old block's memory goes first
+            plan.scores, plan.first = None, start           # ours freed first (RecBole may still hold its last batch)
             plan.scores = self._scores(self.data.user_batch(block, self.eval_phase))
         plan.served = stop                                  # rows are handed out once (RecBole masks them in place)
         return plan.scores[start - plan.first:stop - plan.first]

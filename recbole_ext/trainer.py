@@ -238,8 +238,8 @@ class LightningTrainer(Trainer):
         require_users(eval_data, phase, self.config)
         self._register_training_counts()
         self.model.eval_phase = phase
-        self.model.plan_scoring(eval_data)       # users scored in blocks larger than RecBole's batches
         try:
+            self.model.plan_scoring(eval_data)   # users scored in blocks larger than RecBole's batches
             result = super().evaluate(eval_data, load_best_model, model_file, show_progress)
         finally:
             self.model.eval_phase = None

@@ -11,12 +11,13 @@ from recbole_ext.config import load_data, make_config
 from recbole_ext.registry import adapter_class
 from tests.conftest import small_config
 
-# float sums over other block shapes may round differently: metrics agree to this
+# float sums over other block shapes may round differently: metrics (unrounded) agree to this
 TOL = 1e-6
 
 
 def _trained(name, tiny_config, **extra):
-    config = make_config(name, "tiny", config_dict=small_config(name, tiny_config, epochs=1, **extra))
+    config = make_config(name, "tiny", config_dict=small_config(name, tiny_config, epochs=1, metric_decimal_place=12,
+                                                                **extra))
     _, train, valid, test = load_data(config)
     model = adapter_class(name)(config, train._dataset)
     trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
@@ -37,12 +38,17 @@ def _count_scores(model, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["MVAE", "CVAE", "CFGAN", "LARA"])
-def test_block_scoring_gives_the_batch_by_batch_results(name, tiny_config, monkeypatch):
+@pytest.mark.parametrize("batches_a_block", [None, 2])
+def test_block_scoring_gives_the_batch_by_batch_results(name, batches_a_block, tiny_config, monkeypatch):
     trainer, model, test = _trained(name, tiny_config)
-    assert test.step < len(test.uid_list)              # RecBole asks in several batches here
+    users, s = len(test.uid_list), test.step
+    assert s < users                                   # RecBole asks in several batches here
+    if batches_a_block:                                # several blocks, RecBole masking each batch in place
+        monkeypatch.setattr(data, "SCORE_BLOCK", batches_a_block * s * model.n_items)
     calls = _count_scores(model, monkeypatch)
     blocked = trainer.evaluate(test, load_best_model=False)
-    assert calls == [len(test.uid_list)]               # one block: every test user at once
+    per_block = batches_a_block * s if batches_a_block else users    # default: every test user at once
+    assert calls == [min(per_block, users - i) for i in range(0, users, per_block)]
     calls.clear()
     monkeypatch.setattr(data, "SCORE_BLOCK", 0)    # no plan: the adapter scores RecBole's batches
     plain = trainer.evaluate(test, load_best_model=False)

@@ -121,7 +121,9 @@ class GenRecModule(pl.LightningModule):
         raise NotImplementedError
 
     def score(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Scores over all items for the batch's users, ``(B, I)``; higher is better."""
+        """Scores over all items for the batch's users, ``(B, I)``; higher is better.  Each row
+        must depend on its own user only (no statistics over the batch): evaluation scores users
+        in blocks of its own size (:data:`~lightning_genrec.data.SCORE_BLOCK`), not RecBole's batches."""
         raise NotImplementedError
 
     @classmethod
