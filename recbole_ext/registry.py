@@ -80,8 +80,9 @@ class GenRecAdapter(GeneralRecommender):
 
     def plan_scoring(self, eval_data) -> None:
         """Score the users ``eval_data`` (a RecBole full-ranking loader) will ask for in blocks of
-        :data:`~lightning_genrec.data.SCORE_BLOCK` scores (a whole number of RecBole's batches, as the
-        Lightning loop's batches: :func:`~lightning_genrec.data.users_per_eval_batch`), in the loader's order; ``None`` ends the plan.
+        about :data:`~lightning_genrec.data.SCORE_BLOCK` scores, in the loader's order; ``None`` ends
+        the plan.  A block is a whole number of RecBole's batches, the Lightning loop's batch
+        (:func:`~lightning_genrec.data.users_per_eval_batch`).
 
         RecBole's ``eval_batch_size`` counts scores, so at ML-20M's 26,744 items its batch of
         409,600 holds 15 users, and a product per batch would read the model's whole output
