@@ -265,12 +265,35 @@ def _fold_in_itemknn(model, dataset):
 
 
 def _fold_in_autoencoder(model, dataset):
+    # an autoencoder learns later, in fit, from these same history rows: it keeps the training-only
+    # rows to learn from (_training_rows) and scores from the rows with the fold-in
+    model.genrec_training_history = (model.history_item_id, model.history_item_value)
     model.build_histroy_items(with_foldin(dataset))   # (sic: RecBole's name)
+
+
+def _training_rows(calculate_loss):
+    """``calculate_loss`` reading the training rows only: RecBole's training loader for MultiVAE and
+    MultiDAE visits every user id, so with the fold-in rows in place they would train on the held-out
+    users' fold-in, which the protocol withholds from training."""
+    def wrapped(self, interaction):
+        training = getattr(self, "genrec_training_history", None)
+        if training is None:
+            return calculate_loss(self, interaction)
+        scoring = (self.history_item_id, self.history_item_value)
+        self.history_item_id, self.history_item_value = training
+        try:
+            return calculate_loss(self, interaction)
+        finally:
+            self.history_item_id, self.history_item_value = scoring
+
+    wrapped._genrec_heldout = True
+    return wrapped
 
 
 def _patch_models() -> None:
     """After RecBole builds EASE / ItemKNN / MultiVAE / MultiDAE from the training dataset (their
-    parameters learned from training users only), give them the held-out users' fold-in rows."""
+    parameters learned from training users only), give them the held-out users' fold-in rows to
+    score from; the autoencoders, which learn afterwards, keep learning from the training rows."""
     from recbole.model.general_recommender import EASE, ItemKNN, MultiDAE, MultiVAE
 
     for cls, fold in ((EASE, _fold_in_ease), (ItemKNN, _fold_in_itemknn), (MultiVAE, _fold_in_autoencoder),
@@ -286,6 +309,8 @@ def _patch_models() -> None:
 
         __init__._genrec_heldout = True
         cls.__init__ = __init__
+        if fold is _fold_in_autoencoder:
+            cls.calculate_loss = _training_rows(cls.calculate_loss)
 
 
 def apply() -> None:

@@ -244,6 +244,32 @@ def test_recbole_itemknn_multivae_and_multidae_read_the_fold_in(tiny_config):
         np.testing.assert_array_equal(rows.numpy(), foldin[users].toarray())
 
 
+@pytest.mark.parametrize("name", ["MultiVAE", "MultiDAE"])
+def test_recbole_autoencoders_never_train_on_the_fold_in(tiny_config, name, monkeypatch):
+    # RecBole's training loader for them visits every user id; what calculate_loss reads for a held-out
+    # user must be an empty row (their fold-in is only for scoring), and scoring still reads the fold-in
+    _, vae, train, valid, _ = _recbole_model(name, tiny_config)
+    foldin = _foldin_csr(train._dataset)
+    held_out = valid.uid_list.numpy()
+    trained = train._dataset.inter_matrix(form="csr")
+    seen = []
+    original = type(vae).get_rating_matrix
+
+    def recorded(self, user):
+        rows = original(self, user)
+        seen.append((user.numpy().copy(), rows.numpy().copy()))
+        return rows
+
+    monkeypatch.setattr(type(vae), "get_rating_matrix", recorded)
+    users = np.concatenate([held_out, np.flatnonzero(trained.getnnz(axis=1))[:5]])
+    vae.calculate_loss({vae.USER_ID: torch.as_tensor(users)})
+    (asked, rows), = seen
+    np.testing.assert_array_equal(rows, (trained[asked] > 0).toarray().astype(np.float32))
+    assert rows[:len(held_out)].sum() == 0 and foldin[held_out].sum() > 0
+    scored = vae.get_rating_matrix(torch.as_tensor(held_out))     # the fold-in is back for scoring
+    np.testing.assert_array_equal(scored.numpy(), foldin[held_out].toarray())
+
+
 # -- both entry points, same numbers ----------------------------------------------------------------------------
 
 def _assert_same_test_metrics(result, model, datamodule, tol=1e-6):
