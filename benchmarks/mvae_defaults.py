@@ -51,6 +51,9 @@ CANDIDATES = {
     # diagnosis, not an MVAE option: RecBole's MultiVAE's sampling (noise scaled by 0.01, beta near 0)
     "noise0.01-cap0": {"anneal_cap": 0.0, "anneal_epochs": 100, "_noise_scale": 0.01},
     "noise0.01-cap0-b2048": {"anneal_cap": 0.0, "anneal_epochs": 100, "_noise_scale": 0.01, "train_batch_size": 2048},
+    # the converse: RecBole's MultiVAE with the paper's unit noise, beside MVAE with beta 0 at its batch
+    "cap0-b2048": {"anneal_cap": 0.0, "anneal_epochs": 100, "train_batch_size": 2048},
+    "MultiVAE-noise1": {"_multivae_noise": 1.0},
 }
 RULES = [("after-anneal", 10), ("after-anneal", 20), ("from-start", 10), ("from-start", 30)]
 
@@ -62,7 +65,9 @@ def run_one(candidate: str, dataset: str, seed: int, data_path: str | None, extr
     overrides = {"seed": seed, "state": "WARNING"}
     if data_path:
         overrides["data_path"] = data_path
-    if candidate == "MultiVAE":
+    if candidate == "MultiVAE" or "_multivae_noise" in CANDIDATES.get(candidate, {}):
+        if candidate != "MultiVAE":
+            _multivae_noise(CANDIDATES[candidate]["_multivae_noise"])
         config = make_config("MultiVAE", dataset, [PROTOCOLS[protocol][0]], overrides)
     else:
         settings = dict(CANDIDATES[candidate])
@@ -91,6 +96,20 @@ def _scale_noise(scale: float) -> None:
     # the model's only normal draw is z's noise; its input dropout draws with torch.rand
     mvae.torch = type("ScaledNoiseTorch", (), {"__getattr__": lambda _, name: getattr(torch, name),
                                                "randn_like": staticmethod(randn_like)})()
+
+
+def _multivae_noise(scale: float) -> None:
+    """In this process only: RecBole's MultiVAE draws z = mu + scale * eps * exp(logvar / 2) while
+    training (RecBole's own scale is 0.01; the paper's 1)."""
+    import torch
+    from recbole.model.general_recommender.multivae import MultiVAE
+
+    def reparameterize(self, mu, logvar):
+        if self.training:
+            return mu + scale * torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return mu
+
+    MultiVAE.reparameterize = reparameterize
 
 
 def replay(curve: list[float], rule: str, patience: int, start: int) -> tuple[float, int]:
