@@ -34,8 +34,14 @@ PROTOCOLS = {
                 "held-out users (Liang et al.'s strong generalisation: 10 % of the users validate, never trained on, "
                 "scored from a random 80 % of their interactions), full ranking"),
 }
-#: candidate -> MVAE settings (the rest at MVAE's defaults); ``MultiVAE`` is RecBole's model as it ships
+#: candidate -> MVAE settings (the rest at MVAE's defaults); ``MultiVAE`` is RecBole's model as it ships.
+#: A candidate that leaves a setting out ran with that setting's default of its day; the ``-z200`` rows are
+#: the default-split ones run while the default z had the paper's 200 dimensions (renamed from the plain names)
 CANDIDATES = {
+    "cap0.2-e150-z200": {"anneal_cap": 0.2, "anneal_epochs": 150, "latent_dimension": 200},
+    "cap0.5-e100-z200": {"anneal_cap": 0.5, "anneal_epochs": 100, "latent_dimension": 200},
+    "cap1.0-e100-z200": {"anneal_cap": 1.0, "anneal_epochs": 100, "latent_dimension": 200},
+    "cap1.0-e200-z200": {"anneal_cap": 1.0, "anneal_epochs": 200, "latent_dimension": 200},
     "cap0.2-e50": {"anneal_cap": 0.2, "anneal_epochs": 50},
     "cap0.2-e150": {"anneal_cap": 0.2, "anneal_epochs": 150},
     "cap0.5-e100": {"anneal_cap": 0.5, "anneal_epochs": 100},

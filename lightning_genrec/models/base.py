@@ -43,8 +43,9 @@ ANNEALING = (
 ANNEALING_BY_EPOCHS = (
     number("anneal_cap", 1.0, "the largest KL weight beta (the epoch kept is the one validation likes best, so a "
                               "run ending at 1 also tries every smaller beta on the way, as Liang et al. choose it)."),
-    number("anneal_epochs", 100.0, "passes over the training users for beta to grow from 0 to anneal_cap "
-                                   "(cyclical: the period); 0: anneal_cap at once.", low=0.0),
+    number("anneal_epochs", 200.0, "passes over the training users for beta to grow from 0 to anneal_cap "
+                                   "(200: the epochs Liang et al. train; cyclical: the period); 0: anneal_cap "
+                                   "at once.", low=0.0),
     integer("total_anneal_steps", None, "when set, the horizon in minibatches instead of anneal_epochs (Liang et "
                                         "al.'s unit: beta = min(anneal_cap, minibatches / total_anneal_steps), "
                                         "200000 in the paper).", low=0, optional=True),

@@ -22,7 +22,9 @@ compute the same functions without the zeros; only the decoder's logits are dens
 
 The annealing horizon is stated in passes over the training users (``anneal_epochs``), not
 in minibatches: the paper's 200000 minibatches were sized for ML-20M and leave beta near 0 on
-a small data set.  ``total_anneal_steps`` keeps the paper's unit when set.  Early stopping waits
+a small data set.  The default horizon, 200 passes, is the number of epochs the paper trains for
+(chosen over 100 on validation: ``benchmarks/results/mvae_defaults.md``, ``mvae_defaults_heldout.md``).
+``total_anneal_steps`` keeps the paper's unit when set.  Early stopping waits
 until beta reaches its cap (``stop_after_anneal``; see :class:`~lightning_genrec.models.base.VAEModule`).
 The default z has 64 dimensions (``latent_dimension: 200`` is the paper's network): 64 won on
 validation (``benchmarks/results/mvae_defaults.md``).
