@@ -79,7 +79,10 @@ def run_one(candidate: str, dataset: str, seed: int, data_path: str | None, extr
         settings = dict(CANDIDATES[candidate])
         if "_noise_scale" in settings:
             _scale_noise(settings.pop("_noise_scale"))
-        horizon = settings.get("anneal_epochs", 100)
+        if "anneal_epochs" not in settings:          # MVAE's default horizon, whatever it is today
+            from lightning_genrec.models.mvae import MVAE
+            settings["anneal_epochs"] = next(h.default for h in MVAE.HYPERPARAMETERS if h.name == "anneal_epochs")
+        horizon = settings["anneal_epochs"]
         overrides.update(settings, epochs=int(horizon) + extra, stopping_step=10_000, stop_after_anneal=False)
         config = make_config("MVAE", dataset, [PROTOCOLS[protocol][0]], overrides)
     out = timed_run(config, curve=True)
@@ -150,8 +153,9 @@ def render(rows: list[dict], out: str, command: str) -> None:
                   "|---|---|---|---|---|"]
         seeds = sorted({r["seed"] for r in rows if r["dataset"] == ds})
         ref = [reference.get((ds, s)) for s in seeds]
+        multivae_epochs = {r["seed"]: r["epochs"] for r in rows if r["dataset"] == ds and r["candidate"] == "MultiVAE"}
         lines.append(f"| MultiVAE (RecBole defaults) | its own | {', '.join('%.4f' % v if v else '-' for v in ref)} | "
-                     f"1 | {', '.join(str(r['epochs']) for r in rows if r['dataset'] == ds and r['candidate'] == 'MultiVAE')} |")
+                     f"1 | {', '.join(str(multivae_epochs.get(s, '-')) for s in seeds)} |")
         for cand in [c for c in CANDIDATES if any(r["candidate"] == c and r["dataset"] == ds for r in rows)]:
             runs = {r["seed"]: r for r in rows if r["candidate"] == cand and r["dataset"] == ds}
             horizon = CANDIDATES[cand].get("anneal_epochs", 0)
