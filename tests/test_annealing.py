@@ -98,6 +98,20 @@ def test_epoch_clock_reaches_the_cap_at_anneal_epochs_and_ignores_the_process_co
         assert model.kl_weight() == pytest.approx(0.2)
 
 
+def test_mvae_defaults_anneal_beta_to_1_over_the_papers_200_passes():
+    """The defaults chosen on validation (benchmarks/results/mvae_defaults*.md): beta is halfway at
+    pass 100 and reaches 1 at pass 200, the epochs Liang et al. train; early stopping waits for it."""
+    from types import SimpleNamespace
+
+    model = MVAE(n_items=10)
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_idx=0))
+    model._trainer = SimpleNamespace(world_size=1, global_step=0, current_epoch=100, num_training_batches=4,
+                                     fit_loop=loop)
+    assert model.kl_weight() == pytest.approx(0.5)
+    assert model.anneal_end_epoch() == pytest.approx(200.0)
+    assert model.hparams.stop_after_anneal
+
+
 def test_total_anneal_steps_when_set_is_liang_et_als_step_clock():
     from types import SimpleNamespace
 
