@@ -7,6 +7,7 @@ turns every study's results into ``benchmarks/RESULTS.md`` with plots.
     python benchmarks/harness.py run STUDY --dataset my-data --data_path /data   # any RecBole atomic data set
     python benchmarks/harness.py report                                          # RESULTS.md + plots
     python benchmarks/harness.py compare benchmarks/results/rerun      # reruns beside the committed cells
+    python benchmarks/harness.py merge /tmp/rerun      # adopt reruns (changed code or defaults) in their place
 
 A study file::
 
@@ -399,6 +400,9 @@ def main() -> None:
     report.add_argument("--studies", nargs="+", default=None)
     compare = sub.add_parser("compare", help="reruns (run --out DIR) beside the committed cells: DIR/COMPARISON.md")
     compare.add_argument("rerun_dir")
+    merge = sub.add_parser("merge", help="adopt reruns (run --out DIR) into the committed results, replacing "
+                                         "the same cells; then run report")
+    merge.add_argument("rerun_dir")
     args = parser.parse_args()
 
     if args.command == "cell":
@@ -442,6 +446,10 @@ def main() -> None:
 
     if args.command == "compare":
         print(report_module.compare(args.rerun_dir))
+        return
+    if args.command == "merge":
+        done = report_module.merge(args.rerun_dir)
+        print("\n".join(done) if done else f"harness: no finished cells of any study in {args.rerun_dir}")
         return
     print(report_module.write_report(args.studies))
 

@@ -18,7 +18,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_io import read_rows  # noqa: E402
+from bench_io import read_rows, write_csv  # noqa: E402
 from harness import RESULTS, STUDIES, load_study, ok_rows, results_stem, study_table  # noqa: E402
 
 PLOTS = os.path.join(RESULTS, "plots")
@@ -263,25 +263,23 @@ if __name__ == "__main__":
 
 
 def compare(rerun_dir: str, out: str | None = None) -> str:
-    """Markdown: every cell of the reruns in ``rerun_dir`` (``harness.py run ... --out rerun_dir``) beside
-    the committed cell of the same study, row and seed, metric by metric; written to
-    ``<rerun_dir>/COMPARISON.md``.  Also copies the per-user values of reruns whose metrics all equal
-    the committed ones into the committed ``.peruser.json`` (the same run, so the same values), for the
-    report's paired tests."""
+    """Markdown: every cell of the reruns in ``rerun_dir`` (``harness.py run ... --out rerun_dir``, on any
+    data set) beside the committed cell of the same study, data set, row and seed, metric by metric;
+    written to ``<rerun_dir>/COMPARISON.md``.  Also copies the per-user values of reruns whose metrics
+    all equal the committed ones into the committed ``.peruser.json`` (the same run, so the same values),
+    for the report's paired tests.  Reruns that differ are only shown: :func:`merge` adopts them."""
     out = out or os.path.join(rerun_dir, "COMPARISON.md")
     lines = ["# Reruns of committed cells through the harness", "",
              f"Rerun cells (`{os.path.relpath(rerun_dir, HERE)}`) beside the committed ones: the metrics of the "
              "study table, at 4 decimals. `same`: every metric equal. Times are not compared (other load).", ""]
-    for path in sorted(glob.glob(os.path.join(STUDIES, "*.yaml"))):
-        study = load_study(path)
-        rerun, rerun_peruser = study_rows(study, rerun_dir)
-        if not rerun:
-            continue
-        committed, committed_peruser = study_rows(study)
+    for study, dataset, rerun, rerun_peruser in _reruns(rerun_dir):
+        committed, committed_peruser = study_rows(study, dataset=dataset)
         metrics = [m for m in study["report"] if any(m in r for r in rerun)]
-        lines += [f"## {study['title']}", "", "| row | seed | " + " | ".join(f"{m} committed / rerun" for m in metrics)
-                  + " | same |", "|---|---|" + "---|" * (len(metrics) + 1)]
-        adopted = False
+        shown = "" if dataset == study["dataset"] else f" ({dataset})"
+        lines += [f"## {study['title']}{shown}", "", "| row | seed | " +
+                  " | ".join(f"{m} committed / rerun" for m in metrics) + " | same |",
+                  "|---|---|" + "---|" * (len(metrics) + 1)]
+        adopted = {}
         for r in rerun:
             old = next((c for c in committed if c["model"] == r["model"] and c["seed"] == r["seed"]
                         and c.get("status", "ok") == "ok"), None)
@@ -296,20 +294,88 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
             lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(
                 f"{a:.4f} / {b:.4f}" if a is not None and b is not None else "-" for a, b in pairs) +
                 f" | {'same' if same else 'differs'} |")
-            key = f"{study.get('part') or ''}|{r['model']}|{r['seed']}"
+            key = _peruser_key(study, r)
             if same and key in rerun_peruser and key not in committed_peruser:
-                committed_peruser[key] = rerun_peruser[key]
-                adopted = True
+                adopted[key] = rerun_peruser[key]
         lines.append("")
         if adopted:
-            stem = os.path.join(RESULTS, study["results"])
-            merged = {}
-            if os.path.exists(stem + ".peruser.json"):
-                with open(stem + ".peruser.json") as f:
-                    merged = json.load(f)
-            merged.update(committed_peruser)
-            with open(stem + ".peruser.json", "w") as f:
-                json.dump(merged, f, separators=(",", ":"))
+            stem = os.path.join(RESULTS, results_stem(study, dataset))
+            peruser = _read_peruser(stem)
+            peruser.update(adopted)
+            _write_peruser(stem, peruser)
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
     return out
+
+
+def merge(rerun_dir: str) -> list[str]:
+    """Adopt the finished cells of ``rerun_dir`` (``harness.py run ... --out rerun_dir``) into the committed
+    results: each replaces the committed row of the same study part, data set, row and seed (in place; a
+    new cell is appended), and its per-user values replace the committed ones (a rerun without them
+    removes the old values, which belonged to the old cell).  Failed cells are not adopted.  Returns one
+    line per cell: what it replaced.  Run ``harness.py report`` after it."""
+    done = []
+    for study, dataset, rerun, rerun_peruser in _reruns(rerun_dir):
+        stem = os.path.join(RESULTS, results_stem(study, dataset))
+        rows = read_rows(stem + ".csv") if os.path.exists(stem + ".csv") else []
+        peruser = _read_peruser(stem)
+        part, primary = study.get("part"), study["primary"]
+        for r in rerun:
+            if r.get("status", "ok") != "ok":
+                done.append(f"{study['name']} {dataset} {r['model']} {r['seed']}: not adopted ({r.get('status')})")
+                continue
+            r = {**({"part": part} if part is not None else {}), **r, "dataset": dataset}
+
+            def same_cell(c):
+                return ((part is None or c.get("part") == part) and c["model"] == r["model"]
+                        and c["seed"] == r["seed"] and c.get("dataset", study["dataset"]) == dataset)
+
+            matches = [i for i, c in enumerate(rows) if same_cell(c)]
+            was = rows[matches[0]].get(primary) if matches else None
+            if matches:
+                rows[matches[0]] = r
+                rows = [c for i, c in enumerate(rows) if i not in matches[1:]]
+            else:
+                rows.append(r)
+            key = _peruser_key(study, r)
+            peruser.pop(key, None)
+            if key in rerun_peruser:
+                peruser[key] = rerun_peruser[key]
+            now = r.get(primary)
+            done.append(f"{study['name']} {dataset} {r['model']} {r['seed']}: {primary} "
+                        + (f"{was:.4f} -> " if isinstance(was, (int, float)) else "new: ")
+                        + (f"{now:.4f}" if isinstance(now, (int, float)) else "-")
+                        + (", per-user values" if key in rerun_peruser else ""))
+        write_csv(rows, stem + ".csv")
+        _write_peruser(stem, peruser)
+    return done
+
+
+def _reruns(rerun_dir: str):
+    """(study, data set, rerun rows, rerun per-user values) for every study and data set with cells in
+    ``rerun_dir``."""
+    for path in sorted(glob.glob(os.path.join(STUDIES, "*.yaml"))):
+        study = load_study(path)
+        for dataset in study_datasets(study, rerun_dir):
+            rerun, rerun_peruser = study_rows(study, rerun_dir, dataset)
+            if rerun:
+                yield study, dataset, rerun, rerun_peruser
+
+
+def _peruser_key(study: dict, row: dict) -> str:
+    return f"{study.get('part') or ''}|{row['model']}|{row['seed']}"
+
+
+def _read_peruser(stem: str) -> dict:
+    if not os.path.exists(stem + ".peruser.json"):
+        return {}
+    with open(stem + ".peruser.json") as f:
+        return json.load(f)
+
+
+def _write_peruser(stem: str, peruser: dict) -> None:
+    if peruser:
+        with open(stem + ".peruser.json", "w") as f:
+            json.dump(peruser, f, separators=(",", ":"))
+    elif os.path.exists(stem + ".peruser.json"):
+        os.remove(stem + ".peruser.json")

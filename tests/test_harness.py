@@ -177,6 +177,62 @@ def test_the_paired_test_names_our_rows_it_could_not_test():
     assert "| MVAE |" not in lines and "MVAE, Old." in lines
 
 
+def _rerun_fixture(tmp_path, monkeypatch):
+    """A study with a part, committed results on two data sets, and reruns of some of its cells."""
+    studies, results, rerun = tmp_path / "studies", tmp_path / "results", tmp_path / "rerun"
+    for folder in (studies, results, rerun):
+        folder.mkdir()
+    _write(studies, {"title": "Toy", "report": ["ndcg@10"], "seeds": [1, 2], "part": "p", "results": "shared",
+                     "rows": {"MVAE": {"model": "MVAE"}, "Pop": {"model": "Pop"}}}, "toy")
+
+    def row(model, seed, ndcg, dataset="ml-100k", part="p", **more):
+        return {"part": part, "model": model, "seed": seed, "dataset": dataset, "ndcg@10": ndcg, **more}
+
+    values = {"u": [1, 2], "v": [0.1, 0.2]}
+    harness.write_csv([row("MVAE", 1, 0.30), row("Pop", 1, 0.10), row("MVAE", 1, 0.99, part="q"),
+                       row("MVAE", 2, 0.31)], str(results / "shared.csv"))
+    (results / "shared.peruser.json").write_text(json.dumps({"p|MVAE|1": values, "q|MVAE|1": values}))
+    harness.write_csv([row("MVAE", 1, 0.20, "lastfm")], str(results / "shared-lastfm.csv"))
+    (results / "shared-lastfm.peruser.json").write_text(json.dumps({"p|MVAE|1": values}))
+    harness.write_csv([row("MVAE", 1, 0.32), row("Pop", 1, 0.10), row("MVAE", 2, None, status="failed"),
+                       row("MVAE", 3, 0.33)], str(rerun / "shared.csv"))
+    new = {"u": [1, 2], "v": [0.3, 0.4]}
+    (rerun / "shared.peruser.json").write_text(json.dumps({"p|MVAE|1": new, "p|Pop|1": new}))
+    harness.write_csv([row("MVAE", 1, 0.25, "lastfm")], str(rerun / "shared-lastfm.csv"))
+    monkeypatch.setattr(report, "STUDIES", str(studies))
+    monkeypatch.setattr(report, "RESULTS", str(results))
+    return results, rerun, values, new
+
+
+def test_compare_shows_reruns_on_every_data_set_and_adopts_per_user_values_of_identical_cells_only(
+        tmp_path, monkeypatch):
+    results, rerun, values, new = _rerun_fixture(tmp_path, monkeypatch)
+    text = open(report.compare(str(rerun))).read()
+    assert "| MVAE | 1 | 0.3000 / 0.3200 | differs |" in text and "| Pop | 1 | 0.1000 / 0.1000 | same |" in text
+    assert "| MVAE | 2 | - | failed |" in text and "| MVAE | 3 | - | no committed cell |" in text
+    assert "## Toy (lastfm)" in text and "| MVAE | 1 | 0.2000 / 0.2500 | differs |" in text
+    peruser = json.loads((results / "shared.peruser.json").read_text())
+    assert peruser["p|Pop|1"] == new and peruser["p|MVAE|1"] == values       # a changed cell keeps its own
+    assert [r["ndcg@10"] for r in harness.read_rows(str(results / "shared.csv"))] == [0.30, 0.10, 0.99, 0.31]
+
+
+def test_merge_replaces_the_same_cells_in_place_with_their_per_user_values_and_keeps_everything_else(
+        tmp_path, monkeypatch):
+    results, rerun, values, new = _rerun_fixture(tmp_path, monkeypatch)
+    done = report.merge(str(rerun))
+    assert "toy ml-100k MVAE 1: ndcg@10 0.3000 -> 0.3200, per-user values" in done
+    assert "toy ml-100k MVAE 2: not adopted (failed)" in done and "toy ml-100k MVAE 3: ndcg@10 new: 0.3300" in done
+    rows = harness.read_rows(str(results / "shared.csv"))
+    assert [(r["part"], r["model"], r["seed"], r["ndcg@10"]) for r in rows] == [
+        ("p", "MVAE", 1, 0.32), ("p", "Pop", 1, 0.10), ("q", "MVAE", 1, 0.99), ("p", "MVAE", 2, 0.31),
+        ("p", "MVAE", 3, 0.33)]                          # the other part and the failed rerun's cell untouched
+    peruser = json.loads((results / "shared.peruser.json").read_text())
+    assert peruser == {"p|MVAE|1": new, "q|MVAE|1": values, "p|Pop|1": new}
+    assert [r["ndcg@10"] for r in harness.read_rows(str(results / "shared-lastfm.csv"))] == [0.25]
+    # the rerun had no per-user values there: the old cell's are gone, not left beside the new cell
+    assert not (results / "shared-lastfm.peruser.json").exists()
+
+
 @pytest.mark.slow
 def test_the_command_line_runs_cells_in_fresh_processes_and_logs_each_to_comet(tiny_root, tmp_path):
     import subprocess
