@@ -22,6 +22,8 @@ from bench_io import read_rows, write_csv  # noqa: E402
 from harness import RESULTS, STUDIES, load_study, ok_rows, results_stem, study_table  # noqa: E402
 
 PLOTS = os.path.join(RESULTS, "plots")
+#: a rerun's metric is the committed one's when within this (``math.isclose``)
+SAME = {"rel_tol": 1e-4, "abs_tol": 1e-4}
 OURS = {"MVAE", "SVAE", "CVAE", "CFGAN", "LARA"}
 
 
@@ -266,12 +268,14 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
     """Markdown: every cell of the reruns in ``rerun_dir`` (``harness.py run ... --out rerun_dir``, on any
     data set) beside the committed cell of the same study, data set, row and seed, metric by metric;
     written to ``<rerun_dir>/COMPARISON.md``.  Also copies the per-user values of reruns whose metrics
-    all equal the committed ones into the committed ``.peruser.json`` (the same run, so the same values),
+    all equal the committed ones (within :data:`SAME`) into the committed ``.peruser.json`` (the same
+    run, so the same values),
     for the report's paired tests.  Reruns that differ are only shown: :func:`merge` adopts them."""
     out = out or os.path.join(rerun_dir, "COMPARISON.md")
     lines = ["# Reruns of committed cells through the harness", "",
              f"Rerun cells (`{os.path.relpath(rerun_dir, HERE)}`) beside the committed ones: the metrics of the "
-             "study table, at 4 decimals. `same`: every metric equal. Times are not compared (other load).", ""]
+             "study table, at 4 decimals. `same`: every metric equal within 1e-4 (absolute, or relative above 1: "
+             "float sums of another run can move the 5th digit). Times are not compared (other load).", ""]
     for study, dataset, rerun, rerun_peruser in _reruns(rerun_dir):
         committed, committed_peruser = study_rows(study, dataset=dataset)
         metrics = [m for m in study["report"] if any(m in r for r in rerun)]
@@ -289,7 +293,7 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
                 continue
             pairs = [(old.get(m), r.get(m)) for m in metrics]
             present = [(a, b) for a, b in pairs if a is not None or b is not None]   # a row's own columns
-            same = bool(present) and all(a is not None and b is not None and round(a, 4) == round(b, 4)
+            same = bool(present) and all(a is not None and b is not None and math.isclose(a, b, **SAME)
                                          for a, b in present)
             lines.append(f"| {r['model']} | {r['seed']} | " + " | ".join(
                 f"{a:.4f} / {b:.4f}" if a is not None and b is not None else "-" for a, b in pairs) +

@@ -182,19 +182,19 @@ def _rerun_fixture(tmp_path, monkeypatch):
     studies, results, rerun = tmp_path / "studies", tmp_path / "results", tmp_path / "rerun"
     for folder in (studies, results, rerun):
         folder.mkdir()
-    _write(studies, {"title": "Toy", "report": ["ndcg@10"], "seeds": [1, 2], "part": "p", "results": "shared",
+    _write(studies, {"title": "Toy", "report": ["ndcg@10", "novelty"], "seeds": [1, 2], "part": "p", "results": "shared",
                      "rows": {"MVAE": {"model": "MVAE"}, "Pop": {"model": "Pop"}}}, "toy")
 
     def row(model, seed, ndcg, dataset="ml-100k", part="p", **more):
         return {"part": part, "model": model, "seed": seed, "dataset": dataset, "ndcg@10": ndcg, **more}
 
     values = {"u": [1, 2], "v": [0.1, 0.2]}
-    harness.write_csv([row("MVAE", 1, 0.30), row("Pop", 1, 0.10), row("MVAE", 1, 0.99, part="q"),
+    harness.write_csv([row("MVAE", 1, 0.30), row("Pop", 1, 0.10, novelty=5.30324), row("MVAE", 1, 0.99, part="q"),
                        row("MVAE", 2, 0.31)], str(results / "shared.csv"))
     (results / "shared.peruser.json").write_text(json.dumps({"p|MVAE|1": values, "q|MVAE|1": values}))
     harness.write_csv([row("MVAE", 1, 0.20, "lastfm")], str(results / "shared-lastfm.csv"))
     (results / "shared-lastfm.peruser.json").write_text(json.dumps({"p|MVAE|1": values}))
-    harness.write_csv([row("MVAE", 1, 0.32), row("Pop", 1, 0.10), row("MVAE", 2, None, status="failed"),
+    harness.write_csv([row("MVAE", 1, 0.32), row("Pop", 1, 0.10, novelty=5.30315), row("MVAE", 2, None, status="failed"),
                        row("MVAE", 3, 0.33)], str(rerun / "shared.csv"))
     new = {"u": [1, 2], "v": [0.3, 0.4]}
     (rerun / "shared.peruser.json").write_text(json.dumps({"p|MVAE|1": new, "p|Pop|1": new}))
@@ -208,8 +208,9 @@ def test_compare_shows_reruns_on_every_data_set_and_adopts_per_user_values_of_id
         tmp_path, monkeypatch):
     results, rerun, values, new = _rerun_fixture(tmp_path, monkeypatch)
     text = open(report.compare(str(rerun))).read()
-    assert "| MVAE | 1 | 0.3000 / 0.3200 | differs |" in text and "| Pop | 1 | 0.1000 / 0.1000 | same |" in text
-    assert "| MVAE | 2 | - | failed |" in text and "| MVAE | 3 | - | no committed cell |" in text
+    # Pop's novelty moved in the 5th digit (another run's float sums): within the tolerance, the same cell
+    assert "| MVAE | 1 | 0.3000 / 0.3200 | - | differs |" in text and "| Pop | 1 | 0.1000 / 0.1000 | 5.3032 / 5.3031 | same |" in text
+    assert "| MVAE | 2 | - | - | failed |" in text and "| MVAE | 3 | - | - | no committed cell |" in text
     assert "## Toy (lastfm)" in text and "| MVAE | 1 | 0.2000 / 0.2500 | differs |" in text
     peruser = json.loads((results / "shared.peruser.json").read_text())
     assert peruser["p|Pop|1"] == new and peruser["p|MVAE|1"] == values       # a changed cell keeps its own
