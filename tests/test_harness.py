@@ -178,57 +178,67 @@ def test_the_paired_test_names_our_rows_it_could_not_test():
 
 
 def _rerun_fixture(tmp_path, monkeypatch):
-    """A study with a part, committed results on two data sets, and reruns of some of its cells."""
+    """Two studies sharing one results file (parts p and q), committed results on two data sets (the
+    other one's rows from before results had a data set column), and reruns of some cells."""
     studies, results, rerun = tmp_path / "studies", tmp_path / "results", tmp_path / "rerun"
     for folder in (studies, results, rerun):
         folder.mkdir()
-    _write(studies, {"title": "Toy", "report": ["ndcg@10", "novelty"], "seeds": [1, 2], "part": "p", "results": "shared",
-                     "rows": {"MVAE": {"model": "MVAE"}, "Pop": {"model": "Pop"}}}, "toy")
+    _write(studies, {"title": "Toy", "report": ["ndcg@10", "novelty"], "seeds": [1, 2], "part": "p",
+                     "results": "shared", "rows": {"MVAE": {"model": "MVAE"}, "Pop": {"model": "Pop"}}}, "toy")
+    _write(studies, {"title": "Toy q", "report": ["ndcg@10"], "part": "q", "results": "shared",
+                     "rows": {"MVAE": {"model": "MVAE"}}}, "toyq")
 
     def row(model, seed, ndcg, dataset="ml-100k", part="p", **more):
         return {"part": part, "model": model, "seed": seed, "dataset": dataset, "ndcg@10": ndcg, **more}
 
-    values = {"u": [1, 2], "v": [0.1, 0.2]}
-    harness.write_csv([row("MVAE", 1, 0.30), row("Pop", 1, 0.10, novelty=5.30324), row("MVAE", 1, 0.99, part="q"),
-                       row("MVAE", 2, 0.31)], str(results / "shared.csv"))
+    values, new, new_q = ({"u": [1, 2], "v": v} for v in ([0.1, 0.2], [0.3, 0.4], [0.5, 0.6]))
+    harness.write_csv([row("MVAE", 1, 0.30), row("Pop", 1, 0.10, novelty=5.3032), row("MVAE", 1, 0.99, part="q"),
+                       row("MVAE", 2, 0.31), row("Pop", 2, 0.1000)], str(results / "shared.csv"))
     (results / "shared.peruser.json").write_text(json.dumps({"p|MVAE|1": values, "q|MVAE|1": values}))
-    harness.write_csv([row("MVAE", 1, 0.20, "lastfm")], str(results / "shared-lastfm.csv"))
+    harness.write_csv([{k: v for k, v in row("MVAE", 1, 0.20).items() if k != "dataset"}],
+                      str(results / "shared-lastfm.csv"))
     (results / "shared-lastfm.peruser.json").write_text(json.dumps({"p|MVAE|1": values}))
-    harness.write_csv([row("MVAE", 1, 0.32), row("Pop", 1, 0.10, novelty=5.30315), row("MVAE", 2, None, status="failed"),
-                       row("MVAE", 3, 0.33)], str(rerun / "shared.csv"))
-    new = {"u": [1, 2], "v": [0.3, 0.4]}
-    (rerun / "shared.peruser.json").write_text(json.dumps({"p|MVAE|1": new, "p|Pop|1": new}))
+    # Pop 1: its novelty one unit of the 4th decimal off (a tipped rounding); Pop 2: two units, a change
+    harness.write_csv([row("MVAE", 1, 0.32), row("Pop", 1, 0.10, novelty=5.3031), row("MVAE", 2, None, status="failed"),
+                       row("MVAE", 3, 0.33), row("MVAE", 1, 0.98, part="q"), row("Pop", 2, 0.1002)],
+                      str(rerun / "shared.csv"))
+    (rerun / "shared.peruser.json").write_text(json.dumps({"p|MVAE|1": new, "p|Pop|1": new, "p|Pop|2": new,
+                                                           "q|MVAE|1": new_q}))
     harness.write_csv([row("MVAE", 1, 0.25, "lastfm")], str(rerun / "shared-lastfm.csv"))
     monkeypatch.setattr(report, "STUDIES", str(studies))
     monkeypatch.setattr(report, "RESULTS", str(results))
-    return results, rerun, values, new
+    return results, rerun, values, new, new_q
 
 
 def test_compare_shows_reruns_on_every_data_set_and_adopts_per_user_values_of_identical_cells_only(
         tmp_path, monkeypatch):
-    results, rerun, values, new = _rerun_fixture(tmp_path, monkeypatch)
+    results, rerun, values, new, _ = _rerun_fixture(tmp_path, monkeypatch)
     text = open(report.compare(str(rerun))).read()
-    # Pop's novelty moved in the 5th digit (another run's float sums): within the tolerance, the same cell
-    assert "| MVAE | 1 | 0.3000 / 0.3200 | - | differs |" in text and "| Pop | 1 | 0.1000 / 0.1000 | 5.3032 / 5.3031 | same |" in text
+    assert "| MVAE | 1 | 0.3000 / 0.3200 | - | differs |" in text
+    assert "| Pop | 1 | 0.1000 / 0.1000 | 5.3032 / 5.3031 | same |" in text and "| Pop | 2 | 0.1000 / 0.1002 | - | differs |" in text
     assert "| MVAE | 2 | - | - | failed |" in text and "| MVAE | 3 | - | - | no committed cell |" in text
     assert "## Toy (lastfm)" in text and "| MVAE | 1 | 0.2000 / 0.2500 | differs |" in text
+    assert "## Toy q\n" in text and "| MVAE | 1 | 0.9900 / 0.9800 | differs |" in text
     peruser = json.loads((results / "shared.peruser.json").read_text())
-    assert peruser["p|Pop|1"] == new and peruser["p|MVAE|1"] == values       # a changed cell keeps its own
-    assert [r["ndcg@10"] for r in harness.read_rows(str(results / "shared.csv"))] == [0.30, 0.10, 0.99, 0.31]
+    assert peruser == {"p|MVAE|1": values, "q|MVAE|1": values, "p|Pop|1": new}   # changed cells keep their own
+    assert json.loads((results / "shared-lastfm.peruser.json").read_text()) == {"p|MVAE|1": values}
+    assert [r["ndcg@10"] for r in harness.read_rows(str(results / "shared.csv"))] == [0.30, 0.10, 0.99, 0.31, 0.10]
 
 
 def test_merge_replaces_the_same_cells_in_place_with_their_per_user_values_and_keeps_everything_else(
         tmp_path, monkeypatch):
-    results, rerun, values, new = _rerun_fixture(tmp_path, monkeypatch)
+    results, rerun, values, new, new_q = _rerun_fixture(tmp_path, monkeypatch)
     done = report.merge(str(rerun))
     assert "toy ml-100k MVAE 1: ndcg@10 0.3000 -> 0.3200, per-user values" in done
     assert "toy ml-100k MVAE 2: not adopted (failed)" in done and "toy ml-100k MVAE 3: ndcg@10 new: 0.3300" in done
+    assert "toyq ml-100k MVAE 1: ndcg@10 0.9900 -> 0.9800, per-user values" in done
     rows = harness.read_rows(str(results / "shared.csv"))
     assert [(r["part"], r["model"], r["seed"], r["ndcg@10"]) for r in rows] == [
-        ("p", "MVAE", 1, 0.32), ("p", "Pop", 1, 0.10), ("q", "MVAE", 1, 0.99), ("p", "MVAE", 2, 0.31),
-        ("p", "MVAE", 3, 0.33)]                          # the other part and the failed rerun's cell untouched
+        ("p", "MVAE", 1, 0.32), ("p", "Pop", 1, 0.10), ("q", "MVAE", 1, 0.98), ("p", "MVAE", 2, 0.31),
+        ("p", "Pop", 2, 0.1002), ("p", "MVAE", 3, 0.33)]     # each part's own cell; the failed rerun's kept
     peruser = json.loads((results / "shared.peruser.json").read_text())
-    assert peruser == {"p|MVAE|1": new, "q|MVAE|1": values, "p|Pop|1": new}
+    assert peruser == {"p|MVAE|1": new, "q|MVAE|1": new_q, "p|Pop|1": new, "p|Pop|2": new}
+    # a row without a data set column is the file's own data set's: replaced, not left beside the new one
     assert [r["ndcg@10"] for r in harness.read_rows(str(results / "shared-lastfm.csv"))] == [0.25]
     # the rerun had no per-user values there: the old cell's are gone, not left beside the new cell
     assert not (results / "shared-lastfm.peruser.json").exists()
