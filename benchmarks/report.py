@@ -19,7 +19,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_io import read_rows, write_csv  # noqa: E402
-from harness import RESULTS, STUDIES, load_study, ok_rows, results_stem, study_table  # noqa: E402
+from harness import RESULTS, STUDIES, _read_json, load_study, ok_rows, results_stem, study_table  # noqa: E402
 
 PLOTS = os.path.join(RESULTS, "plots")
 #: a rerun's metric is the committed one's when within this (``math.isclose``): one unit of the 4 decimals
@@ -270,7 +270,8 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
     data set) beside the committed cell of the same study, data set, row and seed, metric by metric;
     written to ``<rerun_dir>/COMPARISON.md``.  Also copies the per-user values of reruns whose metrics
     all equal the committed ones (within :data:`SAME`: the same run, up to a tipped rounding) into the
-    committed ``.peruser.json``, for the report's paired tests.  Reruns that differ are only shown: :func:`merge` adopts them."""
+    committed ``.peruser.json``, for the report's paired tests.  Reruns that differ are only shown:
+    :func:`merge` adopts them."""
     out = out or os.path.join(rerun_dir, "COMPARISON.md")
     lines = ["# Reruns of committed cells through the harness", "",
              f"Rerun cells (`{os.path.relpath(rerun_dir, HERE)}`) beside the committed ones: the metrics of the "
@@ -304,7 +305,7 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
         lines.append("")
         if adopted:
             stem = os.path.join(RESULTS, results_stem(study, dataset))
-            peruser = _read_peruser(stem)
+            peruser = _read_json(stem + ".peruser.json")
             peruser.update(adopted)
             _write_peruser(stem, peruser)
     with open(out, "w") as f:
@@ -322,7 +323,7 @@ def merge(rerun_dir: str) -> list[str]:
     for study, dataset, rerun, rerun_peruser in _reruns(rerun_dir):
         stem = os.path.join(RESULTS, results_stem(study, dataset))
         rows = read_rows(stem + ".csv") if os.path.exists(stem + ".csv") else []
-        peruser = _read_peruser(stem)
+        peruser = _read_json(stem + ".peruser.json")
         part, primary = study.get("part"), study["primary"]
         for r in rerun:
             if r.get("status", "ok") != "ok":
@@ -368,13 +369,6 @@ def _reruns(rerun_dir: str):
 
 def _peruser_key(study: dict, row: dict) -> str:
     return f"{study.get('part') or ''}|{row['model']}|{row['seed']}"
-
-
-def _read_peruser(stem: str) -> dict:
-    if not os.path.exists(stem + ".peruser.json"):
-        return {}
-    with open(stem + ".peruser.json") as f:
-        return json.load(f)
 
 
 def _write_peruser(stem: str, peruser: dict) -> None:

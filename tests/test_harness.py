@@ -215,7 +215,8 @@ def test_compare_shows_reruns_on_every_data_set_and_adopts_per_user_values_of_id
     results, rerun, values, new, _ = _rerun_fixture(tmp_path, monkeypatch)
     text = open(report.compare(str(rerun))).read()
     assert "| MVAE | 1 | 0.3000 / 0.3200 | - | differs |" in text
-    assert "| Pop | 1 | 0.1000 / 0.1000 | 5.3032 / 5.3031 | same |" in text and "| Pop | 2 | 0.1000 / 0.1002 | - | differs |" in text
+    assert "| Pop | 1 | 0.1000 / 0.1000 | 5.3032 / 5.3031 | same |" in text
+    assert "| Pop | 2 | 0.1000 / 0.1002 | - | differs |" in text
     assert "| MVAE | 2 | - | - | failed |" in text and "| MVAE | 3 | - | - | no committed cell |" in text
     assert "## Toy (lastfm)" in text and "| MVAE | 1 | 0.2000 / 0.2500 | differs |" in text
     assert "## Toy q\n" in text and "| MVAE | 1 | 0.9900 / 0.9800 | differs |" in text
