@@ -287,6 +287,7 @@ def test_confidence_b_above_confidence_a_is_refused():
         CVAE(confidence_b=2.0)
 
 
+@pytest.mark.slow   # two processes, about 16 s; MVAE's two-process tests stay in the fast suite
 def test_ddp_processes_keep_identical_vae_and_item_factors(tmp_path):
     import subprocess
     import sys

@@ -82,6 +82,7 @@ def test_ddp_two_processes_give_identical_test_metrics(odd_checkpoint, tmp_path)
         assert two["metrics"][key] == pytest.approx(value, abs=1e-6), key
 
 
+@pytest.mark.slow   # a fresh process on ml-100k, about 20 s; .ci/run runs it
 def test_readme_example_runs(tmp_path):
     text = open(README).read()
     match = re.search(r"<!-- example: lightning -->\s*```python\n(.*?)```", text, re.S)

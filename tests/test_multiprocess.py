@@ -39,7 +39,8 @@ def _assert_same_round(one, two):
         assert two["losses"][key] == pytest.approx(one["losses"][key], rel=1e-5)
 
 
-@pytest.mark.parametrize("name, extra", [("CFGAN", ()), ("LARA", ())])
+# LARA shares gan.py's round with CFGAN; its two-process run is slow (run by .ci/run)
+@pytest.mark.parametrize("name, extra", [("CFGAN", ()), pytest.param("LARA", (), marks=pytest.mark.slow)])
 def test_gan_round_with_two_processes_gives_one_process_weights(tmp_path, name, extra):
     _assert_same_round(_round(tmp_path, name, 1, *extra), _round(tmp_path, name, 2, *extra))
 

@@ -311,6 +311,7 @@ def test_command_line_error_is_one_line(tmp_path, tiny_root):
 
 # -- DDP -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow   # two processes, about 20 s; MVAE's two-process tests stay in the fast suite
 def test_ddp_two_processes_give_identical_test_metrics(tmp_path):
     # equal for a reason that holds on any CPU: one user a batch and one thread a process, so every user
     # gets the same float scores in both runs; the metric states are float64 sums (scripts/ddp_test_metrics.py)
