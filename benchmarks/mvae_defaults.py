@@ -142,7 +142,7 @@ def render(rows: list[dict], out: str, command: str) -> None:
     metric = first.get("valid_metric") or "NDCG@20"
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     reference = {(r["dataset"], r["seed"]): r["best_valid"] for r in rows if r["candidate"] == "MultiVAE"}
-    lines = ["# Choosing MVAE's default annealing and stopping rule (validation only)", "",
+    lines = ["# MVAE's annealing and stopping candidates against RecBole's MultiVAE (validation only)", "",
              f"Command: {command}", "",
              f"{PROTOCOLS[protocol][1]}, validation {metric}. Seeds here are "
              "not the seeds the benchmarks report. MVAE curves are trained with early stopping off and every rule is "
