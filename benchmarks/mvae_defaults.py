@@ -54,6 +54,9 @@ CANDIDATES = {
     # what RecBole's MultiVAE does in effect on these data sizes (beta near 0, one big minibatch an epoch)
     "cap0-e100": {"anneal_cap": 0.0, "anneal_epochs": 100},
     "cap1.0-e100-b2048": {"anneal_cap": 1.0, "anneal_epochs": 100, "train_batch_size": 2048},
+    # the default horizon with fewer, larger minibatches (the ML-1M-shape diagnosis's lead)
+    "cap1.0-e200-b1000": {"anneal_cap": 1.0, "anneal_epochs": 200, "train_batch_size": 1000},
+    "cap1.0-e200-b2048": {"anneal_cap": 1.0, "anneal_epochs": 200, "train_batch_size": 2048},
     # diagnosis, not an MVAE option: RecBole's MultiVAE's sampling (noise scaled by 0.01, beta near 0)
     "noise0.01-cap0": {"anneal_cap": 0.0, "anneal_epochs": 100, "_noise_scale": 0.01},
     "noise0.01-cap0-b2048": {"anneal_cap": 0.0, "anneal_epochs": 100, "_noise_scale": 0.01, "train_batch_size": 2048},
