@@ -262,3 +262,15 @@ def test_the_command_line_runs_cells_in_fresh_processes_and_logs_each_to_comet(t
     assert len(glob.glob(str(out / "comet" / "*.zip"))) == 1
     assert "| Pop | 1 |" in done.stdout and "Broken seed 2020: HyperparameterError" in done.stdout
     assert (out / "plots" / "tiny_study_quality_time.png").exists()
+
+
+def test_mvae_defaults_replay_rules_stop_where_they_say():
+    from mvae_defaults import replay
+
+    early_peak = [0.1, 0.2, 0.3, 0.4, 0.5, 0.9] + [0.8] * 150        # best at epoch 5, then flat below it
+    assert replay(early_peak, "from-start", 10, 100) == (0.9, 17)      # 11 bad validations in a row
+    assert replay(early_peak, "after-anneal", 10, 100) == (0.9, 100)   # waits for beta's cap
+    assert replay(early_peak, "after-anneal-cut50", 10, 100) == (0.9, 57)   # 51 bad in a row end the wait
+    late_gain = [0.5] + [0.4] * 45 + [0.6] + [0.3] * 150               # 45 bad, then a better one
+    assert replay(late_gain, "after-anneal-cut50", 10, 100) == (0.6, 98)    # kept going, then cut at 46 + 51
+    assert replay(late_gain, "from-start", 10, 100) == (0.5, 12)
