@@ -165,3 +165,56 @@ def test_a_stop_asked_before_the_anneal_end_is_withdrawn_if_not_asked_again(tiny
                          callbacks=[_StopOnce()], limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
     assert trainer.fit_loop.min_epochs == 5 and trainer.current_epoch == 8
+
+
+class _AskAt(pl.Callback):
+    """Early stopping whose patience is spent: it asks to stop at the end of each epoch listed (an
+    epoch not listed is an improvement: it does not ask)."""
+
+    def __init__(self, epochs):
+        self.epochs = set(epochs)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch in self.epochs:
+            trainer.should_stop = True
+
+
+def _fit_with(model, dm, tmp_path, callback, max_epochs=20, validate=False):
+    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                         callbacks=[callback], limit_val_batches=1.0 if validate else 0, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
+@pytest.mark.parametrize("patience, expected", [(None, 8), (2, 3), (0, 1)])
+def test_anneal_patience_takes_the_request_after_that_many_refused_in_a_row(tiny_config, tmp_path, patience,
+                                                                            expected):
+    # asked at every epoch's end: refused after epochs 0 and 1 (patience 2), taken after epoch 2
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    model = MVAE(anneal_cap=0.2, anneal_epochs=8.0, anneal_patience=patience)
+    trainer = _fit_with(model, dm, tmp_path, _AskAt(range(100)))
+    assert trainer.current_epoch == expected
+
+
+def test_anneal_patience_counts_requests_in_a_row_and_an_improvement_resets_it(tiny_config, tmp_path):
+    # asks after epochs 0, 1; epoch 2 validates without asking (an improvement); asks again from epoch 3:
+    # refused after 3 and 4, taken after 5.  Without the reset the run would end after epoch 3.
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    model = MVAE(anneal_cap=0.2, anneal_epochs=10.0, anneal_patience=2)
+    trainer = _fit_with(model, dm, tmp_path, _AskAt([0, 1, *range(3, 100)]), validate=True)
+    assert trainer.current_epoch == 6
+    # an epoch that does not validate is no improvement: with validation off the count carries over epoch 2
+    model = MVAE(anneal_cap=0.2, anneal_epochs=10.0, anneal_patience=2)
+    trainer = _fit_with(model, dm, tmp_path, _AskAt([0, 1, *range(3, 100)]), validate=False)
+    assert trainer.current_epoch == 4
+
+
+def test_anneal_patience_count_travels_in_checkpoints():
+    model = MVAE(anneal_patience=5)
+    model._refused = 3
+    checkpoint = {}
+    model.on_save_checkpoint(checkpoint)
+    restored = MVAE(anneal_patience=5)
+    restored.on_load_checkpoint(checkpoint)
+    assert restored._refused == 3

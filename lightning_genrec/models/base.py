@@ -52,6 +52,12 @@ ANNEALING_BY_EPOCHS = (
     choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the data read."),
     flag("stop_after_anneal", True, "early stopping waits until a linear schedule's beta has reached anneal_cap "
                                     "(at most epochs): a run is not ended on a plateau while beta still grows."),
+    integer("anneal_patience", None, "with stop_after_anneal: how many of early stopping's requests in a row "
+                                     "(validations without improvement past its own patience) are refused while "
+                                     "beta still grows; the next ends the run. Unset: none is taken before the cap. "
+                                     "40 with RecBole's stopping_step 10 ends a run after 51 validations without "
+                                     "improvement (benchmarks/README.md: a lead, not yet the default).",
+            low=0, optional=True),
 )
 
 
@@ -319,6 +325,20 @@ class VAEModule(GenRecModule):
             if loop.max_epochs is not None and loop.max_epochs >= 0:
                 wanted = min(wanted, loop.max_epochs)
             loop.min_epochs = max(loop.min_epochs or 0, wanted)
+        self._anneal_end = loop.min_epochs
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":              # a fresh fit; a resumed one then reads its count from the checkpoint
+            self._refused, self._validated = 0, False
+
+    def on_save_checkpoint(self, checkpoint):
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["anneal_refused"] = getattr(self, "_refused", 0)
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        self._refused = checkpoint.get("anneal_refused", 0)
 
     def on_train_epoch_start(self):
         """Withdraw a stop asked for before the anneal's end.  Lightning keeps ``should_stop`` set
@@ -326,11 +346,31 @@ class VAEModule(GenRecModule):
         patience ran out while beta still grew ended exactly at the anneal's end, on a curve still
         rising.  Early stopping asks again at every validation while its patience stays spent
         (RecBole's counter and Lightning's ``EarlyStopping`` both do), so the rule becomes the one
-        ``stop_after_anneal`` promises: no stop before beta reaches its cap, then RecBole's."""
+        ``stop_after_anneal`` promises: no stop before beta reaches its cap, then RecBole's.
+
+        With ``anneal_patience`` N, the withdrawn requests are counted; a validation without one (an
+        improvement) resets the count, an epoch without validation leaves it.  After N withdrawals in a
+        row ``min_epochs`` comes down to this epoch, so a request at its end is taken; without one it
+        goes back to the anneal's end.  Every process sees the same requests (the stopping rules decide
+        on synchronised metrics), so all stop together; the count is kept in checkpoints."""
         loop = self.trainer.fit_loop
-        if self.hparams.get("stop_after_anneal") and self.trainer.should_stop and loop.min_epochs \
-                and self.current_epoch < loop.min_epochs:
+        end = getattr(self, "_anneal_end", None) or loop.min_epochs
+        validated, self._validated = getattr(self, "_validated", False), False
+        if not (self.hparams.get("stop_after_anneal") and end and self.current_epoch < end):
+            return
+        if self.trainer.should_stop:
             self.trainer.should_stop = False
+            self._refused = getattr(self, "_refused", 0) + 1
+        elif validated:
+            self._refused = 0
+        patience = self.hparams.get("anneal_patience")
+        if patience is not None:
+            loop.min_epochs = self.current_epoch + 1 if getattr(self, "_refused", 0) >= patience else end
+
+    def on_validation_epoch_end(self):
+        super().on_validation_epoch_end()
+        if not self.trainer.sanity_checking:
+            self._validated = True
 
     def log_elbo(self, loss: torch.Tensor, nll: torch.Tensor, kl: torch.Tensor, beta: float, n: int) -> None:
         """Stop on a non-finite loss; log loss, NLL, KL and the KL weight (``n``: batch size)."""
