@@ -1,10 +1,19 @@
 """KL schedules, and that the schedule state survives checkpoint / resume."""
+import logging
+import os
+import sys
+from types import SimpleNamespace
+
 import pytest
 import pytorch_lightning as pl
+import torch
 
 from lightning_genrec import MVAE
 from recbole_ext import RecBoleDataModule
 from lightning_genrec.annealing import constant, cyclical, kl_weight, linear
+from recbole_ext.trainer import _RecBoleLog
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 
 def test_linear_starts_at_zero_and_stops_at_cap():
@@ -100,7 +109,8 @@ def test_epoch_clock_reaches_the_cap_at_anneal_epochs_and_ignores_the_process_co
 
 def test_mvae_defaults_anneal_beta_to_1_over_the_papers_200_passes():
     """The defaults chosen on validation (benchmarks/results/mvae_defaults*.md): beta is halfway at
-    pass 100 and reaches 1 at pass 200, the epochs Liang et al. train; early stopping waits for it."""
+    pass 100 and reaches 1 at pass 200, the epochs Liang et al. train; early stopping waits for it,
+    unless 40 of its requests in a row have been refused (51 validations without improvement)."""
     from types import SimpleNamespace
 
     model = MVAE(n_items=10)
@@ -109,7 +119,7 @@ def test_mvae_defaults_anneal_beta_to_1_over_the_papers_200_passes():
                                      fit_loop=loop)
     assert model.kl_weight() == pytest.approx(0.5)
     assert model.anneal_end_epoch() == pytest.approx(200.0)
-    assert model.hparams.stop_after_anneal
+    assert model.hparams.stop_after_anneal and model.hparams.anneal_patience == 40
 
 
 def test_total_anneal_steps_when_set_is_liang_et_als_step_clock():
@@ -179,10 +189,11 @@ class _AskAt(pl.Callback):
             trainer.should_stop = True
 
 
-def _fit_with(model, dm, tmp_path, callback, max_epochs=20, validate=False):
+def _fit_with(model, dm, tmp_path, callback, max_epochs=20, validate=False, **trainer_args):
     trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
-                         callbacks=[callback], limit_val_batches=1.0 if validate else 0, num_sanity_val_steps=0)
+                         callbacks=[callback], limit_val_batches=1.0 if validate else 0, num_sanity_val_steps=0,
+                         **trainer_args)
     trainer.fit(model, datamodule=dm)
     return trainer
 
@@ -210,11 +221,79 @@ def test_anneal_patience_counts_requests_in_a_row_and_an_improvement_resets_it(t
     assert trainer.current_epoch == 4
 
 
-def test_anneal_patience_count_travels_in_checkpoints():
-    model = MVAE(anneal_patience=5)
-    model._refused = 3
-    checkpoint = {}
-    model.on_save_checkpoint(checkpoint)
-    restored = MVAE(anneal_patience=5)
-    restored.on_load_checkpoint(checkpoint)
-    assert restored._refused == 3
+class _ScriptedRecBoleLog(_RecBoleLog):
+    """The RecBole entry point's stopping rule (RecBole's ``early_stopping``), fed a scripted curve."""
+
+    def __init__(self, curve, stopping_step):
+        owner = SimpleNamespace(valid_log=[], epoch_seconds=[], logger=logging.getLogger("scripted"))
+        super().__init__(owner, "valid/scripted", True, stopping_step, verbose=False)
+        self.curve, self.validations = curve, 0
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            trainer.callback_metrics["valid/scripted"] = torch.tensor(self.curve[self.validations])
+            self.validations += 1
+        super().on_validation_end(trainer, pl_module)
+
+
+FLAT = [0.9] + [0.5] * 200                       # best at the first validation, never better
+LATE = [0.5] + [0.4] * 6 + [0.6] + [0.3] * 100   # 6 without improvement, then a better one
+
+
+@pytest.mark.parametrize("curve, stopping_step, patience", [(FLAT, 1, 2), (FLAT, 2, 3), (FLAT, 0, 0), (LATE, 1, 2),
+                                                            (LATE, 1, 5)])
+def test_anneal_patience_through_recboles_rule_ends_where_the_benchmark_replay_does(tiny_config, tmp_path, curve,
+                                                                                    stopping_step, patience):
+    # the rule mvae_defaults.py replays on recorded curves (after-anneal-cutN: N = stopping_step + patience),
+    # here in training: with RecBole's stopping_step 10 the default 40 ends a run after 51 validations
+    # without improvement
+    from mvae_defaults import replay
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    log = _ScriptedRecBoleLog(curve, stopping_step)
+    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=patience), dm, tmp_path, log,
+                        max_epochs=60, validate=True)
+    _, epochs = replay(curve, f"after-anneal-cut{stopping_step + patience}", stopping_step, 40)
+    assert trainer.current_epoch == log.validations == epochs
+
+
+def test_anneal_patience_counts_validations_when_not_every_epoch_validates(tiny_config, tmp_path):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    log = _ScriptedRecBoleLog(FLAT, 1)
+    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2), dm, tmp_path, log,
+                        max_epochs=60, validate=True, check_val_every_n_epoch=2)
+    assert log.validations == 5 and trainer.current_epoch == 10     # the same 5 validations, two epochs each
+
+
+def test_anneal_patience_keeps_the_users_own_min_epochs(tiny_config, tmp_path):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2), dm, tmp_path,
+                        _ScriptedRecBoleLog(FLAT, 1), max_epochs=60, validate=True, min_epochs=30)
+    assert trainer.current_epoch == 30
+
+
+def test_anneal_patience_count_survives_resume(tiny_config, tmp_path):
+    # Lightning's own EarlyStopping (it asks at the epoch's end, after the module's hook); checkpoints every
+    # epoch; a run resumed from any of them ends where the uninterrupted run ended
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    class Inject(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                trainer.callback_metrics["scripted"] = torch.tensor(FLAT[trainer.current_epoch])
+
+    def trainer(root, *extra):
+        return pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=str(root), num_sanity_val_steps=0,
+                          callbacks=[Inject(), EarlyStopping("scripted", patience=1, mode="max"), *extra])
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    ckpts = tmp_path / "ck"
+    whole = trainer(tmp_path / "a", ModelCheckpoint(dirpath=str(ckpts), save_top_k=-1, filename="{epoch}"))
+    whole.fit(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2), datamodule=dm)
+    assert whole.current_epoch == 4
+    for epoch in (1, 2):
+        resumed = trainer(tmp_path / f"b{epoch}")
+        resumed.fit(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2), datamodule=dm,
+                    ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
+        assert resumed.current_epoch == whole.current_epoch, epoch

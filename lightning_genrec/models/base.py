@@ -51,12 +51,13 @@ ANNEALING_BY_EPOCHS = (
                                         "200000 in the paper).", low=0, optional=True),
     choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the data read."),
     flag("stop_after_anneal", True, "early stopping waits until a linear schedule's beta has reached anneal_cap "
-                                    "(at most epochs): a run is not ended on a plateau while beta still grows."),
-    integer("anneal_patience", None, "with stop_after_anneal: how many of early stopping's requests in a row "
-                                     "(validations without improvement past its own patience) are refused while "
-                                     "beta still grows; the next ends the run. Unset: none is taken before the cap. "
-                                     "40 with RecBole's stopping_step 10 ends a run after 51 validations without "
-                                     "improvement (benchmarks/README.md: a lead, not yet the default).",
+                                    "(at most epochs): a run is not ended on a short plateau while beta still "
+                                    "grows (how long a plateau may last: anneal_patience)."),
+    integer("anneal_patience", 40, "with stop_after_anneal: how many of early stopping's requests in a row "
+                                   "(validations without improvement past its own patience) are refused while "
+                                   "beta still grows; the next ends the run (40: with stopping_step 10, 51 "
+                                   "validations without improvement; chosen on validation curves, "
+                                   "benchmarks/README.md). Unset (~): none is taken before the cap.",
             low=0, optional=True),
 )
 
@@ -266,10 +267,12 @@ class VAEModule(GenRecModule):
       steps, which Lightning keeps in every checkpoint) times the number of processes, so beta
       reaches its cap after the same amount of data whatever the number of processes.
 
-    With ``stop_after_anneal`` (MVAE's default) and a linear schedule, early stopping cannot end
+    With ``stop_after_anneal`` (MVAE's default) and a linear schedule, early stopping does not end
     training before beta has reached ``anneal_cap``: the fit loop's ``min_epochs`` is raised to
     that epoch (at most ``max_epochs``).  The paper anneals and keeps the epoch where validation
-    peaks; a plateau while beta still grows is not the end of that curve."""
+    peaks; a plateau while beta still grows is not the end of that curve.  A long one is: after
+    ``anneal_patience`` requests in a row the stop is taken (any request to stop counts, e.g.
+    ``EarlyStopping``'s threshold or a ``Timer``, as each was withdrawn before the cap)."""
 
     def minibatches_seen(self) -> int:
         """Minibatches read so far by all processes together (the step clock)."""
@@ -324,17 +327,39 @@ class VAEModule(GenRecModule):
             wanted = math.ceil(end - 1e-9)
             if loop.max_epochs is not None and loop.max_epochs >= 0:
                 wanted = min(wanted, loop.max_epochs)
-            loop.min_epochs = max(loop.min_epochs or 0, wanted)
+            self._user_min_epochs = loop.min_epochs or 0
+            loop.min_epochs = max(self._user_min_epochs, wanted)
         self._anneal_end = loop.min_epochs
+        self._take_next_request()          # a run resumed with its refusals spent (mid-epoch: no epoch start)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit":              # a fresh fit; a resumed one then reads its count from the checkpoint
-            self._refused, self._validated = 0, False
+            self._refused, self._validated, self._user_min_epochs = 0, False, 0
+
+    def _before_anneal_end(self) -> bool:
+        end = getattr(self, "_anneal_end", None) or self.trainer.fit_loop.min_epochs
+        return bool(self.hparams.get("stop_after_anneal") and end and self.current_epoch < end)
+
+    def _take_next_request(self) -> None:
+        """``min_epochs`` down to this epoch once ``anneal_patience`` requests were refused in a row (a
+        request at its end is taken; the user's own ``min_epochs`` still holds), else the anneal's end."""
+        patience = self.hparams.get("anneal_patience")
+        if patience is None or not getattr(self, "_anneal_end", None):
+            return
+        loop = self.trainer.fit_loop
+        if getattr(self, "_refused", 0) >= patience:
+            loop.min_epochs = max(getattr(self, "_user_min_epochs", 0), self.current_epoch + 1)
+        else:
+            loop.min_epochs = self._anneal_end
 
     def on_save_checkpoint(self, checkpoint):
         super().on_save_checkpoint(checkpoint)
-        checkpoint["anneal_refused"] = getattr(self, "_refused", 0)
+        # a request made at this epoch's end is refused at the next epoch's start, which a resumed run
+        # does not see (``should_stop`` is not saved): count it here
+        pending = bool(self._trainer is not None and self.trainer.should_stop and self._before_anneal_end()
+                       and self.current_epoch + 1 < self.trainer.fit_loop.min_epochs)
+        checkpoint["anneal_refused"] = getattr(self, "_refused", 0) + pending
 
     def on_load_checkpoint(self, checkpoint):
         super().on_load_checkpoint(checkpoint)
@@ -353,19 +378,15 @@ class VAEModule(GenRecModule):
         row ``min_epochs`` comes down to this epoch, so a request at its end is taken; without one it
         goes back to the anneal's end.  Every process sees the same requests (the stopping rules decide
         on synchronised metrics), so all stop together; the count is kept in checkpoints."""
-        loop = self.trainer.fit_loop
-        end = getattr(self, "_anneal_end", None) or loop.min_epochs
         validated, self._validated = getattr(self, "_validated", False), False
-        if not (self.hparams.get("stop_after_anneal") and end and self.current_epoch < end):
+        if not self._before_anneal_end():
             return
         if self.trainer.should_stop:
             self.trainer.should_stop = False
             self._refused = getattr(self, "_refused", 0) + 1
         elif validated:
             self._refused = 0
-        patience = self.hparams.get("anneal_patience")
-        if patience is not None:
-            loop.min_epochs = self.current_epoch + 1 if getattr(self, "_refused", 0) >= patience else end
+        self._take_next_request()
 
     def on_validation_epoch_end(self):
         super().on_validation_epoch_end()
