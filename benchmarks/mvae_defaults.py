@@ -66,6 +66,12 @@ CANDIDATES = {
     # the converse: RecBole's MultiVAE with the paper's unit noise, beside MVAE with beta 0 at its batch
     "cap0-b2048": {"anneal_cap": 0.0, "anneal_epochs": 100, "train_batch_size": 2048},
     "MultiVAE-noise1": {"_multivae_noise": 1.0},
+    # a probe, not an MVAE option yet: after 10 validations without improvement, go back to the best
+    # epoch's weights and Adam state and halve the step size (3 times at most); beta keeps its clock
+    "cap1.0-e200-plateau-lr": {"anneal_cap": 1.0, "anneal_epochs": 200, "_plateau_lr": (10, 0.5, 3)},
+    # the same where anneal_patience 40 cuts the wait for beta's cap (51 validations without improvement):
+    # what anneal_restarts 3 does in training (it restarts one validation sooner, at the 40th refused request)
+    "cap1.0-e200-cut-restart": {"anneal_cap": 1.0, "anneal_epochs": 200, "_plateau_lr": (51, 0.5, 3)},
 }
 RULES = [("after-anneal", 10), ("after-anneal", 20), ("from-start", 10), ("from-start", 30),
          ("after-anneal-cut50", 10)]
@@ -88,6 +94,8 @@ def run_one(candidate: str, dataset: str, seed: int, data_path: str | None, extr
         settings = dict(CANDIDATES[candidate])
         if "_noise_scale" in settings:
             _scale_noise(settings.pop("_noise_scale"))
+        if "_plateau_lr" in settings:
+            _plateau_lr(*settings.pop("_plateau_lr"))
         if "anneal_epochs" not in settings:          # MVAE's default horizon, whatever it is today
             from lightning_genrec.models.mvae import MVAE
             settings["anneal_epochs"] = next(h.default for h in MVAE.HYPERPARAMETERS if h.name == "anneal_epochs")
@@ -114,6 +122,34 @@ def _scale_noise(scale: float) -> None:
     # the model's only normal draw is z's noise; its input dropout draws with torch.rand
     mvae.torch = type("ScaledNoiseTorch", (), {"__getattr__": lambda _, name: getattr(torch, name),
                                                "randn_like": staticmethod(randn_like)})()
+
+
+def _plateau_lr(after: int, factor: float, times: int) -> None:
+    """In this process only: after ``after`` validations without improvement the run goes back to
+    the best epoch's weights and Adam state with the step size times ``factor``, at most ``times``
+    times (a probe of a data-adaptive step size)."""
+    import copy
+
+    from recbole_ext.trainer import _RecBoleLog
+
+    original = _RecBoleLog.on_validation_end
+
+    def on_validation_end(self, trainer, pl_module):
+        original(self, trainer, pl_module)
+        if trainer.sanity_checking:
+            return
+        optimizer = trainer.optimizers[0]
+        if self.best_epoch == trainer.current_epoch:
+            self._probe_best_optim = copy.deepcopy(optimizer.state_dict())
+        left = getattr(self, "_probe_left", times)
+        if self.cur_step >= after and left > 0 and self.best_state is not None:
+            pl_module.load_state_dict(self.best_state)
+            optimizer.load_state_dict(copy.deepcopy(self._probe_best_optim))   # it keeps the tensors given
+            for group in optimizer.param_groups:
+                group["lr"] = pl_module.hparams.learning_rate * factor ** (times - left + 1)
+            self._probe_left, self.cur_step = left - 1, 0
+
+    _RecBoleLog.on_validation_end = on_validation_end
 
 
 def _multivae_noise(scale: float) -> None:

@@ -15,6 +15,7 @@ metrics on (LARA; any model with ``item_metrics: true``) ``evaluate`` adds
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections import Counter
@@ -51,6 +52,7 @@ class _RecBoleLog(pl.Callback):
         self.cur_step = 0
         self.best_epoch = -1
         self.best_state: dict | None = None
+        self.best_optimizer_states: list | None = None   # kept for a model that restarts from its best epoch
         self.best_result: dict[str, float] = {}   # every valid/ metric Lightning logged at the best epoch
         self._valid_line: str | None = None
 
@@ -75,6 +77,8 @@ class _RecBoleLog(pl.Callback):
         if improved:
             self.best_epoch = epoch
             self.best_state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            if getattr(pl_module, "keeps_restart_state", False):
+                self.best_optimizer_states = [copy.deepcopy(o.state_dict()) for o in trainer.optimizers]
             self.best_result = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items()
                                 if k.startswith("valid/")}
         if stop:
@@ -83,6 +87,13 @@ class _RecBoleLog(pl.Callback):
                             + f" [{set_color('valid_score', 'blue')}: {score:.6f}]")
         if self.callback_fn:
             self.callback_fn(epoch, score)
+
+    def restart_state(self):
+        """(weights, optimizer states, epoch) of the best epoch so far, for a model that restarts from
+        it (:class:`~lightning_genrec.models.base.VAEModule`); ``None`` before the first validation."""
+        if self.best_state is None:
+            return None
+        return self.best_state, self.best_optimizer_states, self.best_epoch
 
     def on_train_epoch_end(self, trainer, pl_module):
         seconds = self.train_seconds if self.train_seconds is not None else time() - self.epoch_start

@@ -120,6 +120,7 @@ def test_mvae_defaults_anneal_beta_to_1_over_the_papers_200_passes():
     assert model.kl_weight() == pytest.approx(0.5)
     assert model.anneal_end_epoch() == pytest.approx(200.0)
     assert model.hparams.stop_after_anneal and model.hparams.anneal_patience == 40
+    assert model.hparams.anneal_restarts == 3 and model.hparams.restart_lr_factor == 0.5
 
 
 def test_total_anneal_steps_when_set_is_liang_et_als_step_clock():
@@ -251,8 +252,8 @@ def test_anneal_patience_through_recboles_rule_ends_where_the_benchmark_replay_d
 
     dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
     log = _ScriptedRecBoleLog(curve, stopping_step)
-    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=patience), dm, tmp_path, log,
-                        max_epochs=60, validate=True)
+    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=patience, anneal_restarts=0), dm,
+                        tmp_path, log, max_epochs=60, validate=True)
     _, epochs = replay(curve, f"after-anneal-cut{stopping_step + patience}", stopping_step, 40)
     assert trainer.current_epoch == log.validations == epochs
 
@@ -260,14 +261,14 @@ def test_anneal_patience_through_recboles_rule_ends_where_the_benchmark_replay_d
 def test_anneal_patience_counts_validations_when_not_every_epoch_validates(tiny_config, tmp_path):
     dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
     log = _ScriptedRecBoleLog(FLAT, 1)
-    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2), dm, tmp_path, log,
-                        max_epochs=60, validate=True, check_val_every_n_epoch=2)
+    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=0), dm, tmp_path,
+                        log, max_epochs=60, validate=True, check_val_every_n_epoch=2)
     assert log.validations == 5 and trainer.current_epoch == 10     # the same 5 validations, two epochs each
 
 
 def test_anneal_patience_keeps_the_users_own_min_epochs(tiny_config, tmp_path):
     dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
-    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2), dm, tmp_path,
+    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=0), dm, tmp_path,
                         _ScriptedRecBoleLog(FLAT, 1), max_epochs=60, validate=True, min_epochs=30)
     assert trainer.current_epoch == 30
 
@@ -297,3 +298,114 @@ def test_anneal_patience_count_survives_resume(tiny_config, tmp_path):
         resumed.fit(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2), datamodule=dm,
                     ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
         assert resumed.current_epoch == whole.current_epoch, epoch
+
+
+class _RecordEpochStarts(pl.Callback):
+    """At each epoch's first minibatch: the step size, Adam's step count of the first parameter, and
+    whether the weights equal the best epoch's the stopping rule keeps (``log``)."""
+
+    def __init__(self, log):
+        self.keeper, self.lr, self.adam_steps, self.at_best = log, {}, {}, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx:
+            return
+        epoch, optimizer = trainer.current_epoch, trainer.optimizers[0]
+        self.lr[epoch] = optimizer.param_groups[0]["lr"]
+        state = optimizer.state.get(optimizer.param_groups[0]["params"][0], {})
+        self.adam_steps[epoch] = int(state["step"]) if "step" in state else 0
+        best = self.keeper.best_state
+        self.at_best[epoch] = best is not None and all(torch.equal(v, best[k]) for k, v in
+                                                       pl_module.state_dict().items())
+
+
+def _fit_recording(model, dm, tmp_path, log, **trainer_args):
+    record = _RecordEpochStarts(log)
+    trainer = pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path),
+                         callbacks=[log, record], num_sanity_val_steps=0, **trainer_args)
+    trainer.fit(model, datamodule=dm)
+    return trainer, record
+
+
+def test_anneal_restarts_go_back_to_the_best_epoch_with_a_smaller_step_before_the_stop(tiny_config, tmp_path):
+    # FLAT with stopping_step 1, patience 2: requests at the ends of epochs 2, 3, ...; the 2nd refusal (start of
+    # epoch 4) ends the wait, and the request after epoch 4 is taken (5 epochs).  With 2 restarts the run
+    # restarts there and at epoch 6's start (2 more refusals); the stop is taken 2 refusals later: 9 epochs.
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)   # 60 users: 2 steps an epoch
+    log = _ScriptedRecBoleLog(FLAT, 1)
+    trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=2,
+                                          learning_rate=1e-3), dm, tmp_path, log)
+    assert trainer.current_epoch == 9 and log.best_epoch == 0
+    assert record.lr == pytest.approx({0: 1e-3, 1: 1e-3, 2: 1e-3, 3: 1e-3, 4: 5e-4, 5: 5e-4, 6: 2.5e-4, 7: 2.5e-4,
+                                       8: 2.5e-4})
+    # at each restart: the best epoch's weights and Adam state (2 steps after epoch 0), then training moves on
+    assert [e for e, same in record.at_best.items() if same] == [1, 4, 6]      # 1: right after the best epoch
+    assert record.adam_steps[4] == record.adam_steps[6] == 2 and record.adam_steps[5] == 4
+    assert trainer.lightning_module._restarts == 2
+
+
+def test_anneal_restarts_an_improvement_after_a_restart_resets_the_count(tiny_config, tmp_path):
+    # a restart at epoch 4's start (as above); validation improves at epoch 5 (0.95 > 0.9): the count starts
+    # again from there, the next restart goes back to epoch 5, not 0
+    curve = [0.9, 0.5, 0.5, 0.5, 0.5, 0.95] + [0.5] * 100
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    log = _ScriptedRecBoleLog(curve, 1)
+    trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=2),
+                                     dm, tmp_path, log)
+    assert log.best_epoch == 5
+    # requests after epochs 7, 8 (stopping_step 1); refusals at the starts of 8, 9: the 2nd restart, to epoch 5's
+    # weights; refusals at 10, 11 end the wait, the request after epoch 11 is taken
+    assert [e for e, same in record.at_best.items() if same] == [1, 4, 6, 9]
+    assert record.lr[8] == pytest.approx(5e-4) and record.lr[9] == pytest.approx(2.5e-4)
+    assert trainer.current_epoch == 12
+
+
+def test_anneal_restarts_none_or_no_best_known_take_the_stop(tiny_config, tmp_path):
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    log = _ScriptedRecBoleLog(FLAT, 1)
+    trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=0),
+                                     dm, tmp_path, log)
+    assert trainer.current_epoch == 5 and set(record.lr.values()) == {1e-3}
+    assert log.best_optimizer_states is None           # not kept for a model that does not restart
+    # a rule that keeps no best epoch (and no monitoring checkpoint): the stop is taken as without restarts
+    trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=8.0, anneal_patience=2), dm, tmp_path, _AskAt(range(100)))
+    assert trainer.current_epoch == 3
+
+
+def test_anneal_restarts_from_a_monitoring_checkpoint_in_a_lightning_script(tiny_config, tmp_path):
+    # Lightning's EarlyStopping and ModelCheckpoint(monitor=...): the restart reads the best file; a resumed
+    # run keeps the number of restarts done and ends where the uninterrupted run ended
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    class Inject(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                trainer.callback_metrics["scripted"] = torch.tensor(FLAT[trainer.current_epoch])
+
+    class Lr(pl.Callback):
+        def __init__(self):
+            self.lr = {}
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.lr[trainer.current_epoch] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def trainer(root, ckpts, *extra):
+        return pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=str(root), num_sanity_val_steps=0,
+                          callbacks=[Inject(), EarlyStopping("scripted", patience=1, mode="max"),
+                                     ModelCheckpoint(dirpath=str(ckpts), monitor="scripted", mode="max",
+                                                     save_top_k=-1, filename="{epoch}"), *extra])
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    lr = Lr()
+    whole = trainer(tmp_path / "a", tmp_path / "ck", lr)
+    model = MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=1)
+    whole.fit(model, datamodule=dm)
+    assert model._restarts == 1 and whole.current_epoch == 6          # the cut's 4 + one restart's 2
+    assert max(lr.lr.values()) == 1e-3 and min(lr.lr.values()) == pytest.approx(5e-4)
+    for epoch in (1, 4):
+        resumed = trainer(tmp_path / f"b{epoch}", tmp_path / f"ck{epoch}")
+        again = MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=1)
+        resumed.fit(again, datamodule=dm, ckpt_path=str(tmp_path / "ck" / f"epoch={epoch}.ckpt"))
+        assert resumed.current_epoch == whole.current_epoch and again._restarts == 1, epoch

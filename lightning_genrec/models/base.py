@@ -11,12 +11,15 @@ log and run under RecBole's evaluator.
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import os
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
 from lightning_genrec.data import InteractionData
@@ -55,10 +58,18 @@ ANNEALING_BY_EPOCHS = (
                                     "grows (how long a plateau may last: anneal_patience)."),
     integer("anneal_patience", 40, "with stop_after_anneal: how many of early stopping's requests in a row "
                                    "(validations without improvement past its own patience) are refused while "
-                                   "beta still grows; the next ends the run (40: with stopping_step 10, 51 "
+                                   "beta still grows; then the run restarts from its best epoch (anneal_restarts) "
+                                   "or the next request ends it (40: with stopping_step 10, 51 "
                                    "validations without improvement; chosen on validation curves, "
                                    "benchmarks/README.md). Unset (~): none is taken before the cap.",
             low=0, optional=True),
+    integer("anneal_restarts", 3, "with anneal_patience: how many times a run whose patience ran out goes back "
+                                  "to its best epoch's weights and Adam state with a smaller step "
+                                  "(learning_rate x restart_lr_factor ** n at the n-th) and waits again, before "
+                                  "the stop is taken (beta keeps its clock; chosen on validation curves, "
+                                  "benchmarks/README.md). 0: the stop is taken at once.", low=0),
+    number("restart_lr_factor", 0.5, "with anneal_restarts: the step size's factor at each restart.",
+           low=0.0, high=1.0, low_open=True),
 )
 
 
@@ -272,7 +283,14 @@ class VAEModule(GenRecModule):
     that epoch (at most ``max_epochs``).  The paper anneals and keeps the epoch where validation
     peaks; a plateau while beta still grows is not the end of that curve.  A long one is: after
     ``anneal_patience`` requests in a row the stop is taken (any request to stop counts, e.g.
-    ``EarlyStopping``'s threshold or a ``Timer``, as each was withdrawn before the cap)."""
+    ``EarlyStopping``'s threshold or a ``Timer``, as each was withdrawn before the cap).
+
+    Before that stop, ``anneal_restarts`` times, the run goes back to its best epoch (weights and
+    Adam state) with the step size times ``restart_lr_factor`` and the count starts again: a run
+    that peaked early (validation falling while beta grows) gets another try with smaller steps
+    instead of an end.  The best epoch comes from the stopping rule's keeper: the RecBole entry
+    point's (it keeps the best weights in memory), or in a Lightning script a ``ModelCheckpoint``
+    with a ``monitor`` (its best file); with neither, the stop is taken as without restarts."""
 
     def minibatches_seen(self) -> int:
         """Minibatches read so far by all processes together (the step clock)."""
@@ -335,7 +353,7 @@ class VAEModule(GenRecModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit":              # a fresh fit; a resumed one then reads its count from the checkpoint
-            self._refused, self._validated, self._user_min_epochs = 0, False, 0
+            self._refused, self._validated, self._user_min_epochs, self._restarts = 0, False, 0, 0
 
     def _before_anneal_end(self) -> bool:
         end = getattr(self, "_anneal_end", None) or self.trainer.fit_loop.min_epochs
@@ -348,10 +366,59 @@ class VAEModule(GenRecModule):
         if patience is None or not getattr(self, "_anneal_end", None):
             return
         loop = self.trainer.fit_loop
+        if getattr(self, "_refused", 0) >= patience and self._restart():
+            self._refused = 0
         if getattr(self, "_refused", 0) >= patience:
             loop.min_epochs = max(getattr(self, "_user_min_epochs", 0), self.current_epoch + 1)
         else:
             loop.min_epochs = self._anneal_end
+
+    @property
+    def keeps_restart_state(self) -> bool:
+        """Whether the stopping rule's keeper should keep the best epoch's optimizer state too."""
+        h = self.hparams
+        return bool(h.get("stop_after_anneal") and h.get("anneal_patience") is not None
+                    and h.get("anneal_restarts"))
+
+    def _restart(self) -> bool:
+        """Back to the best epoch's weights and Adam state with a smaller step, if a restart is left and
+        a best epoch is known (True), else False."""
+        done = getattr(self, "_restarts", 0)
+        if not self.keeps_restart_state or done >= self.hparams.anneal_restarts:
+            return False
+        best = self._best_to_restart_from()
+        if best is None:
+            return False
+        weights, optimizer_states, epoch = best
+        self.load_state_dict(weights)
+        optimizers = self.trainer.optimizers
+        for optimizer, state in zip(optimizers, optimizer_states or []):
+            optimizer.load_state_dict(copy.deepcopy(state))   # it keeps the tensors given: the kept best would move
+        self._restarts = done + 1
+        lr = self.hparams.learning_rate * self.hparams.restart_lr_factor ** self._restarts
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        rank_zero_info(f"{type(self).__name__}: validation has not improved for {self.hparams.anneal_patience} "
+                       f"of early stopping's requests; restart {self._restarts} of "
+                       f"{self.hparams.anneal_restarts} from epoch {epoch}'s weights, learning rate {lr:g}")
+        return True
+
+    def _best_to_restart_from(self):
+        """(weights, optimizer states, epoch) of the best epoch: from a callback that keeps it
+        (``restart_state()``, the RecBole entry point's), else from a monitoring ``ModelCheckpoint``'s
+        best file; ``None`` when neither knows one."""
+        for callback in self.trainer.callbacks:
+            if hasattr(callback, "restart_state"):
+                best = callback.restart_state()
+                if best is not None:
+                    return best
+        checkpoint = self.trainer.checkpoint_callback
+        path = getattr(checkpoint, "best_model_path", "") if getattr(checkpoint, "monitor", None) else ""
+        if path and os.path.exists(path):
+            saved = torch.load(path, map_location=self.device, weights_only=False)
+            return saved["state_dict"], saved.get("optimizer_states"), saved.get("epoch")
+        return None
 
     def on_save_checkpoint(self, checkpoint):
         super().on_save_checkpoint(checkpoint)
@@ -360,10 +427,12 @@ class VAEModule(GenRecModule):
         pending = bool(self._trainer is not None and self.trainer.should_stop and self._before_anneal_end()
                        and self.current_epoch + 1 < self.trainer.fit_loop.min_epochs)
         checkpoint["anneal_refused"] = getattr(self, "_refused", 0) + pending
+        checkpoint["anneal_restarts_done"] = getattr(self, "_restarts", 0)
 
     def on_load_checkpoint(self, checkpoint):
         super().on_load_checkpoint(checkpoint)
         self._refused = checkpoint.get("anneal_refused", 0)
+        self._restarts = checkpoint.get("anneal_restarts_done", 0)
 
     def on_train_epoch_start(self):
         """Withdraw a stop asked for before the anneal's end.  Lightning keeps ``should_stop`` set
