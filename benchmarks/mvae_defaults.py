@@ -12,6 +12,8 @@ Test metrics are never read here.
 Usage:
     python benchmarks/mvae_defaults.py --datasets ml-100k lastfm-2k --data_path ../shared/data --seeds 7 8
     python benchmarks/mvae_defaults.py --render            # the table from the committed CSV
+    python benchmarks/mvae_defaults.py --merge /tmp/a /tmp/b --note "one thread each"   # rows of runs made
+                                                           # side by side with --out, into the committed table
 Writes benchmarks/results/mvae_defaults.{csv,md}.
 """
 from __future__ import annotations
@@ -196,7 +198,10 @@ def render(rows: list[dict], out: str, command: str) -> None:
              "replayed on them; `after-anneal P`: patience P counted as RecBole does, but no stop before beta "
              "reaches its cap; `after-anneal-cut50 P`: the same, but a run whose validation has not improved for "
              "51 validations in a row ends before the cap; `from-start P`: RecBole's rule alone. MultiVAE: "
-             "RecBole's defaults, run for real.", ""]
+             "RecBole's defaults, run for real. The `-plateau-lr` and `-cut-restart` curves contain their restarts "
+             "(back to the best epoch with half the step after 10 or 51 validations without improvement), so a rule "
+             "replayed on them is approximate; for `-cut-restart` (what `anneal_restarts` does in training, "
+             "restarting where the cut would stop) `after-anneal 10` is the one that matches training.", ""]
     for ds in datasets:
         lines += [f"## {ds}", "", f"| candidate | rule | valid {metric} per seed | / MultiVAE per seed | epochs per seed |",
                   "|---|---|---|---|---|"]
@@ -221,6 +226,19 @@ def render(rows: list[dict], out: str, command: str) -> None:
         f.write("\n".join(lines))
 
 
+def merge_runs(rows: list[dict], stems: list[str]) -> list[dict]:
+    """``rows`` with the rows of the runs written to ``stems`` (their .csv) added; a run's row replaces
+    one of the same (candidate, data set, seed, protocol)."""
+    def key(r):
+        return r["candidate"], r["dataset"], str(r["seed"]), r.get("protocol", "default")
+
+    merged = {key(r): r for r in rows}
+    for stem in stems:
+        for r in read_rows(stem + ".csv"):
+            merged[key(r)] = r
+    return list(merged.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--candidates", nargs="+", default=["MultiVAE", *CANDIDATES])
@@ -233,6 +251,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results stem (default: results/mvae_defaults[_heldout])")
     parser.add_argument("--append", action="store_true")
     parser.add_argument("--render", action="store_true")
+    parser.add_argument("--merge", nargs="+", metavar="STEM",
+                        help="rows (and Command lines) of other runs' --out stems into --out's table")
+    parser.add_argument("--note", default="", help="with --merge: a note put before the merged runs' commands")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.out is None:
@@ -242,8 +263,15 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.data_path, args.extra,
                                              args.protocol)))
         return
-    old = read_rows(args.out + ".csv") if (args.append or args.render) and os.path.exists(args.out + ".csv") else []
+    old = read_rows(args.out + ".csv") if (args.append or args.render or args.merge) and os.path.exists(args.out + ".csv") else []
     command = f"`python benchmarks/mvae_defaults.py {' '.join(sys.argv[1:])}`"
+    if args.merge:
+        merged = merge_runs(old, args.merge)
+        commands = " and ".join(recorded_command(stem) or "(unknown)" for stem in args.merge)
+        note = f"({args.note}) " if args.note else ""
+        write_csv(merged, args.out + ".csv")
+        render(merged, args.out, f"{recorded_command(args.out) or '(unknown)'} then {note}{commands}")
+        return
     if args.render:
         command = recorded_command(args.out) or "(unknown)"
     elif args.append and old:

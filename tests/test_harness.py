@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -247,7 +248,6 @@ def test_merge_replaces_the_same_cells_in_place_with_their_per_user_values_and_k
 
 @pytest.mark.slow
 def test_the_command_line_runs_cells_in_fresh_processes_and_logs_each_to_comet(tiny_root, tmp_path):
-    import subprocess
 
     path = _write_tiny(tmp_path, rows={"Pop": {"model": "Pop"},
                                        "Broken": {"model": "MVAE", "config": {"latent_dimension": -1}}})
@@ -274,3 +274,26 @@ def test_mvae_defaults_replay_rules_stop_where_they_say():
     late_gain = [0.5] + [0.4] * 45 + [0.6] + [0.3] * 150               # 45 bad, then a better one
     assert replay(late_gain, "after-anneal-cut50", 10, 100) == (0.6, 98)    # kept going, then cut at 46 + 51
     assert replay(late_gain, "from-start", 10, 100) == (0.5, 12)
+
+
+def test_mvae_defaults_merge_adds_side_by_side_runs_rows_and_commands(tmp_path):
+    # runs made side by side with --out /tmp/... are merged into the committed table: their rows replace
+    # rows of the same (candidate, data set, seed, protocol), others are kept; their commands are recorded
+    from bench_io import read_rows, write_csv
+
+    def row(cand, seed, best):
+        return {"candidate": cand, "dataset": "ml-100k", "seed": seed, "protocol": "default", "epochs": 3,
+                "best_epoch": 1, "best_valid": best, "valid_curve": json.dumps([best - 0.1, best, best - 0.2])}
+
+    table, side = str(tmp_path / "table"), str(tmp_path / "side")
+    write_csv([row("MultiVAE", 7, 0.2), row("cap1.0-e200", 7, 0.25)], table + ".csv")
+    (tmp_path / "table.md").write_text("# t\n\nCommand: `first`\n")
+    write_csv([row("cap1.0-e200", 7, 0.3), row("cap1.0-e200-b2048", 7, 0.28)], side + ".csv")
+    (tmp_path / "side.md").write_text("# t\n\nCommand: `second`\n")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "mvae_defaults.py"), "--merge", side,
+                           "--note", "side by side", "--out", table], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["candidate"]: r["best_valid"] for r in read_rows(table + ".csv")}
+    assert rows == {"MultiVAE": 0.2, "cap1.0-e200": 0.3, "cap1.0-e200-b2048": 0.28}
+    md = (tmp_path / "table.md").read_text()
+    assert "Command: `first` then (side by side) `second`" in md and "| cap1.0-e200 | after-anneal 10 | 0.3000 |" in md
