@@ -1,6 +1,7 @@
 """KL schedules, and that the schedule state survives checkpoint / resume."""
 import logging
 import os
+import shutil
 import sys
 from types import SimpleNamespace
 
@@ -371,6 +372,11 @@ def test_anneal_restarts_none_or_no_best_known_take_the_stop(tiny_config, tmp_pa
     # a rule that keeps no best epoch (and no monitoring checkpoint): the stop is taken as without restarts
     trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=8.0, anneal_patience=2), dm, tmp_path, _AskAt(range(100)))
     assert trainer.current_epoch == 3
+    # anneal_patience 0: the first request is taken, and no epoch restarts before it (the count is 0 >= 0)
+    log = _ScriptedRecBoleLog(FLAT, 1)
+    trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=0), dm, tmp_path, log)
+    assert trainer.current_epoch == 3 and set(record.lr.values()) == {1e-3}
+    assert log.best_optimizer_states is None
 
 
 def test_anneal_restarts_from_a_monitoring_checkpoint_in_a_lightning_script(tiny_config, tmp_path):
@@ -384,11 +390,15 @@ def test_anneal_restarts_from_a_monitoring_checkpoint_in_a_lightning_script(tiny
                 trainer.callback_metrics["scripted"] = torch.tensor(FLAT[trainer.current_epoch])
 
     class Lr(pl.Callback):
-        def __init__(self):
-            self.lr = {}
+        """The step size and the weights at each epoch's first minibatch."""
 
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.lr[trainer.current_epoch] = trainer.optimizers[0].param_groups[0]["lr"]
+        def __init__(self):
+            self.lr, self.weights = {}, {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                self.lr[trainer.current_epoch] = trainer.optimizers[0].param_groups[0]["lr"]
+                self.weights[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.state_dict().items()}
 
     def trainer(root, ckpts, *extra):
         return pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
@@ -403,9 +413,17 @@ def test_anneal_restarts_from_a_monitoring_checkpoint_in_a_lightning_script(tiny
     model = MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=1)
     whole.fit(model, datamodule=dm)
     assert model._restarts == 1 and whole.current_epoch == 6          # the cut's 4 + one restart's 2
-    assert max(lr.lr.values()) == 1e-3 and min(lr.lr.values()) == pytest.approx(5e-4)
-    for epoch in (1, 4):
-        resumed = trainer(tmp_path / f"b{epoch}", tmp_path / f"ck{epoch}")
+    assert lr.lr == pytest.approx({0: 1e-3, 1: 1e-3, 2: 1e-3, 3: 5e-4, 4: 5e-4, 5: 5e-4})
+    # the restart (epoch 3's start) went back to the best file's weights (epoch 0: FLAT's best), and Adam's
+    best = torch.load(str(tmp_path / "ck" / "epoch=0.ckpt"), weights_only=False)
+    assert all(torch.equal(v, best["state_dict"][k]) for k, v in lr.weights[3].items())
+    assert not all(torch.equal(v, best["state_dict"][k]) for k, v in lr.weights[2].items())
+    for epoch in (1, 4):   # resumed from a copy of the run's folder as it was at that epoch
+        ckpts = tmp_path / f"ck{epoch}"
+        shutil.copytree(tmp_path / "ck", ckpts)
+        for later in range(epoch + 1, 10):
+            (ckpts / f"epoch={later}.ckpt").unlink(missing_ok=True)
+        resumed = trainer(tmp_path / f"b{epoch}", ckpts)
         again = MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=1)
-        resumed.fit(again, datamodule=dm, ckpt_path=str(tmp_path / "ck" / f"epoch={epoch}.ckpt"))
+        resumed.fit(again, datamodule=dm, ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
         assert resumed.current_epoch == whole.current_epoch and again._restarts == 1, epoch

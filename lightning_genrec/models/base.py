@@ -14,12 +14,11 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import os
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
 from lightning_genrec.data import InteractionData
@@ -59,15 +58,17 @@ ANNEALING_BY_EPOCHS = (
     integer("anneal_patience", 40, "with stop_after_anneal: how many of early stopping's requests in a row "
                                    "(validations without improvement past its own patience) are refused while "
                                    "beta still grows; then the run restarts from its best epoch (anneal_restarts) "
-                                   "or the next request ends it (40: with stopping_step 10, 51 "
-                                   "validations without improvement; chosen on validation curves, "
-                                   "benchmarks/README.md). Unset (~): none is taken before the cap.",
+                                   "or the next request ends it (40: with stopping_step 10, a restart at "
+                                   "the 50th validation without improvement, the stop at the 51st; chosen on "
+                                   "validation curves, benchmarks/README.md). Unset (~): none is taken before "
+                                   "the cap; 0: the first is taken, no restart.",
             low=0, optional=True),
     integer("anneal_restarts", 3, "with anneal_patience: how many times a run whose patience ran out goes back "
                                   "to its best epoch's weights and Adam state with a smaller step "
-                                  "(learning_rate x restart_lr_factor ** n at the n-th) and waits again, before "
-                                  "the stop is taken (beta keeps its clock; chosen on validation curves, "
-                                  "benchmarks/README.md). 0: the stop is taken at once.", low=0),
+                                  "(learning_rate x restart_lr_factor ** n at the n-th) and waits again "
+                                  "(anneal_patience more requests), before the stop is taken (beta keeps its "
+                                  "clock; chosen on validation curves, benchmarks/README.md). 0: the stop is "
+                                  "taken at once.", low=0),
     number("restart_lr_factor", 0.5, "with anneal_restarts: the step size's factor at each restart.",
            low=0.0, high=1.0, low_open=True),
 )
@@ -286,11 +287,14 @@ class VAEModule(GenRecModule):
     ``EarlyStopping``'s threshold or a ``Timer``, as each was withdrawn before the cap).
 
     Before that stop, ``anneal_restarts`` times, the run goes back to its best epoch (weights and
-    Adam state) with the step size times ``restart_lr_factor`` and the count starts again: a run
-    that peaked early (validation falling while beta grows) gets another try with smaller steps
-    instead of an end.  The best epoch comes from the stopping rule's keeper: the RecBole entry
-    point's (it keeps the best weights in memory), or in a Lightning script a ``ModelCheckpoint``
-    with a ``monitor`` (its best file); with neither, the stop is taken as without restarts."""
+    Adam state) with the step size times ``restart_lr_factor`` and the count starts again (early
+    stopping, its own patience spent, asks at every validation, so the next restart or the stop
+    comes ``anneal_patience`` validations later unless validation improves): a run that peaked
+    early (validation falling while beta grows) gets another try with smaller steps instead of an
+    end.  The best epoch comes from the stopping rule's keeper: the RecBole entry point's (it keeps
+    the best weights and Adam state in memory), or in a Lightning script a ``ModelCheckpoint`` with
+    a ``monitor`` (its best file, as that callback tracks it); with neither, the stop is taken as
+    without restarts.  With several processes all restart or none does."""
 
     def minibatches_seen(self) -> int:
         """Minibatches read so far by all processes together (the step clock)."""
@@ -366,7 +370,7 @@ class VAEModule(GenRecModule):
         if patience is None or not getattr(self, "_anneal_end", None):
             return
         loop = self.trainer.fit_loop
-        if getattr(self, "_refused", 0) >= patience and self._restart():
+        if patience and getattr(self, "_refused", 0) >= patience and self._restart():
             self._refused = 0
         if getattr(self, "_refused", 0) >= patience:
             loop.min_epochs = max(getattr(self, "_user_min_epochs", 0), self.current_epoch + 1)
@@ -377,7 +381,7 @@ class VAEModule(GenRecModule):
     def keeps_restart_state(self) -> bool:
         """Whether the stopping rule's keeper should keep the best epoch's optimizer state too."""
         h = self.hparams
-        return bool(h.get("stop_after_anneal") and h.get("anneal_patience") is not None
+        return bool(h.get("stop_after_anneal") and h.get("anneal_schedule") == "linear" and h.get("anneal_patience")
                     and h.get("anneal_restarts"))
 
     def _restart(self) -> bool:
@@ -387,7 +391,10 @@ class VAEModule(GenRecModule):
         if not self.keeps_restart_state or done >= self.hparams.anneal_restarts:
             return False
         best = self._best_to_restart_from()
-        if best is None:
+        found = best is not None
+        if self.trainer.world_size > 1:     # all processes restart or none (a best file one of them cannot read)
+            found = self.trainer.strategy.reduce_boolean_decision(found, all=True)
+        if not found:
             return False
         weights, optimizer_states, epoch = best
         self.load_state_dict(weights)
@@ -413,10 +420,17 @@ class VAEModule(GenRecModule):
                 best = callback.restart_state()
                 if best is not None:
                     return best
-        checkpoint = self.trainer.checkpoint_callback
-        path = getattr(checkpoint, "best_model_path", "") if getattr(checkpoint, "monitor", None) else ""
-        if path and os.path.exists(path):
-            saved = torch.load(path, map_location=self.device, weights_only=False)
+        for checkpoint in self.trainer.checkpoint_callbacks:
+            path = getattr(checkpoint, "best_model_path", "") if getattr(checkpoint, "monitor", None) else ""
+            if not path:
+                continue
+            try:
+                saved = self.trainer.strategy.load_checkpoint(path, weights_only=False)   # this run's own file
+            except (FileNotFoundError, OSError):
+                continue
+            if "optimizer_states" not in saved:
+                rank_zero_warn(f"{path} holds no optimizer state (save_weights_only): a restart from it keeps the "
+                               "current Adam state")
             return saved["state_dict"], saved.get("optimizer_states"), saved.get("epoch")
         return None
 
