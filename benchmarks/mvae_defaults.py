@@ -74,6 +74,9 @@ CANDIDATES = {
     # the same where anneal_patience 40 cuts the wait for beta's cap (51 validations without improvement):
     # what anneal_restarts 3 does in training (it restarts one validation sooner, at the 40th refused request)
     "cap1.0-e200-cut-restart": {"anneal_cap": 1.0, "anneal_epochs": 200, "_plateau_lr": (51, 0.5, 3)},
+    # a probe for the next change: the same, and from beta's cap on a restart also where RecBole's rule
+    # (stopping_step 10) would stop, while restarts are left
+    "cap1.0-e200-restart-after-cap": {"anneal_cap": 1.0, "anneal_epochs": 200, "_plateau_lr": (51, 0.5, 3, 11)},
 }
 RULES = [("after-anneal", 10), ("after-anneal", 20), ("from-start", 10), ("from-start", 30),
          ("after-anneal-cut50", 10)]
@@ -126,10 +129,11 @@ def _scale_noise(scale: float) -> None:
                                                "randn_like": staticmethod(randn_like)})()
 
 
-def _plateau_lr(after: int, factor: float, times: int) -> None:
-    """In this process only: after ``after`` validations without improvement the run goes back to
-    the best epoch's weights and Adam state with the step size times ``factor``, at most ``times``
-    times (a probe of a data-adaptive step size)."""
+def _plateau_lr(after: int, factor: float, times: int, after_cap: int | None = None) -> None:
+    """In this process only: after ``after`` validations without improvement (``after_cap`` from
+    the anneal's end on, when given) the run goes back to the best epoch's weights and Adam state
+    with the step size times ``factor``, at most ``times`` times (a probe of a data-adaptive step
+    size)."""
     import copy
 
     from recbole_ext.trainer import _RecBoleLog
@@ -144,7 +148,10 @@ def _plateau_lr(after: int, factor: float, times: int) -> None:
         if self.best_epoch == trainer.current_epoch:
             self._probe_best_optim = copy.deepcopy(optimizer.state_dict())
         left = getattr(self, "_probe_left", times)
-        if self.cur_step >= after and left > 0 and self.best_state is not None:
+        wait = after
+        if after_cap is not None and trainer.current_epoch + 1 >= pl_module.hparams.anneal_epochs:
+            wait = after_cap
+        if self.cur_step >= wait and left > 0 and self.best_state is not None:
             pl_module.load_state_dict(self.best_state)
             optimizer.load_state_dict(copy.deepcopy(self._probe_best_optim))   # it keeps the tensors given
             for group in optimizer.param_groups:
@@ -198,10 +205,12 @@ def render(rows: list[dict], out: str, command: str) -> None:
              "replayed on them; `after-anneal P`: patience P counted as RecBole does, but no stop before beta "
              "reaches its cap; `after-anneal-cut50 P`: the same, but a run whose validation has not improved for "
              "51 validations in a row ends before the cap; `from-start P`: RecBole's rule alone. MultiVAE: "
-             "RecBole's defaults, run for real. The `-plateau-lr` and `-cut-restart` curves contain their restarts "
-             "(back to the best epoch with half the step after 10 or 51 validations without improvement), so a rule "
-             "replayed on them is approximate; for `-cut-restart` (what `anneal_restarts` does in training, "
-             "restarting where the cut would stop) `after-anneal 10` is the one that matches training.", ""]
+             "RecBole's defaults, run for real. The `-plateau-lr`, `-cut-restart` and `-restart-after-cap` curves "
+             "contain their restarts (back to the best epoch with half the step after 10 or 51 validations without "
+             "improvement, 3 at most; `-restart-after-cap` also after 11 from beta's cap on, where RecBole's rule "
+             "would stop), so a rule replayed on them is approximate; for `-cut-restart` (what `anneal_restarts` "
+             "does in training, restarting where the cut would stop) `after-anneal 10` is the one that matches "
+             "training; `whole curve`: the best of the curve as trained, to its last epoch.", ""]
     for ds in datasets:
         lines += [f"## {ds}", "", f"| candidate | rule | valid {metric} per seed | / MultiVAE per seed | epochs per seed |",
                   "|---|---|---|---|---|"]
@@ -213,17 +222,26 @@ def render(rows: list[dict], out: str, command: str) -> None:
         for cand in [c for c in CANDIDATES if any(r["candidate"] == c and r["dataset"] == ds for r in rows)]:
             runs = {r["seed"]: r for r in rows if r["candidate"] == cand and r["dataset"] == ds}
             horizon = CANDIDATES[cand].get("anneal_epochs", 0)
-            for rule, patience in RULES:
-                kept = {s: replay(json.loads(runs[s]["valid_curve"]), rule, patience, int(horizon))
+            rules = list(RULES)
+            if "_plateau_lr" in CANDIDATES[cand]:      # its restarts are in the curve: its best as trained too
+                rules.append(("whole curve", ""))
+            for rule, patience in rules:
+                kept = {s: whole_curve(json.loads(runs[s]["valid_curve"])) if rule == "whole curve" else
+                        replay(json.loads(runs[s]["valid_curve"]), rule, patience, int(horizon))
                         for s in seeds if s in runs}
                 scores = ", ".join("%.4f" % kept[s][0] if s in kept else "-" for s in seeds)
                 ratios = ", ".join("%.3fx" % (kept[s][0] / reference[(ds, s)])
                                    if s in kept and reference.get((ds, s)) else "-" for s in seeds)
                 epochs = ", ".join(str(kept[s][1]) if s in kept else "-" for s in seeds)
-                lines.append(f"| {cand} | {rule} {patience} | {scores} | {ratios} | {epochs} |")
+                lines.append(f"| {cand} | {f'{rule} {patience}'.strip()} | {scores} | {ratios} | {epochs} |")
         lines.append("")
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines))
+
+
+def whole_curve(curve: list[float]) -> tuple[float, int]:
+    """(best validation score, epochs) of a curve trained to its end (no rule replayed)."""
+    return max(curve), len(curve)
 
 
 def merge_runs(rows: list[dict], stems: list[str]) -> list[dict]:
