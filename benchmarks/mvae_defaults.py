@@ -244,16 +244,13 @@ def whole_curve(curve: list[float]) -> tuple[float, int]:
     return max(curve), len(curve)
 
 
-def merge_runs(rows: list[dict], stems: list[str]) -> list[dict]:
-    """``rows`` with the rows of the runs written to ``stems`` (their .csv) added; a run's row replaces
-    one of the same (candidate, data set, seed, protocol)."""
+def merge_rows(rows: list[dict], new: list[dict]) -> list[dict]:
+    """``rows`` with ``new`` added; a new row replaces one of the same (candidate, data set, seed, protocol)."""
     def key(r):
         return r["candidate"], r["dataset"], str(r["seed"]), r.get("protocol", "default")
 
     merged = {key(r): r for r in rows}
-    for stem in stems:
-        for r in read_rows(stem + ".csv"):
-            merged[key(r)] = r
+    merged.update((key(r), r) for r in new)
     return list(merged.values())
 
 
@@ -284,7 +281,7 @@ def main() -> None:
     old = read_rows(args.out + ".csv") if (args.append or args.render or args.merge) and os.path.exists(args.out + ".csv") else []
     command = f"`python benchmarks/mvae_defaults.py {' '.join(sys.argv[1:])}`"
     if args.merge:
-        merged = merge_runs(old, args.merge)
+        merged = merge_rows(old, [r for stem in args.merge for r in read_rows(stem + ".csv")])
         commands = " and ".join(recorded_command(stem) or "(unknown)" for stem in args.merge)
         note = f"({args.note}) " if args.note else ""
         write_csv(merged, args.out + ".csv")
@@ -306,8 +303,7 @@ def main() -> None:
                     rows.append(row)
                     print(f"{dataset} seed {seed} {cand}: best valid {row['best_valid']:.4f} at epoch "
                           f"{row['best_epoch']} of {row['epochs']} ({row['fit_s']:.0f} s)", flush=True)
-                    keys = {(r["candidate"], r["dataset"], r["seed"]) for r in rows}
-                    merged = [r for r in old if (r["candidate"], r["dataset"], r["seed"]) not in keys] + rows
+                    merged = merge_rows(old, rows)
                     write_csv(merged, args.out + ".csv")
                     render(merged, args.out, command)
     else:
