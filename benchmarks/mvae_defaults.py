@@ -192,6 +192,26 @@ def replay(curve: list[float], rule: str, patience: int, start: int) -> tuple[fl
     return best, len(curve)
 
 
+def restarts_as_trained(curve: list[float], start: int, before: int, times: int, stopping_step: int = 10
+                        ) -> tuple[float, int]:
+    """(best validation score kept, epochs trained) of a ``-restart-after-cap`` probe curve (its restarts
+    are in it) as ``restart_after_cap`` trains: RecBole's count of validations without improvement; a
+    restart where the count reaches ``before`` before beta's cap (epoch ``start``) or exceeds
+    ``stopping_step`` after it (where RecBole's rule would stop), the count then starting again;
+    ``times`` restarts, then the stop at the next such point."""
+    best, bad, left = -1.0, 0, times
+    for epoch, score in enumerate(curve):
+        if score >= best:
+            best, bad = score, 0
+        else:
+            bad += 1
+        if (bad > stopping_step) if epoch + 1 >= start else (bad >= before):
+            if not left:
+                return best, epoch + 1
+            left, bad = left - 1, 0
+    return best, len(curve)
+
+
 def render(rows: list[dict], out: str, command: str) -> None:
     first = rows[0] if rows else {}
     protocol = first.get("protocol") or "default"          # rows from before --protocol: the default split
@@ -210,7 +230,10 @@ def render(rows: list[dict], out: str, command: str) -> None:
              "improvement, 3 at most; `-restart-after-cap` also after 11 from beta's cap on, where RecBole's rule "
              "would stop), so a rule replayed on them is approximate; for `-cut-restart` (what `anneal_restarts` "
              "does in training, restarting where the cut would stop) `after-anneal 10` is the one that matches "
-             "training; `whole curve`: the best of the curve as trained, to its last epoch.", ""]
+             "training; `whole curve`: the best of the curve as trained, to its last epoch; `restart_after_cap` "
+             "(for `-restart-after-cap`): where training with `restart_after_cap: true` stops, its 3 restarts "
+             "spent (it restarts before the cap one validation sooner than the probe, at the 40th refused "
+             "request, without starting RecBole's count again).", ""]
     for ds in datasets:
         lines += [f"## {ds}", "", f"| candidate | rule | valid {metric} per seed | / MultiVAE per seed | epochs per seed |",
                   "|---|---|---|---|---|"]
@@ -223,12 +246,21 @@ def render(rows: list[dict], out: str, command: str) -> None:
             runs = {r["seed"]: r for r in rows if r["candidate"] == cand and r["dataset"] == ds}
             horizon = CANDIDATES[cand].get("anneal_epochs", 0)
             rules = list(RULES)
-            if "_plateau_lr" in CANDIDATES[cand]:      # its restarts are in the curve: its best as trained too
+            plateau = CANDIDATES[cand].get("_plateau_lr", ())
+            if plateau:                                 # its restarts are in the curve: its best as trained too
                 rules.append(("whole curve", ""))
+            if len(plateau) == 4:                       # restarts after the cap too: what restart_after_cap keeps
+                rules.append(("restart_after_cap", ""))
+
+            def kept_by(rule, patience, curve):
+                if rule == "whole curve":
+                    return whole_curve(curve)
+                if rule == "restart_after_cap":
+                    return restarts_as_trained(curve, int(horizon), plateau[0], plateau[2])
+                return replay(curve, rule, patience, int(horizon))
+
             for rule, patience in rules:
-                kept = {s: whole_curve(json.loads(runs[s]["valid_curve"])) if rule == "whole curve" else
-                        replay(json.loads(runs[s]["valid_curve"]), rule, patience, int(horizon))
-                        for s in seeds if s in runs}
+                kept = {s: kept_by(rule, patience, json.loads(runs[s]["valid_curve"])) for s in seeds if s in runs}
                 scores = ", ".join("%.4f" % kept[s][0] if s in kept else "-" for s in seeds)
                 ratios = ", ".join("%.3fx" % (kept[s][0] / reference[(ds, s)])
                                    if s in kept and reference.get((ds, s)) else "-" for s in seeds)

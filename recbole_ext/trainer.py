@@ -88,6 +88,14 @@ class _RecBoleLog(pl.Callback):
         if self.callback_fn:
             self.callback_fn(epoch, score)
 
+    def plateau_request(self) -> bool:
+        """Whether this rule asks to stop: ``stopping_step`` + 1 validations without improvement."""
+        return self.cur_step > self.stopping_step
+
+    def reset_patience(self) -> None:
+        """Wait the whole ``stopping_step`` again (the model went back to its best epoch)."""
+        self.cur_step = 0
+
     def restart_state(self):
         """(weights, optimizer states, epoch) of the best epoch so far, for a model that restarts from
         it (:class:`~lightning_genrec.models.base.VAEModule`); ``None`` before the first validation."""

@@ -122,6 +122,7 @@ def test_mvae_defaults_anneal_beta_to_1_over_the_papers_200_passes():
     assert model.anneal_end_epoch() == pytest.approx(200.0)
     assert model.hparams.stop_after_anneal and model.hparams.anneal_patience == 40
     assert model.hparams.anneal_restarts == 3 and model.hparams.restart_lr_factor == 0.5
+    assert model.hparams.restart_after_cap
 
 
 def test_total_anneal_steps_when_set_is_liang_et_als_step_clock():
@@ -427,3 +428,106 @@ def test_anneal_restarts_from_a_monitoring_checkpoint_in_a_lightning_script(tiny
         again = MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=2, anneal_restarts=1)
         resumed.fit(again, datamodule=dm, ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
         assert resumed.current_epoch == whole.current_epoch and again._restarts == 1, epoch
+
+
+PEAK_AT_CAP = [0.1, 0.2, 0.3, 0.9] + [0.5] * 100   # improves until beta's cap (epoch 4), then a plateau
+
+
+@pytest.mark.parametrize("after_cap, epochs", [(False, 6), (True, 10)])
+def test_restart_after_cap_answers_the_stop_after_beta_s_cap_with_a_restart(tiny_config, tmp_path, after_cap,
+                                                                            epochs):
+    # stopping_step 1: requests at the ends of epochs 5, 7, 9 (RecBole's count starts again at each restart).
+    # Without restart_after_cap the first ends the run (6 epochs); with it the first two restart the run at the
+    # next epoch's start (6, 8) from epoch 3's weights with half the step each time, and the third is taken
+    from mvae_defaults import restarts_as_trained
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    log = _ScriptedRecBoleLog(PEAK_AT_CAP, 1)
+    trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_restarts=2,
+                                          restart_after_cap=after_cap, learning_rate=1e-3), dm, tmp_path, log)
+    assert trainer.current_epoch == log.validations == epochs and log.best_epoch == 3
+    if after_cap:
+        assert record.lr == pytest.approx({**{e: 1e-3 for e in range(6)}, 6: 5e-4, 7: 5e-4, 8: 2.5e-4, 9: 2.5e-4})
+        assert [e for e, same in record.at_best.items() if same] == [1, 2, 3, 4, 6, 8]
+        assert record.adam_steps[6] == record.adam_steps[8] == 8          # epoch 3's Adam state (4 epochs x 2)
+        assert trainer.lightning_module._restarts == 2
+        # the benchmark's replay of a probe curve stops where training does (the scripted curve is what
+        # validation read, restarts included)
+        assert restarts_as_trained(PEAK_AT_CAP, 4, 51, 2, stopping_step=1) == (0.9, epochs)
+
+
+def test_restart_after_cap_holds_a_request_made_as_beta_reaches_its_cap(tiny_config, tmp_path):
+    # FLAT, stopping_step 1, no cut before the cap (anneal_patience unset): requests from epoch 2's end; the
+    # one at epoch 3's end (beta reaches its cap there) is the first that could end the run; with
+    # restart_after_cap it restarts the run at epoch 4's start, and at 6's (after 2 more validations)
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    for after_cap, epochs, restarts in ((False, 4, 0), (True, 8, 2)):
+        log = _ScriptedRecBoleLog(FLAT, 1)
+        trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_patience=None,
+                                              anneal_restarts=2, restart_after_cap=after_cap), dm, tmp_path, log)
+        assert trainer.current_epoch == epochs and trainer.lightning_module._restarts == restarts
+        assert [e for e, same in record.at_best.items() if same] == ([1, 4, 6] if after_cap else [1])
+
+
+def test_restart_after_cap_takes_a_request_that_is_not_a_plateau_s(tiny_config, tmp_path):
+    # validation always improves (no plateau request); a request from elsewhere (a Timer, say) at epoch 6's end
+    # is held back one epoch for a possible restart, then taken: the run ends after epoch 7, without a restart.
+    # With no best epoch known (no keeper) a plateau request is taken the same way, and no later one is held
+    rising = [0.01 * e for e in range(100)]
+
+    class AskOnce(_ScriptedRecBoleLog):
+        def on_train_epoch_end(self, trainer, pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+            if trainer.current_epoch == 6:
+                trainer.should_stop = True
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    log = AskOnce(rising, 1)
+    trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_restarts=2,
+                                          restart_after_cap=True), dm, tmp_path, log)
+    assert trainer.current_epoch == 8 and trainer.lightning_module._restarts == 0
+    assert set(record.lr.values()) == {1e-3}
+    class PlateauAt(_AskAt):                 # a plateau's request, but no best epoch kept anywhere
+        def plateau_request(self):
+            return True
+
+    model = MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_patience=None, anneal_restarts=2, restart_after_cap=True)
+    trainer = _fit_with(model, dm, tmp_path, PlateauAt(range(100)))
+    assert trainer.current_epoch == 5 and model._restarts == 0 and model._no_restart_source
+
+
+def test_restart_after_cap_with_lightning_s_early_stopping_and_a_monitoring_checkpoint(tiny_config, tmp_path):
+    # EarlyStopping (patience 2, checked at the epoch's end) asks at the ends of epochs 5, 7, 9 (its count
+    # starts again at each restart); the first two restart the run from the best file (epoch 3); runs resumed
+    # from the files of epochs 4 to 8 (5 and 7: a request held back when the file was written) end where the
+    # whole run ends, with the same restarts
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    class Inject(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                trainer.callback_metrics["scripted"] = torch.tensor(PEAK_AT_CAP[trainer.current_epoch])
+
+    def trainer(root, ckpts):
+        return pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=str(root), num_sanity_val_steps=0,
+                          callbacks=[Inject(), EarlyStopping("scripted", patience=2, mode="max"),
+                                     ModelCheckpoint(dirpath=str(ckpts), monitor="scripted", mode="max",
+                                                     save_top_k=-1, filename="{epoch}")])
+
+    def model():
+        return MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_restarts=2, restart_after_cap=True)
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    whole, first = trainer(tmp_path / "a", tmp_path / "ck"), model()
+    whole.fit(first, datamodule=dm)
+    assert whole.current_epoch == 10 and first._restarts == 2
+    assert first.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2.5e-4)
+    for epoch in range(4, 9):
+        ckpts = tmp_path / f"ck{epoch}"
+        shutil.copytree(tmp_path / "ck", ckpts)
+        for later in range(epoch + 1, 12):
+            (ckpts / f"epoch={later}.ckpt").unlink(missing_ok=True)
+        resumed, again = trainer(tmp_path / f"b{epoch}", ckpts), model()
+        resumed.fit(again, datamodule=dm, ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
+        assert resumed.current_epoch == whole.current_epoch and again._restarts == 2, epoch

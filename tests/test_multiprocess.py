@@ -104,22 +104,26 @@ def test_recboles_own_models_in_several_cpu_processes_are_refused_before_any_sta
 
 
 @pytest.mark.slow
-def test_anneal_restarts_with_two_processes_restart_together_from_the_best_file(tmp_path):
+@pytest.mark.parametrize("after_cap, restarts, epochs, lr", [(False, 1, 6, 5e-4), (True, 2, 10, 2.5e-4)])
+def test_anneal_restarts_with_two_processes_restart_together_from_the_best_file(tmp_path, after_cap, restarts,
+                                                                                 epochs, lr):
     # Lightning DDP on 2 CPU processes, a scripted curve that peaks at the first validation, EarlyStopping and a
     # ModelCheckpoint(monitor) whose best file only rank 0 writes: both ranks restart once (halving the step),
-    # end at the epoch one process ends at (the cut's 4 + 2), with the same weights
+    # end at the epoch one process ends at (the cut's 4 + 2), with the same weights.  after_cap: a curve
+    # that peaks as beta reaches its cap; restart_after_cap restarts both ranks twice where early stopping asks
     root = str(write_tiny_dataset(str(tmp_path), name="odd", n_users=61, n_items=50))
     script = os.path.join(HERE, "scripts", "ddp_restarts.py")
     runs = {}
     for devices in (1, 2):
         prefix = str(tmp_path / f"mvae{devices}")
-        proc = subprocess.run([sys.executable, script, root, str(devices), prefix, str(tmp_path / f"ck{devices}")],
+        proc = subprocess.run([sys.executable, script, root, str(devices), prefix, str(tmp_path / f"ck{devices}"),
+                               *(["after_cap"] if after_cap else [])],
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[devices] = [torch.load(f"{prefix}.rank{r}.pt", weights_only=False) for r in range(devices)]
     one, (r0, r1) = runs[1][0], runs[2]
     assert r0["world_size"] == 2
     for run in (one, r0, r1):
-        assert run["restarts"] == 1 and run["epochs"] == 6 and run["lr"] == pytest.approx(5e-4)
+        assert run["restarts"] == restarts and run["epochs"] == epochs and run["lr"] == pytest.approx(lr)
     for key, value in r0["state"].items():
         assert torch.equal(value, r1["state"][key]), key

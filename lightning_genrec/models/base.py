@@ -63,14 +63,18 @@ ANNEALING_BY_EPOCHS = (
                                    "validation curves, benchmarks/README.md). Unset (~): none is taken before "
                                    "the cap; 0: the first is taken, no restart.",
             low=0, optional=True),
-    integer("anneal_restarts", 3, "with anneal_patience: how many times a run whose patience ran out goes back "
-                                  "to its best epoch's weights and Adam state with a smaller step "
-                                  "(learning_rate x restart_lr_factor ** n at the n-th) and waits again "
-                                  "(anneal_patience more requests), before the stop is taken (beta keeps its "
-                                  "clock; chosen on validation curves, benchmarks/README.md). 0: the stop is "
+    integer("anneal_restarts", 3, "with anneal_patience (or restart_after_cap): how many times a run whose "
+                                  "patience ran out goes back to its best epoch's weights and Adam state with a "
+                                  "smaller step (learning_rate x restart_lr_factor ** n at the n-th) and waits "
+                                  "again (anneal_patience more requests), before the stop is taken (beta keeps "
+                                  "its clock; chosen on validation curves, benchmarks/README.md). 0: the stop is "
                                   "taken at once.", low=0),
     number("restart_lr_factor", 0.5, "with anneal_restarts: the step size's factor at each restart.",
            low=0.0, high=1.0, low_open=True),
+    flag("restart_after_cap", True, "with anneal_restarts: after beta has reached anneal_cap, early stopping's "
+                                     "request (its patience spent on a plateau) also restarts the run from its best "
+                                     "epoch while restarts are left, and early stopping then waits its whole "
+                                     "patience again; without it the request ends the run."),
 )
 
 
@@ -294,7 +298,14 @@ class VAEModule(GenRecModule):
     end.  The best epoch comes from the stopping rule's keeper: the RecBole entry point's (it keeps
     the best weights and Adam state in memory), or in a Lightning script a ``ModelCheckpoint`` with
     a ``monitor`` (its best file, as that callback tracks it); with neither, the stop is taken as
-    without restarts.  With several processes all restart or none does."""
+    without restarts.  With several processes all restart or none does.
+
+    With ``restart_after_cap`` the restarts left also answer requests after beta's cap: a request
+    made at an epoch's end is held back to the next epoch's start (``min_epochs``), where, if it is a
+    plateau's (the RecBole entry point's rule or Lightning's ``EarlyStopping`` with its patience
+    spent), the run restarts and each such rule waits its whole patience again; any other request
+    (a ``Timer``, say), or one no best epoch can answer, ends the run at that epoch's end, one epoch
+    later than without the setting.  A held request is kept in checkpoints."""
 
     def minibatches_seen(self) -> int:
         """Minibatches read so far by all processes together (the step clock)."""
@@ -358,6 +369,7 @@ class VAEModule(GenRecModule):
         super().setup(stage)
         if stage == "fit":              # a fresh fit; a resumed one then reads its count from the checkpoint
             self._refused, self._validated, self._user_min_epochs, self._restarts = 0, False, 0, 0
+            self._restart_pending = self._no_restart_source = False
 
     def _before_anneal_end(self) -> bool:
         end = getattr(self, "_anneal_end", None) or self.trainer.fit_loop.min_epochs
@@ -365,28 +377,87 @@ class VAEModule(GenRecModule):
 
     def _take_next_request(self) -> None:
         """``min_epochs`` down to this epoch once ``anneal_patience`` requests were refused in a row (a
-        request at its end is taken; the user's own ``min_epochs`` still holds), else the anneal's end."""
-        patience = self.hparams.get("anneal_patience")
-        if patience is None or not getattr(self, "_anneal_end", None):
+        request at its end is taken; the user's own ``min_epochs`` still holds), else the anneal's end
+        (or the next epoch, when a request at the anneal's end may become a restart)."""
+        if not getattr(self, "_anneal_end", None):
             return
+        patience = self.hparams.get("anneal_patience")
         loop = self.trainer.fit_loop
-        if patience and getattr(self, "_refused", 0) >= patience and self._restart():
-            self._refused = 0
-        if getattr(self, "_refused", 0) >= patience:
-            loop.min_epochs = max(getattr(self, "_user_min_epochs", 0), self.current_epoch + 1)
-        else:
-            loop.min_epochs = self._anneal_end
+        if patience is not None:
+            if patience and getattr(self, "_refused", 0) >= patience and self._restart():
+                self._refused = 0
+            if getattr(self, "_refused", 0) >= patience:
+                loop.min_epochs = max(getattr(self, "_user_min_epochs", 0), self.current_epoch + 1)
+                return
+        loop.min_epochs = self._anneal_end
+        if self._may_restart_after_cap():
+            loop.min_epochs = max(loop.min_epochs, self.current_epoch + 2)
+
+    def _may_restart_after_cap(self) -> bool:
+        """Whether a request after beta's cap is held back one epoch to become a restart (the same on
+        every process: it reads settings and counts only)."""
+        return bool(self.hparams.get("restart_after_cap") and self.keeps_restart_state
+                    and getattr(self, "_restarts", 0) < self.hparams.anneal_restarts
+                    and not getattr(self, "_no_restart_source", False) and self._plateau_rules())
+
+    def _plateau_rules(self) -> list:
+        """The stopping rules whose requests can become restarts: callbacks with ``plateau_request()``
+        (the RecBole entry point's) and Lightning's ``EarlyStopping``."""
+        from pytorch_lightning.callbacks import EarlyStopping
+
+        return [c for c in self.trainer.callbacks if hasattr(c, "plateau_request") or isinstance(c, EarlyStopping)]
+
+    def _restart_after_cap(self) -> None:
+        """After beta's cap, at an epoch's start: the request held back at the last epoch's end, if it is
+        a plateau's (early stopping's patience spent), becomes a restart and early stopping's patience
+        starts again; any other request (a ``Timer``, say), or one no restart can answer, ends the run at
+        this epoch's end.  While restarts are left, a request at this epoch's end is held back too."""
+        loop = self.trainer.fit_loop
+        user_min = getattr(self, "_user_min_epochs", 0)
+        requested = self.trainer.should_stop or getattr(self, "_restart_pending", False)
+        self._restart_pending = False
+        if requested and self._may_restart_after_cap() and self._plateau_requested() \
+                and self._restart("after beta's cap, early stopping asked to stop"):
+            self.trainer.should_stop = False
+            self._reset_patience()
+        elif requested:
+            self.trainer.should_stop = True
+            loop.min_epochs = max(user_min, self.current_epoch + 1)
+            return
+        if self._may_restart_after_cap():
+            loop.min_epochs = max(user_min, self.current_epoch + 2)
+        elif loop.min_epochs is not None and loop.min_epochs > self.current_epoch + 1:
+            loop.min_epochs = max(user_min, self._anneal_end)
+
+    def _plateau_requested(self) -> bool:
+        """Whether a stopping rule is asking to stop because validation has not improved for its
+        patience: a callback with ``plateau_request()`` (the RecBole entry point's) or Lightning's
+        ``EarlyStopping`` with its patience spent."""
+        for callback in self._plateau_rules():
+            if callback.plateau_request() if hasattr(callback, "plateau_request") else \
+                    callback.wait_count >= callback.patience:
+                return True
+        return False
+
+    def _reset_patience(self) -> None:
+        """Each stopping rule waits its whole patience again (after a restart from the best epoch)."""
+        for callback in self._plateau_rules():
+            if hasattr(callback, "reset_patience"):
+                callback.reset_patience()
+            else:
+                callback.wait_count = 0
 
     @property
     def keeps_restart_state(self) -> bool:
         """Whether the stopping rule's keeper should keep the best epoch's optimizer state too."""
         h = self.hparams
-        return bool(h.get("stop_after_anneal") and h.get("anneal_schedule") == "linear" and h.get("anneal_patience")
-                    and h.get("anneal_restarts"))
+        return bool(h.get("stop_after_anneal") and h.get("anneal_schedule") == "linear" and h.get("anneal_restarts")
+                    and (h.get("anneal_patience") or h.get("restart_after_cap")))
 
-    def _restart(self) -> bool:
+    def _restart(self, why: str | None = None) -> bool:
         """Back to the best epoch's weights and Adam state with a smaller step, if a restart is left and
-        a best epoch is known (True), else False."""
+        a best epoch is known (True), else False (and, with no best epoch known, no restart is tried
+        after beta's cap)."""
         done = getattr(self, "_restarts", 0)
         if not self.keeps_restart_state or done >= self.hparams.anneal_restarts:
             return False
@@ -395,6 +466,7 @@ class VAEModule(GenRecModule):
         if self.trainer.world_size > 1:     # all processes restart or none (a best file one of them cannot read)
             found = self.trainer.strategy.reduce_boolean_decision(found, all=True)
         if not found:
+            self._no_restart_source = True
             return False
         weights, optimizer_states, epoch = best
         self.load_state_dict(weights)
@@ -406,9 +478,9 @@ class VAEModule(GenRecModule):
         for optimizer in optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = lr
-        rank_zero_info(f"{type(self).__name__}: validation has not improved for {self.hparams.anneal_patience} "
-                       f"of early stopping's requests; restart {self._restarts} of "
-                       f"{self.hparams.anneal_restarts} from epoch {epoch}'s weights, learning rate {lr:g}")
+        why = why or f"validation has not improved for {self.hparams.anneal_patience} of early stopping's requests"
+        rank_zero_info(f"{type(self).__name__}: {why}; restart {self._restarts} of {self.hparams.anneal_restarts} "
+                       f"from epoch {epoch}'s weights, learning rate {lr:g}")
         return True
 
     def _best_to_restart_from(self):
@@ -442,11 +514,18 @@ class VAEModule(GenRecModule):
                        and self.current_epoch + 1 < self.trainer.fit_loop.min_epochs)
         checkpoint["anneal_refused"] = getattr(self, "_refused", 0) + pending
         checkpoint["anneal_restarts_done"] = getattr(self, "_restarts", 0)
+        # after the cap, a request held back for a restart at the next epoch's start (the same reason)
+        checkpoint["restart_pending"] = bool(self._trainer is not None and self.trainer.should_stop
+                                             and getattr(self, "_anneal_end", None)
+                                             and self.current_epoch + 1 >= self._anneal_end
+                                             and self._may_restart_after_cap()
+                                             and self.current_epoch + 1 < (self.trainer.fit_loop.min_epochs or 0))
 
     def on_load_checkpoint(self, checkpoint):
         super().on_load_checkpoint(checkpoint)
         self._refused = checkpoint.get("anneal_refused", 0)
         self._restarts = checkpoint.get("anneal_restarts_done", 0)
+        self._restart_pending = checkpoint.get("restart_pending", False)
 
     def on_train_epoch_start(self):
         """Withdraw a stop asked for before the anneal's end.  Lightning keeps ``should_stop`` set
@@ -463,6 +542,8 @@ class VAEModule(GenRecModule):
         on synchronised metrics), so all stop together; the count is kept in checkpoints."""
         validated, self._validated = getattr(self, "_validated", False), False
         if not self._before_anneal_end():
+            if getattr(self, "_anneal_end", None) and self.hparams.get("restart_after_cap"):
+                self._restart_after_cap()
             return
         if self.trainer.should_stop:
             self.trainer.should_stop = False
