@@ -373,11 +373,14 @@ def test_anneal_restarts_none_or_no_best_known_take_the_stop(tiny_config, tmp_pa
     # a rule that keeps no best epoch (and no monitoring checkpoint): the stop is taken as without restarts
     trainer = _fit_with(MVAE(anneal_cap=0.2, anneal_epochs=8.0, anneal_patience=2), dm, tmp_path, _AskAt(range(100)))
     assert trainer.current_epoch == 3
-    # anneal_patience 0: the first request is taken, and no epoch restarts before it (the count is 0 >= 0)
-    log = _ScriptedRecBoleLog(FLAT, 1)
-    trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=0), dm, tmp_path, log)
-    assert trainer.current_epoch == 3 and set(record.lr.values()) == {1e-3}
-    assert log.best_optimizer_states is None
+    # anneal_patience 0: the first request is taken, and no epoch restarts before it (the count is 0 >= 0); the
+    # best epoch's Adam state is kept only for restarts after the cap
+    for after_cap in (False, True):
+        log = _ScriptedRecBoleLog(FLAT, 1)
+        trainer, record = _fit_recording(MVAE(anneal_cap=0.2, anneal_epochs=40.0, anneal_patience=0,
+                                              restart_after_cap=after_cap), dm, tmp_path, log)
+        assert trainer.current_epoch == 3 and set(record.lr.values()) == {1e-3}
+        assert (log.best_optimizer_states is None) == (not after_cap)
 
 
 def test_anneal_restarts_from_a_monitoring_checkpoint_in_a_lightning_script(tiny_config, tmp_path):

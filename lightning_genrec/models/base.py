@@ -61,7 +61,7 @@ ANNEALING_BY_EPOCHS = (
                                    "or the next request ends it (40: with stopping_step 10, a restart at "
                                    "the 50th validation without improvement, the stop at the 51st; chosen on "
                                    "validation curves, benchmarks/README.md). Unset (~): none is taken before "
-                                   "the cap; 0: the first is taken, no restart.",
+                                   "the cap; 0: the first is taken, no restart before the cap.",
             low=0, optional=True),
     integer("anneal_restarts", 3, "with anneal_patience (or restart_after_cap): how many times a run whose "
                                   "patience ran out goes back to its best epoch's weights and Adam state with a "
