@@ -475,7 +475,8 @@ def test_restart_after_cap_holds_a_request_made_as_beta_reaches_its_cap(tiny_con
 def test_restart_after_cap_takes_a_request_that_is_not_a_plateau_s(tiny_config, tmp_path):
     # validation always improves (no plateau request); a request from elsewhere (a Timer, say) at epoch 6's end
     # is held back one epoch for a possible restart, then taken: the run ends after epoch 7, without a restart.
-    # With no best epoch known (no keeper) a plateau request is taken the same way, and no later one is held
+    # With nothing that keeps a best epoch (no keeper, no monitoring checkpoint) nothing is held: the plateau's
+    # request as beta reaches its cap (epoch 3's end) ends the run, as without the setting
     rising = [0.01 * e for e in range(100)]
 
     class AskOnce(_ScriptedRecBoleLog):
@@ -496,6 +497,14 @@ def test_restart_after_cap_takes_a_request_that_is_not_a_plateau_s(tiny_config, 
 
     model = MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_patience=None, anneal_restarts=2, restart_after_cap=True)
     trainer = _fit_with(model, dm, tmp_path, PlateauAt(range(100)))
+    assert trainer.current_epoch == 4 and model._restarts == 0
+
+    class KeeperWithoutBest(PlateauAt):      # keeps a best epoch in general, knows none here: taken one epoch late
+        def restart_state(self):
+            return None
+
+    model = MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_patience=None, anneal_restarts=2, restart_after_cap=True)
+    trainer = _fit_with(model, dm, tmp_path, KeeperWithoutBest(range(100)))
     assert trainer.current_epoch == 5 and model._restarts == 0 and model._no_restart_source
 
 
@@ -527,6 +536,44 @@ def test_restart_after_cap_with_lightning_s_early_stopping_and_a_monitoring_chec
     assert whole.current_epoch == 10 and first._restarts == 2
     assert first.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2.5e-4)
     for epoch in range(4, 9):
+        ckpts = tmp_path / f"ck{epoch}"
+        shutil.copytree(tmp_path / "ck", ckpts)
+        for later in range(epoch + 1, 12):
+            (ckpts / f"epoch={later}.ckpt").unlink(missing_ok=True)
+        resumed, again = trainer(tmp_path / f"b{epoch}", ckpts), model()
+        resumed.fit(again, datamodule=dm, ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
+        assert resumed.current_epoch == whole.current_epoch and again._restarts == 2, epoch
+
+
+def test_restart_after_cap_resumed_from_the_anneal_s_last_epoch_counts_its_request_once(tiny_config, tmp_path):
+    # EarlyStopping (patience 1) on FLAT asks from epoch 1's end; anneal_patience 3: the cut's restart at epoch 4's
+    # start would come at the 3rd refusal, but epoch 4 is beta's cap, where the request held at epoch 3's end
+    # restarts the run instead (once, not also as a refusal); runs resumed from every epoch but the last end where
+    # the whole run ends (from the last, Lightning runs one more epoch: the stop itself is not saved)
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    class Inject(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                trainer.callback_metrics["scripted"] = torch.tensor(FLAT[trainer.current_epoch])
+
+    def trainer(root, ckpts):
+        return pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=str(root), num_sanity_val_steps=0,
+                          callbacks=[Inject(), EarlyStopping("scripted", patience=1, mode="max"),
+                                     ModelCheckpoint(dirpath=str(ckpts), monitor="scripted", mode="max",
+                                                     save_top_k=-1, filename="{epoch}")])
+
+    def model():
+        return MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_patience=3, anneal_restarts=2, restart_after_cap=True)
+
+    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
+    whole, first = trainer(tmp_path / "a", tmp_path / "ck"), model()
+    whole.fit(first, datamodule=dm)
+    assert whole.current_epoch == 6 and first._restarts == 2
+    saved = torch.load(str(tmp_path / "ck" / "epoch=3.ckpt"), weights_only=False)
+    assert saved["anneal_refused"] == 2 and saved["restart_pending"]
+    for epoch in range(1, whole.current_epoch - 1):
         ckpts = tmp_path / f"ck{epoch}"
         shutil.copytree(tmp_path / "ck", ckpts)
         for later in range(epoch + 1, 12):

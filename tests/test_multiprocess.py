@@ -104,20 +104,22 @@ def test_recboles_own_models_in_several_cpu_processes_are_refused_before_any_sta
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("after_cap, restarts, epochs, lr", [(False, 1, 6, 5e-4), (True, 2, 10, 2.5e-4)])
-def test_anneal_restarts_with_two_processes_restart_together_from_the_best_file(tmp_path, after_cap, restarts,
-                                                                                 epochs, lr):
+@pytest.mark.parametrize("mode, restarts, epochs, lr", [("", 1, 6, 5e-4), ("after_cap", 2, 10, 2.5e-4),
+                                                        ("after_cap_local", 2, 10, 2.5e-4)])
+def test_anneal_restarts_with_two_processes_restart_together_from_the_best_file(tmp_path, mode, restarts, epochs,
+                                                                                 lr):
     # Lightning DDP on 2 CPU processes, a scripted curve that peaks at the first validation, EarlyStopping and a
     # ModelCheckpoint(monitor) whose best file only rank 0 writes: both ranks restart once (halving the step),
     # end at the epoch one process ends at (the cut's 4 + 2), with the same weights.  after_cap: a curve
-    # that peaks as beta reaches its cap; restart_after_cap restarts both ranks twice where early stopping asks
+    # that peaks as beta reaches its cap; restart_after_cap restarts both ranks twice where early stopping asks;
+    # after_cap_local: early stopping watches a metric that plateaus on rank 0 only: both restart all the same
     root = str(write_tiny_dataset(str(tmp_path), name="odd", n_users=61, n_items=50))
     script = os.path.join(HERE, "scripts", "ddp_restarts.py")
     runs = {}
     for devices in (1, 2):
         prefix = str(tmp_path / f"mvae{devices}")
         proc = subprocess.run([sys.executable, script, root, str(devices), prefix, str(tmp_path / f"ck{devices}"),
-                               *(["after_cap"] if after_cap else [])],
+                               *([mode] if mode else [])],
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[devices] = [torch.load(f"{prefix}.rank{r}.pt", weights_only=False) for r in range(devices)]

@@ -66,15 +66,17 @@ ANNEALING_BY_EPOCHS = (
     integer("anneal_restarts", 3, "with anneal_patience (or restart_after_cap): how many times a run whose "
                                   "patience ran out goes back to its best epoch's weights and Adam state with a "
                                   "smaller step (learning_rate x restart_lr_factor ** n at the n-th) and waits "
-                                  "again (anneal_patience more requests), before the stop is taken (beta keeps "
+                                  "again (anneal_patience more requests; after the cap, early stopping's whole "
+                                  "patience), before the stop is taken (beta keeps "
                                   "its clock; chosen on validation curves, benchmarks/README.md). 0: the stop is "
                                   "taken at once.", low=0),
     number("restart_lr_factor", 0.5, "with anneal_restarts: the step size's factor at each restart.",
            low=0.0, high=1.0, low_open=True),
-    flag("restart_after_cap", True, "with anneal_restarts: after beta has reached anneal_cap, early stopping's "
-                                     "request (its patience spent on a plateau) also restarts the run from its best "
-                                     "epoch while restarts are left, and early stopping then waits its whole "
-                                     "patience again; without it the request ends the run."),
+    flag("restart_after_cap", True, "with stop_after_anneal, a linear schedule and anneal_restarts: after beta "
+                                     "has reached anneal_cap, early stopping's request (its patience spent on a "
+                                     "plateau) also restarts the run from its best epoch while restarts are left, "
+                                     "and early stopping then waits its whole patience again; without it the "
+                                     "request ends the run (chosen on validation curves, benchmarks/README.md)."),
 )
 
 
@@ -303,9 +305,10 @@ class VAEModule(GenRecModule):
     With ``restart_after_cap`` the restarts left also answer requests after beta's cap: a request
     made at an epoch's end is held back to the next epoch's start (``min_epochs``), where, if it is a
     plateau's (the RecBole entry point's rule or Lightning's ``EarlyStopping`` with its patience
-    spent), the run restarts and each such rule waits its whole patience again; any other request
-    (a ``Timer``, say), or one no best epoch can answer, ends the run at that epoch's end, one epoch
-    later than without the setting.  A held request is kept in checkpoints."""
+    spent; agreed by any process), the run restarts and each such rule waits its whole patience
+    again; any other request (a ``Timer``, say), or one no best epoch can answer, ends the run at the
+    end of the epoch after the one it was made in.  Nothing is held without a plateau rule or without
+    anything that keeps a best epoch.  A held request is kept in checkpoints."""
 
     def minibatches_seen(self) -> int:
         """Minibatches read so far by all processes together (the step clock)."""
@@ -398,7 +401,14 @@ class VAEModule(GenRecModule):
         every process: it reads settings and counts only)."""
         return bool(self.hparams.get("restart_after_cap") and self.keeps_restart_state
                     and getattr(self, "_restarts", 0) < self.hparams.anneal_restarts
-                    and not getattr(self, "_no_restart_source", False) and self._plateau_rules())
+                    and not getattr(self, "_no_restart_source", False) and self._plateau_rules()
+                    and self._may_know_a_best_epoch())
+
+    def _may_know_a_best_epoch(self) -> bool:
+        """Whether a best epoch can be kept at all: a callback with ``restart_state()`` or a monitoring
+        ``ModelCheckpoint`` (the same on every process; whether it knows one yet is asked at the restart)."""
+        return any(hasattr(c, "restart_state") for c in self.trainer.callbacks) or \
+            any(getattr(c, "monitor", None) for c in self.trainer.checkpoint_callbacks)
 
     def _plateau_rules(self) -> list:
         """The stopping rules whose requests can become restarts: callbacks with ``plateau_request()``
@@ -416,7 +426,7 @@ class VAEModule(GenRecModule):
         user_min = getattr(self, "_user_min_epochs", 0)
         requested = self.trainer.should_stop or getattr(self, "_restart_pending", False)
         self._restart_pending = False
-        if requested and self._may_restart_after_cap() and self._plateau_requested() \
+        if requested and self._may_restart_after_cap() and self._plateau_requested_by_all() \
                 and self._restart("after beta's cap, early stopping asked to stop"):
             self.trainer.should_stop = False
             self._reset_patience()
@@ -428,6 +438,14 @@ class VAEModule(GenRecModule):
             loop.min_epochs = max(user_min, self.current_epoch + 2)
         elif loop.min_epochs is not None and loop.min_epochs > self.current_epoch + 1:
             loop.min_epochs = max(user_min, self._anneal_end)
+
+    def _plateau_requested_by_all(self) -> bool:
+        """``_plateau_requested`` agreed by every process (any of them): a rule may watch a metric that is
+        not synchronised, and all must restart or none."""
+        plateau = self._plateau_requested()
+        if self.trainer.world_size > 1:
+            plateau = self.trainer.strategy.reduce_boolean_decision(plateau, all=False)
+        return plateau
 
     def _plateau_requested(self) -> bool:
         """Whether a stopping rule is asking to stop because validation has not improved for its
@@ -510,8 +528,10 @@ class VAEModule(GenRecModule):
         super().on_save_checkpoint(checkpoint)
         # a request made at this epoch's end is refused at the next epoch's start, which a resumed run
         # does not see (``should_stop`` is not saved): count it here
+        # (not a request at the anneal's last epoch, held for a restart after the cap: restart_pending)
         pending = bool(self._trainer is not None and self.trainer.should_stop and self._before_anneal_end()
-                       and self.current_epoch + 1 < self.trainer.fit_loop.min_epochs)
+                       and self.current_epoch + 1 < min(getattr(self, "_anneal_end", None) or math.inf,
+                                                        self.trainer.fit_loop.min_epochs))
         checkpoint["anneal_refused"] = getattr(self, "_refused", 0) + pending
         checkpoint["anneal_restarts_done"] = getattr(self, "_restarts", 0)
         # after the cap, a request held back for a restart at the next epoch's start (the same reason)
