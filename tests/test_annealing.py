@@ -508,41 +508,48 @@ def test_restart_after_cap_takes_a_request_that_is_not_a_plateau_s(tiny_config, 
     assert trainer.current_epoch == 5 and model._restarts == 0 and model._no_restart_source
 
 
-def test_restart_after_cap_with_lightning_s_early_stopping_and_a_monitoring_checkpoint(tiny_config, tmp_path):
-    # EarlyStopping (patience 2, checked at the epoch's end) asks at the ends of epochs 5, 7, 9 (its count
-    # starts again at each restart); the first two restart the run from the best file (epoch 3); runs resumed
-    # from the files of epochs 4 to 8 (5 and 7: a request held back when the file was written) end where the
-    # whole run ends, with the same restarts
+def _whole_and_resumed(tiny_config, tmp_path, curve, patience, settings, resume_from):
+    """A Lightning script (EarlyStopping with ``patience`` on the scripted ``curve``, a monitoring
+    ModelCheckpoint keeping every epoch's file) run whole, then resumed from a copy of its folder as it was
+    at each epoch of ``resume_from``; each resumed run must end where the whole run ended, with as many
+    restarts.  Returns the whole run's trainer and model."""
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     class Inject(pl.Callback):
         def on_validation_end(self, trainer, pl_module):
             if not trainer.sanity_checking:
-                trainer.callback_metrics["scripted"] = torch.tensor(PEAK_AT_CAP[trainer.current_epoch])
+                trainer.callback_metrics["scripted"] = torch.tensor(curve[trainer.current_epoch])
 
     def trainer(root, ckpts):
         return pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
                           enable_model_summary=False, default_root_dir=str(root), num_sanity_val_steps=0,
-                          callbacks=[Inject(), EarlyStopping("scripted", patience=2, mode="max"),
+                          callbacks=[Inject(), EarlyStopping("scripted", patience=patience, mode="max"),
                                      ModelCheckpoint(dirpath=str(ckpts), monitor="scripted", mode="max",
                                                      save_top_k=-1, filename="{epoch}")])
 
-    def model():
-        return MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_restarts=2, restart_after_cap=True)
-
     dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
-    whole, first = trainer(tmp_path / "a", tmp_path / "ck"), model()
+    whole, first = trainer(tmp_path / "a", tmp_path / "ck"), MVAE(**settings)
     whole.fit(first, datamodule=dm)
-    assert whole.current_epoch == 10 and first._restarts == 2
-    assert first.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2.5e-4)
-    for epoch in range(4, 9):
+    for epoch in resume_from:
         ckpts = tmp_path / f"ck{epoch}"
         shutil.copytree(tmp_path / "ck", ckpts)
-        for later in range(epoch + 1, 12):
+        for later in range(epoch + 1, 60):
             (ckpts / f"epoch={later}.ckpt").unlink(missing_ok=True)
-        resumed, again = trainer(tmp_path / f"b{epoch}", ckpts), model()
+        resumed, again = trainer(tmp_path / f"b{epoch}", ckpts), MVAE(**settings)
         resumed.fit(again, datamodule=dm, ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
-        assert resumed.current_epoch == whole.current_epoch and again._restarts == 2, epoch
+        assert resumed.current_epoch == whole.current_epoch and again._restarts == first._restarts, epoch
+    return whole, first
+
+
+def test_restart_after_cap_with_lightning_s_early_stopping_and_a_monitoring_checkpoint(tiny_config, tmp_path):
+    # EarlyStopping (patience 2, checked at the epoch's end) asks at the ends of epochs 5, 7, 9 (its count
+    # starts again at each restart); the first two restart the run from the best file (epoch 3); runs resumed
+    # from the files of epochs 4 to 8 (5 and 7: a request held back when the file was written) end where the
+    # whole run ends, with the same restarts
+    settings = dict(anneal_cap=0.2, anneal_epochs=4.0, anneal_restarts=2, restart_after_cap=True)
+    whole, first = _whole_and_resumed(tiny_config, tmp_path, PEAK_AT_CAP, 2, settings, range(4, 9))
+    assert whole.current_epoch == 10 and first._restarts == 2
+    assert first.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2.5e-4)
 
 
 def test_restart_after_cap_resumed_from_the_anneal_s_last_epoch_counts_its_request_once(tiny_config, tmp_path):
@@ -550,34 +557,8 @@ def test_restart_after_cap_resumed_from_the_anneal_s_last_epoch_counts_its_reque
     # start would come at the 3rd refusal, but epoch 4 is beta's cap, where the request held at epoch 3's end
     # restarts the run instead (once, not also as a refusal); runs resumed from every epoch but the last end where
     # the whole run ends (from the last, Lightning runs one more epoch: the stop itself is not saved)
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-
-    class Inject(pl.Callback):
-        def on_validation_end(self, trainer, pl_module):
-            if not trainer.sanity_checking:
-                trainer.callback_metrics["scripted"] = torch.tensor(FLAT[trainer.current_epoch])
-
-    def trainer(root, ckpts):
-        return pl.Trainer(max_epochs=60, accelerator="cpu", logger=False, enable_progress_bar=False,
-                          enable_model_summary=False, default_root_dir=str(root), num_sanity_val_steps=0,
-                          callbacks=[Inject(), EarlyStopping("scripted", patience=1, mode="max"),
-                                     ModelCheckpoint(dirpath=str(ckpts), monitor="scripted", mode="max",
-                                                     save_top_k=-1, filename="{epoch}")])
-
-    def model():
-        return MVAE(anneal_cap=0.2, anneal_epochs=4.0, anneal_patience=3, anneal_restarts=2, restart_after_cap=True)
-
-    dm = RecBoleDataModule("tiny", config_dict=tiny_config, train_batch_size=32)
-    whole, first = trainer(tmp_path / "a", tmp_path / "ck"), model()
-    whole.fit(first, datamodule=dm)
+    settings = dict(anneal_cap=0.2, anneal_epochs=4.0, anneal_patience=3, anneal_restarts=2, restart_after_cap=True)
+    whole, first = _whole_and_resumed(tiny_config, tmp_path, FLAT, 1, settings, range(1, 5))
     assert whole.current_epoch == 6 and first._restarts == 2
     saved = torch.load(str(tmp_path / "ck" / "epoch=3.ckpt"), weights_only=False)
     assert saved["anneal_refused"] == 2 and saved["restart_pending"]
-    for epoch in range(1, whole.current_epoch - 1):
-        ckpts = tmp_path / f"ck{epoch}"
-        shutil.copytree(tmp_path / "ck", ckpts)
-        for later in range(epoch + 1, 12):
-            (ckpts / f"epoch={later}.ckpt").unlink(missing_ok=True)
-        resumed, again = trainer(tmp_path / f"b{epoch}", ckpts), model()
-        resumed.fit(again, datamodule=dm, ckpt_path=str(ckpts / f"epoch={epoch}.ckpt"))
-        assert resumed.current_epoch == whole.current_epoch and again._restarts == 2, epoch
