@@ -18,6 +18,7 @@ import math
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
@@ -413,8 +414,6 @@ class VAEModule(GenRecModule):
     def _plateau_rules(self) -> list:
         """The stopping rules whose requests can become restarts: callbacks with ``plateau_request()``
         (the RecBole entry point's) and Lightning's ``EarlyStopping``."""
-        from pytorch_lightning.callbacks import EarlyStopping
-
         return [c for c in self.trainer.callbacks if hasattr(c, "plateau_request") or isinstance(c, EarlyStopping)]
 
     def _restart_after_cap(self) -> None:
