@@ -102,7 +102,8 @@ def run_one(part: str, model: str, seed: int, data_path: str, epochs: int | None
         module = getattr(net, "module", None)
         if model == "CVAE" and module is not None:
             out["n_content"] = int(module.hparams.n_content)
-            out["n_train_items"] = int(module.rated.sum())
+            out["n_train_items"] = int((module._data.item_counts > 0).sum())
+            out["n_learned_items"] = int(module.learned.sum())
         return out
 
     result = timed_run(config, after_test=extra)

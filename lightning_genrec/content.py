@@ -9,11 +9,24 @@ Which ``.item`` fields make up the content is configuration (``content_fields``)
   items; values outside it are clipped);
 * ``float_seq`` fields: each position scaled the same way.
 
-The vocabulary is fitted on the *training items* (items with at least one
-training interaction): a token joins it if at least ``content_min_count`` of
-them carry it.  A cold item's tokens that no training item has are dropped,
-since no model fitted on the training items could have learned them.  Row 0
-(RecBole's padding item) is all zeros.
+Which items a content model learns from (``content_items``) decides what the
+vocabulary and the scaling are fitted on:
+
+* ``all``: every item of the data set.  The item content is side information
+  known for the whole catalogue at training time, and an item without training
+  interactions is an item nobody has chosen yet -- the CVAE paper's setting
+  (its P = 1 split leaves three quarters of the articles without a training
+  rating, and the authors' content VAE trains on all of them).
+* ``train``: only the items with at least one training interaction; the others
+  are new items, unseen until they are scored.  The cold-start item protocol
+  needs this (its held-out items must not be learned from).
+* ``auto`` (default): ``train`` under the cold-start item protocol
+  (``cold_item_split: true``; ``recbole_ext.config`` resolves it), ``all``
+  otherwise.
+
+A token joins the vocabulary if at least ``content_min_count`` of those items
+carry it; other tokens are dropped, since no model fitted on those items could
+have learned them.  Row 0 (RecBole's padding item) is all zeros.
 """
 from __future__ import annotations
 
@@ -24,9 +37,10 @@ import torch
 
 from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import MissingContentError
-from lightning_genrec.hparams import integer, names, setting
+from lightning_genrec.hparams import choice, integer, names, setting
 
 DEFAULT_CONTENT_FIELDS = ("class", "movie_title", "release_year")
+CONTENT_ITEMS = ("auto", "all", "train")
 
 
 @dataclass
@@ -118,32 +132,52 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
 @dataclass
 class ContentData(InteractionData):
     """:class:`~lightning_genrec.data.InteractionData` plus item content, for models that
-    train on items (CVAE): one training example per item with training interactions, a batch
-    is ``{"item": (B,), "content": (B, D)}``.  Evaluation rows are the users' rows, as for MVAE.
+    train on items (CVAE): one training example per item it learns from
+    (:meth:`learned_items`), a batch is ``{"item": (B,), "content": (B, D)}``.  Evaluation rows
+    are the users' rows, as for MVAE.
 
-    Config keys: ``content_fields`` (item fields, default ``[class, movie_title, release_year]``)
-    and ``content_min_count`` (a token needs this many training items, default 2)."""
+    Config keys: ``content_fields`` (item fields, default ``[class, movie_title, release_year]``),
+    ``content_min_count`` (a token needs this many of those items, default 2) and
+    ``content_items`` (``all`` / ``train`` / ``auto``: see the module's docstring)."""
 
     SETTINGS = InteractionData.SETTINGS + (
         setting(names("content_fields", DEFAULT_CONTENT_FIELDS, "item fields that make up the content: token / "
                       "token_seq (one- / multi-hot) or float / float_seq (min-max scaled).")),
-        setting(integer("content_min_count", 2, "a token joins the vocabulary if this many training items carry it.")),
+        setting(integer("content_min_count", 2, "a token joins the vocabulary if this many of the learned-from "
+                        "items carry it.")),
+        setting(choice("content_items", "auto", CONTENT_ITEMS,
+                       "which items' content the model learns from: all (every item of the data set, the CVAE "
+                       "paper's), train (items with training interactions; the rest are new items), auto (train "
+                       "under cold_item_split, else all).")),
     )
 
     content: ItemContent | None = None
+    content_items: str = "all"            # resolved: all / train
 
     @classmethod
     def from_train_dataset(cls, dataset, test_input: str = "train", content_fields=DEFAULT_CONTENT_FIELDS,
-                           content_min_count: int = 2, model: str = "the model") -> "ContentData":
-        """``content_fields``, ``content_min_count``: see :attr:`SETTINGS`; ``model`` names the model
-        in error messages."""
+                           content_min_count: int = 2, content_items: str = "auto",
+                           model: str = "the model") -> "ContentData":
+        """``content_fields``, ``content_min_count``, ``content_items``: see :attr:`SETTINGS` (``auto``
+        here means ``all``: the cold-start protocol resolves it in the config); ``model`` names
+        the model in error messages."""
+        if content_items not in CONTENT_ITEMS:
+            raise ValueError(f"content_items={content_items!r}; choose one of {', '.join(CONTENT_ITEMS)}.")
         data = super().from_train_dataset(dataset, test_input)
-        data.content = item_content(dataset, content_fields, data.train_items(), int(content_min_count),
+        data.content_items = "all" if content_items == "auto" else content_items
+        data.content = item_content(dataset, content_fields, data.learned_items(), int(content_min_count),
                                       model=model)
         return data
 
-    def train_examples(self) -> np.ndarray:
+    def learned_items(self) -> np.ndarray:
+        """The items whose content the model learns from and fits the vocabulary on: every item
+        (``all``; not RecBole's padding item 0) or those with training interactions (``train``)."""
+        if self.content_items == "all":
+            return np.arange(1, self.n_items)
         return self.train_items()
+
+    def train_examples(self) -> np.ndarray:
+        return self.learned_items()
 
     def train_batch(self, examples) -> dict[str, torch.Tensor]:
         items = np.asarray(examples, dtype=np.int64)

@@ -178,8 +178,19 @@ def _sequential_rules(config) -> None:
 
 
 def _content_rules(config) -> None:
-    """A content model: the ``.item`` file must have the ``content_fields`` (added to ``load_col``)."""
-    require_item_fields(config, data_settings(ContentData, config)["content_fields"])
+    """A content model: the ``.item`` file must have the ``content_fields`` (added to ``load_col``);
+    ``content_items: auto`` becomes ``train`` under the cold-start item protocol (its held-out items
+    must not be learned from) and ``all`` otherwise; ``all`` with that protocol is refused."""
+    settings = data_settings(ContentData, config)
+    require_item_fields(config, settings["content_fields"])
+    switch = COLD_ITEM_SETTINGS[0]
+    cold = config[switch.name] is not None and bool(switch.check(config[switch.name]))
+    if settings["content_items"] == "auto":
+        config["content_items"] = "train" if cold else "all"
+    elif cold and settings["content_items"] == "all":
+        raise ConfigError(f"{config['model']}: content_items: all learns from every item's content, but "
+                          "cold_item_split holds items out as new items whose content must stay unseen until "
+                          "they are scored. Set content_items: train (or auto), or remove cold_item_split.")
 
 
 def _attribute_rules(config) -> None:

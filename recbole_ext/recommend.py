@@ -365,9 +365,9 @@ class Recommender:
         return [j for j, c in enumerate(vocab.columns) if c == field or c.startswith(f"{field}[")]
 
     def _scaled(self, field: str, value) -> np.ndarray:
-        """``value`` min-max scaled by the training items' range, as the content was."""
+        """``value`` min-max scaled by the range over the items the content was fitted on, as it was."""
         x = self.dataset.item_feat[field].numpy().reshape(self.n_items, -1).astype(np.float64)
-        fit = x[self.data.train_items()]
+        fit = x[getattr(self.data, "learned_items", self.data.train_items)()]
         lo, hi = fit.min(axis=0), fit.max(axis=0)
         v = np.asarray(_as_list(value), dtype=np.float64)
         return np.clip((v - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)

@@ -60,35 +60,41 @@ def test_fold_in_is_the_exact_weighted_least_squares_user_step():
     rng = np.random.default_rng(0)
     n_users, n_items, K, a, b, lam = 6, 9, 3, 1.0, 0.01, 0.1
     R = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
-    R[:, 2] = 1.0                           # an input item that is not a training item (e.g. a validation item)
-    rated = np.ones(n_items, dtype=bool)
-    rated[2] = False
+    R[:, 2] = 1.0                           # an input item the model did not learn from (a new item)
+    learned = np.ones(n_items, dtype=bool)
+    learned[2] = False
     V = rng.normal(size=(n_items, K))
-    gram = V[rated].T @ V[rated]
+    gram = V[learned].T @ V[learned]
     U = fold_in(torch.from_numpy(R), torch.from_numpy(V), torch.from_numpy(gram), a, b, lam,
-                rated=torch.from_numpy(rated)).numpy()
-    # argmin_u sum_j C_ij (R_ij - u.v_j)^2 + lam |u|^2 over the training items, plus the user's other
+                learned=torch.from_numpy(learned)).numpy()
+    # argmin_u sum_j C_ij (R_ij - u.v_j)^2 + lam |u|^2 over the learned items, plus the user's new
     # input items at confidence a
-    C = np.where(rated, _dense_confidence(R, a, b), np.where(R > 0, a, 0.0))
+    C = np.where(learned, _dense_confidence(R, a, b), np.where(R > 0, a, 0.0))
     for i in range(n_users):
         A = V.T @ (C[i][:, None] * V) + lam * np.eye(K)
         assert np.allclose(U[i], np.linalg.solve(A, V.T @ (C[i] * R[i])))
 
 
-def test_item_step_is_the_exact_minimiser_and_keeps_unrated_items_at_theta():
+def test_item_step_is_the_exact_minimiser_and_keeps_new_items_at_theta():
     rng = np.random.default_rng(1)
     n_users, n_items, K, a, b, lam_v = 7, 8, 3, 1.0, 0.01, 10.0
     R = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
-    R[:, 5] = 0.0                                                  # item 5 has no training interaction
-    rated = R.sum(axis=0) > 0
+    R[:, 5] = 0.0                            # items 5 and 6: no training interaction; 5 is learned, 6 new
+    R[:, 6] = 0.0
+    learned = np.ones(n_items, dtype=bool)
+    learned[6] = False
     U, theta = rng.normal(size=(n_users, K)), rng.normal(size=(n_items, K))
     Rs = torch.from_numpy(R).to_sparse()
-    V = item_step(Rs, torch.from_numpy(U), torch.from_numpy(theta), torch.from_numpy(rated), a, b, lam_v).numpy()
+    V = item_step(Rs, torch.from_numpy(U), torch.from_numpy(theta), torch.from_numpy(learned), a, b,
+                  lam_v).numpy()
     C = _dense_confidence(R, a, b)
-    for j in np.flatnonzero(rated):  # argmin_v sum_i C_ij (R_ij - u_i.v)^2 + lam_v |v - theta_j|^2
+    for j in np.flatnonzero(learned):  # argmin_v sum_i C_ij (R_ij - u_i.v)^2 + lam_v |v - theta_j|^2
         A = U.T @ (C[:, j][:, None] * U) + lam_v * np.eye(K)
         assert np.allclose(V[j], np.linalg.solve(A, U.T @ (C[:, j] * R[:, j]) + lam_v * theta[j]))
-    assert np.allclose(V[5], theta[5])
+    # the learned item nobody chose: every pair unobserved at confidence b, as in the authors' code
+    assert np.allclose(V[5], np.linalg.solve(b * U.T @ U + lam_v * np.eye(K), lam_v * theta[5]))
+    assert not np.allclose(V[5], theta[5], atol=1e-3)
+    assert np.allclose(V[6], theta[6])
 
 
 def test_outer_rows():
@@ -164,6 +170,69 @@ def test_trains_over_items_and_vae_never_sees_held_out_items(tiny_config):
     assert batch["content"].shape == (5, data.content.dim)
 
 
+def _with_unchosen_items(tmp_path, n_new=6):
+    """The tiny data set plus ``n_new`` items in the .item file that nobody has interacted with,
+    the only ones carrying the genre 'Western'."""
+    root = write_tiny_dataset(str(tmp_path / "data"))
+    with open(os.path.join(root, "tiny", "tiny.item"), "a") as f:
+        for i in range(80, 80 + n_new):
+            f.write(f"i{i}\tWestern Drama\n")
+    return root
+
+
+def test_outside_the_cold_protocol_every_item_is_learned_from_as_the_authors_do(tiny_config, tmp_path):
+    root = _with_unchosen_items(tmp_path)
+    dm = RecBoleDataModule("tiny", model="CVAE", config_dict=_cvae_config(dict(tiny_config, data_path=root)))
+    dm.setup()
+    data = dm.data
+    unchosen = np.flatnonzero(data.item_counts[1:] == 0) + 1
+    assert data.content_items == "all" and len(unchosen) >= 6
+    assert list(data.train_examples()) == list(range(1, data.n_items))
+    assert "class=Western" in data.content.columns         # the vocabulary covers the unchosen items
+    model = CVAE(**SMALL)
+    model.attach_data(data)
+    assert bool(model.learned[1:].all()) and not bool(model.learned[0])
+    model.init_factors()
+    model.als_sweep()
+    # the authors' V-step for an item nobody chose: (b U^T U + lambda_v I)^-1 lambda_v theta_j, with U
+    # the sweep's user step on the whole training matrix
+    h = model.hparams
+    U = model.user_factors(model._train_matrix())
+    theta = model.item_means()
+    model.als_sweep()
+    A = h.confidence_b * U.t() @ U + h.lambda_v * torch.eye(h.latent_dimension, dtype=U.dtype)
+    expected = torch.linalg.solve(A, h.lambda_v * theta[unchosen].t()).t()
+    torch.testing.assert_close(model.item_factors[unchosen].double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_content_items_train_treats_items_without_interactions_as_new(tiny_config, tmp_path):
+    root = _with_unchosen_items(tmp_path)
+    dm = RecBoleDataModule("tiny", model="CVAE", config_dict=_cvae_config(dict(tiny_config, data_path=root),
+                                                                          content_items="train"))
+    dm.setup()
+    data = dm.data
+    assert data.content_items == "train"
+    assert set(data.train_examples()) == set(np.flatnonzero(data.item_counts > 0))
+    assert "class=Western" not in data.content.columns
+    model = CVAE(**SMALL)
+    model.attach_data(data)
+    model.init_factors()
+    model.als_sweep()
+    new = ~model.learned
+    new[0] = False
+    assert int(new.sum()) >= 6
+    torch.testing.assert_close(model.item_factors[new], model.item_means().float()[new])
+
+
+def test_cold_protocol_learns_from_training_items_only_and_refuses_all(tiny_config):
+    assert _datamodule(tiny_config).data.content_items == "train"       # auto under cold_item_split
+    with pytest.raises(ConfigError, match="content_items: all learns from every item's content, but "
+                                          "cold_item_split holds items out"):
+        make_config("CVAE", "tiny", config_dict=_cvae_config(tiny_config, **COLD, content_items="all"))
+    with pytest.raises(ConfigError, match="content_items"):
+        make_config("CVAE", "tiny", config_dict=_cvae_config(tiny_config, content_items="some"))
+
+
 def test_cold_items_are_scored_from_content_and_beat_chance(tiny_config, tmp_path):
     # a larger tiny dataset: 200 items, so that 30 test items are not almost all relevant
     root = write_tiny_dataset(str(tmp_path / "data"), n_users=100, n_items=200, per_user=25)
@@ -192,8 +261,8 @@ def test_user_vectors_are_the_als_user_step_on_the_input_row(tiny_config):
     users = dm.data.split("test").users[:4]
     x = torch.from_numpy(dm.data.train[users].toarray())
     V = model.item_factors.double()
-    Vr = V[model.rated]
-    u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1, rated=model.rated)
+    Vr = V[model.learned]
+    u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1, learned=model.learned)
     assert torch.allclose(model.user_factors(x), u)
     scores = model.score({"input": x})
     assert torch.allclose(scores, (u @ V.t()).float(), atol=1e-5)

@@ -19,16 +19,25 @@ The model (the paper's, and the authors' ``eelxpeng/CollaborativeVAE``):
       b-confidence, every unobserved pair included, no negative sampling):
         u_i = (b V^T V + (a - b) V_i^T V_i + lambda_u I)^-1  a sum_{j in i} v_j
         v_j = (b U^T U + (a - b) U_j^T U_j + lambda_v I)^-1 (a sum_{i in j} u_i + lambda_v theta_j)
-      with theta_j = E[z_j] = mu(x_j) and V^T V over the items that have training interactions;
+      with theta_j = E[z_j] = mu(x_j) and V^T V over the items the model learns from; an item
+      nobody has chosen in training gets v_j = (b U^T U + lambda_v I)^-1 lambda_v theta_j, its
+      pairs all unobserved, as in the authors' code;
     * schedule per epoch: one pass of VAE minibatches (backprop, Adam 1e-3), theta <- mu(X),
       one ALS sweep (U, then V); V starts at theta; optional pre-training of the content VAE;
     * prediction: u_i^T v_j = u_i^T (v*_j + E[z_j]).
 
+Which items the model learns from (``content_items``, a data setting: see
+``lightning_genrec.content``): by default (outside the cold-start item protocol) every item of
+the data set, as the authors do -- the content VAE, its vocabulary and the ALS item step
+cover the whole catalogue, rated or not.  Under the cold-start item protocol only the items
+with training interactions; the held-out items are then new items.
+
 Where this implementation departs, and why:
-    * **Cold items.** An item without training interactions never enters ALS: v*_j = 0 and
-      v_j = E[z_j], so its score comes from its content alone (the prior mean of the offset).
-      The authors' code instead shrinks such items by (b U^T U + lambda_v I)^-1, treating
-      them as rated zero by everyone -- which a new item is not.
+    * **New items** (outside what the model learns from: the cold-start protocol's held-out
+      items, or any item under ``content_items: train`` without training interactions) never
+      enter ALS: v*_j = 0 and v_j = E[z_j], so the score comes from the content alone (the
+      prior mean of the offset).  The authors' formula above would treat them as seen and
+      rated zero by every user -- which an item that did not exist at training time was not.
     * **U is not stored.** A user's vector is the U-step applied to the user's input row with
       the current V (``fold_in``).  For training users and ``test_input: train`` it is
       exactly the U of an ALS sweep; it also scores users from train + validation rows
@@ -38,8 +47,6 @@ Where this implementation departs, and why:
     * **Pre-training** trains the whole content VAE (reconstruction + KL + L2, masking noise
       ``pretrain_corruption`` on the input) for ``pretrain_epochs`` epochs, where the authors
       pre-train a stacked denoising autoencoder layer by layer and then the VAE.
-    * The VAE trains on the content of the items that have training interactions only, so
-      held-out (cold) items are never seen in training.
     * ``anneal_*`` (KL weight, constant 1 by default as in the paper) is available like in
       the other VAEs.
 """
@@ -123,17 +130,18 @@ def outer_rows(m: torch.Tensor) -> torch.Tensor:
 
 
 def fold_in(x: torch.Tensor, V: torch.Tensor, gram: torch.Tensor, a: float, b: float, lambda_u: float,
-            rated: torch.Tensor | None = None, V_outer: torch.Tensor | None = None) -> torch.Tensor:
+            learned: torch.Tensor | None = None, V_outer: torch.Tensor | None = None) -> torch.Tensor:
     """The ALS U-step for input rows ``x`` (B, I) (dense or sparse, binary) given item
-    vectors ``V`` (I, K) and ``gram`` = V^T V over the training items (``rated``, default all):
+    vectors ``V`` (I, K) and ``gram`` = V^T V over the items the model learns from (``learned``,
+    default all):
     u = (b gram + sum_{j in x} w_j v_j v_j^T + lambda_u I)^-1 a sum_{j in x} v_j, with
-    w_j = a - b for a training item (its b is in ``gram``) and a for any other input item
-    (e.g. a validation item under ``test_input: train_valid``).  Returns (B, K)."""
+    w_j = a - b for a learned item (its b is in ``gram``) and a for a new item in the input
+    (e.g. a held-out item in a validation row under ``test_input: train_valid``).  Returns (B, K)."""
     K = V.shape[1]
     if V_outer is None:
         w = torch.full((V.shape[0],), a - b, dtype=V.dtype, device=V.device)
-        if rated is not None:
-            w = torch.where(rated, w, torch.full_like(w, a))
+        if learned is not None:
+            w = torch.where(learned, w, torch.full_like(w, a))
         V_outer = outer_rows(V) * w[:, None]
     eye = torch.eye(K, dtype=V.dtype, device=V.device)
     A = (b * gram + lambda_u * eye) + _mm(x, V_outer).view(-1, K, K)             # (B, K, K)
@@ -141,26 +149,29 @@ def fold_in(x: torch.Tensor, V: torch.Tensor, gram: torch.Tensor, a: float, b: f
     return torch.linalg.solve(A, rhs)
 
 
-def item_step(R: torch.Tensor, U: torch.Tensor, theta: torch.Tensor, rated: torch.Tensor, a: float, b: float,
+def item_step(R: torch.Tensor, U: torch.Tensor, theta: torch.Tensor, learned: torch.Tensor, a: float, b: float,
               lambda_v: float) -> torch.Tensor:
-    """The ALS V-step: ``R`` (U, I) sparse binary, ``U`` (U, K), ``theta`` (I, K).  Items with
-    training interactions (``rated``) get their closed form; the others keep v_j = theta_j."""
+    """The ALS V-step: ``R`` (U, I) sparse binary, ``U`` (U, K), ``theta`` (I, K).  The items the
+    model learns from (``learned``, (I,) bool) get their closed form -- for one without training
+    interactions (b U^T U + lambda_v I)^-1 lambda_v theta_j; the others (new items) keep
+    v_j = theta_j."""
     K = U.shape[1]
     Rt = R.t().coalesce() if R.is_sparse else R.t()
     eye = torch.eye(K, dtype=U.dtype, device=U.device)
     A = (b * U.t() @ U + lambda_v * eye) + (a - b) * _mm(Rt, outer_rows(U)).view(-1, K, K)   # (I, K, K)
     rhs = a * _mm(Rt, U) + lambda_v * theta                                                  # (I, K)
     V = torch.linalg.solve(A, rhs)
-    return torch.where(rated[:, None], V, theta)
+    return torch.where(learned[:, None], V, theta)
 
 
 class CVAE(VAEModule):
     """Collaborative VAE (Li & She, KDD 2017) as a LightningModule.
 
-    Trains on items: each epoch is one pass of content-VAE minibatches over the items that
-    have training interactions, then one ALS sweep of U and V on the whole training matrix.
-    The data form is :class:`~lightning_genrec.content.ContentData` (item content from the
-    config's ``content_fields``, ``content_min_count``).
+    Trains on items: each epoch is one pass of content-VAE minibatches over the items it learns
+    from (every item by default; those with training interactions under the cold-start item
+    protocol), then one ALS sweep of U and V on the whole training matrix.  The data form is
+    :class:`~lightning_genrec.content.ContentData` (item content from the config's
+    ``content_fields``, ``content_min_count``, ``content_items``).
     """
 
     data_class = ContentData
@@ -209,10 +220,10 @@ class CVAE(VAEModule):
                                "with a RecBoleDataModule(model='CVAE').")
         self.net = ContentVAE(h.n_content, h.mlp_hidden_size, h.latent_dimension, h.activation)
         K = h.latent_dimension
-        # V with v_j = theta_j for items without training interactions; which items have them;
-        # whether V was initialised / the VAE pre-trained (so a resumed fit skips both)
+        # V (v_j = theta_j for new items); which items the model learns from (the data's
+        # learned_items); whether V was initialised / the VAE pre-trained (so a resumed fit skips both)
         self.register_buffer("item_factors", torch.zeros(h.n_items, K))
-        self.register_buffer("rated", torch.zeros(h.n_items, dtype=torch.bool))
+        self.register_buffer("learned", torch.zeros(h.n_items, dtype=torch.bool))
         self.register_buffer("progress", torch.zeros(2, dtype=torch.bool))   # [pretrained, factors ready]
         self.register_buffer("sweeps", torch.zeros((), dtype=torch.long))    # epochs whose ALS sweep ran
 
@@ -230,8 +241,8 @@ class CVAE(VAEModule):
                              f"{width}; use the same content_fields / content_min_count, or n_content=None.")
         super().attach_data(data)
         self._cache = {}
-        self.rated.zero_()
-        self.rated[torch.from_numpy(data.train_items())] = True
+        self.learned.zero_()
+        self.learned[torch.from_numpy(data.learned_items())] = True
 
     # -- data on the model's device ----------------------------------------------
     def _content(self) -> torch.Tensor:
@@ -269,18 +280,18 @@ class CVAE(VAEModule):
         return self.net.encode(content.to(self.device, self.net.mu.weight.dtype))[0].double()
 
     def _gram(self, V: torch.Tensor) -> torch.Tensor:
-        Vr = V[self.rated]
+        Vr = V[self.learned]
         return Vr.t() @ Vr
 
     @torch.no_grad()
     def user_factors(self, x: torch.Tensor) -> torch.Tensor:
         """u for input rows ``x`` (B, I), given the current V (the ALS U-step); ``(B, K)`` float64."""
         h = self.hparams
-        key = (self.item_factors.data_ptr(), self.item_factors._version, self.rated.data_ptr(), self.rated._version)
+        key = (self.item_factors.data_ptr(), self.item_factors._version, self.learned.data_ptr(), self.learned._version)
         if self._cache.get("fold_key") != key:
             V = self.item_factors.double()
             a, b = h.confidence_a, h.confidence_b
-            w = torch.where(self.rated, torch.full_like(V[:, 0], a - b), torch.full_like(V[:, 0], a))
+            w = torch.where(self.learned, torch.full_like(V[:, 0], a - b), torch.full_like(V[:, 0], a))
             self._cache.update(fold_key=key, V=V, V_outer=outer_rows(V) * w[:, None], gram=self._gram(V))
         c = self._cache
         x = x.double()
@@ -297,7 +308,7 @@ class CVAE(VAEModule):
         theta = self.item_means()
         R = self._train_matrix()
         U = self.user_factors(R)
-        V = item_step(R, U, theta, self.rated, h.confidence_a, h.confidence_b, h.lambda_v)
+        V = item_step(R, U, theta, self.learned, h.confidence_a, h.confidence_b, h.lambda_v)
         self.item_factors.copy_(V.float())
 
     @torch.no_grad()
@@ -308,11 +319,11 @@ class CVAE(VAEModule):
 
     def pretrain(self) -> None:
         """Pre-train the content VAE alone (denoising: masked input, clean target) on the
-        training items, with its own Adam and a generator seeded by ``torch.initial_seed()``."""
+        items it learns from, with its own Adam and a generator seeded by ``torch.initial_seed()``."""
         self._require_data("pretrain")
         h = self.hparams
         X = self._content()
-        items = torch.from_numpy(self._data.train_items())
+        items = torch.from_numpy(self._data.learned_items())
         g = torch.Generator().manual_seed(torch.initial_seed() % (2 ** 63))
         opt = adam(self.net.parameters(), lr=h.learning_rate)
         with torch.enable_grad():
