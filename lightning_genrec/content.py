@@ -80,11 +80,11 @@ def missing_content_message(model: str, dataset: str, wanted, available, what: s
             "with item features.")
 
 
-def item_content(dataset, fields, train_items: np.ndarray | None = None, min_count: int = 1,
+def item_content(dataset, fields, fit_items: np.ndarray | None = None, min_count: int = 1,
                  model: str = "the model") -> ItemContent:
     """Encode ``fields`` of RecBole ``dataset.item_feat`` as :class:`ItemContent`.
 
-    ``train_items``: item ids the vocabulary and scaling are fitted on (default: all items).
+    ``fit_items``: item ids the vocabulary and scaling are fitted on (default: all items).
     Raises :class:`MissingContentError` naming the fields when the dataset lacks them."""
     fields = content_fields_tuple(fields)
     feat = dataset.item_feat
@@ -93,7 +93,7 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
         raise MissingContentError(missing_content_message(model, dataset.dataset_name, fields,
                                                           available if feat is not None else None))
     n_items = dataset.item_num
-    fit_rows = np.arange(1, n_items) if train_items is None else np.asarray(train_items, dtype=np.int64)
+    fit_rows = np.arange(1, n_items) if fit_items is None else np.asarray(fit_items, dtype=np.int64)
     blocks, columns = [], []
     for name in fields:
         kind = dataset.field2type[name]          # a recbole.utils.FeatureType; its value names the type
@@ -123,9 +123,9 @@ def item_content(dataset, fields, train_items: np.ndarray | None = None, min_cou
     matrix[0] = 0.0
     if matrix.shape[1] == 0:
         fix = (f"lower content_min_count (now {min_count})" if min_count > 1 else
-               "choose item fields whose values the training items carry")
+               "choose item fields whose values those items carry")
         raise MissingContentError(f"{model}: the item fields {', '.join(fields) or '(none)'} give no column that "
-                                  f"at least {min_count} training item(s) share; {fix}.")
+                                  f"at least {min_count} of the {len(fit_rows)} items it is fitted on share; {fix}.")
     return ItemContent(np.ascontiguousarray(matrix), columns, fields)
 
 
@@ -158,13 +158,18 @@ class ContentData(InteractionData):
     def from_train_dataset(cls, dataset, test_input: str = "train", content_fields=DEFAULT_CONTENT_FIELDS,
                            content_min_count: int = 2, content_items: str = "auto",
                            model: str = "the model") -> "ContentData":
-        """``content_fields``, ``content_min_count``, ``content_items``: see :attr:`SETTINGS` (``auto``
-        here means ``all``: the cold-start protocol resolves it in the config); ``model`` names
-        the model in error messages."""
+        """``content_fields``, ``content_min_count``, ``content_items``: see :attr:`SETTINGS`; ``model``
+        names the model in error messages.  A training dataset of the cold-start item protocol
+        (one that carries ``cold_items``) resolves ``auto`` to ``train`` and refuses ``all``."""
         if content_items not in CONTENT_ITEMS:
             raise ValueError(f"content_items={content_items!r}; choose one of {', '.join(CONTENT_ITEMS)}.")
+        cold = getattr(dataset, "cold_items", None) is not None
+        if cold and content_items == "all":
+            raise ValueError(f"{model}: content_items='all' would learn from the held-out items of this cold-start "
+                             "split, which must stay unseen until they are scored; use content_items='train' "
+                             "(or 'auto').")
         data = super().from_train_dataset(dataset, test_input)
-        data.content_items = "all" if content_items == "auto" else content_items
+        data.content_items = content_items if content_items != "auto" else ("train" if cold else "all")
         data.content = item_content(dataset, content_fields, data.learned_items(), int(content_min_count),
                                       model=model)
         return data

@@ -252,7 +252,8 @@ class InteractionData:
         return np.flatnonzero(np.diff(self.train.indptr) > 0)
 
     def train_items(self) -> np.ndarray:
-        """Items with at least one training interaction (the catalogue a model may learn from)."""
+        """Items with at least one training interaction (a content model may learn from more items:
+        ``ContentData.learned_items``)."""
         return np.flatnonzero(self.item_counts > 0)
 
     def train_examples(self) -> np.ndarray:

@@ -161,6 +161,7 @@ def load_data_and_model(model_file, config_updates=None):
     config = checkpoint["config"]
     for key, value in (config_updates or {}).items():
         config[key] = value
+    _settings_of_older_checkpoints(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
@@ -170,6 +171,18 @@ def load_data_and_model(model_file, config_updates=None):
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def _settings_of_older_checkpoints(config) -> None:
+    """Data settings added after a checkpoint was saved take the value that reproduces how it was
+    trained: a CVAE saved before ``content_items`` existed learned from the items with training
+    interactions only (``train``); the default now (``all``) would build other content columns."""
+    from lightning_genrec.content import ContentData
+    from lightning_genrec.models import MODELS
+
+    data_class = getattr(MODELS.get(config["model"]), "data_class", None)
+    if data_class is not None and issubclass(data_class, ContentData) and "content_items" not in config:
+        config["content_items"] = "train"
 
 
 def _patch_quick_start(module) -> None:

@@ -194,15 +194,25 @@ def test_outside_the_cold_protocol_every_item_is_learned_from_as_the_authors_do(
     assert bool(model.learned[1:].all()) and not bool(model.learned[0])
     model.init_factors()
     model.als_sweep()
-    # the authors' V-step for an item nobody chose: (b U^T U + lambda_v I)^-1 lambda_v theta_j, with U
-    # the sweep's user step on the whole training matrix
+    # one sweep by hand, dense, with the paper's confidences over every item but RecBole's padding 0:
+    # C_ij = a (observed) or b (every other pair, the unchosen items' included)
     h = model.hparams
-    U = model.user_factors(model._train_matrix())
-    theta = model.item_means()
+    a, b, K = h.confidence_a, h.confidence_b, h.latent_dimension
+    V = model.item_factors.double().numpy()[1:]
+    theta = model.item_means().numpy()[1:]
+    R = data.train.toarray()[:, 1:]
+    C = np.where(R > 0, a, b)
+    U = np.stack([np.linalg.solve(V.T @ (c[:, None] * V) + h.lambda_u * np.eye(K), V.T @ (c * r))
+                  for c, r in zip(C, R)])
+    expected = np.stack([np.linalg.solve(U.T @ (c[:, None] * U) + h.lambda_v * np.eye(K),
+                                         U.T @ (c * r) + h.lambda_v * t) for c, r, t in zip(C.T, R.T, theta)])
     model.als_sweep()
-    A = h.confidence_b * U.t() @ U + h.lambda_v * torch.eye(h.latent_dimension, dtype=U.dtype)
-    expected = torch.linalg.solve(A, h.lambda_v * theta[unchosen].t()).t()
-    torch.testing.assert_close(model.item_factors[unchosen].double(), expected, rtol=1e-5, atol=1e-6)
+    got = model.item_factors.double().numpy()[1:]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # for an item nobody chose that is the authors' (b U^T U + lambda_v I)^-1 lambda_v theta_j, not theta_j
+    shrunk = np.linalg.solve(b * U.T @ U + h.lambda_v * np.eye(K), h.lambda_v * theta[unchosen - 1].T).T
+    np.testing.assert_allclose(got[unchosen - 1], shrunk, rtol=1e-4, atol=1e-5)
+    assert np.abs(got[unchosen - 1] - theta[unchosen - 1]).max() > 1e-3
 
 
 def test_content_items_train_treats_items_without_interactions_as_new(tiny_config, tmp_path):
@@ -226,6 +236,16 @@ def test_content_items_train_treats_items_without_interactions_as_new(tiny_confi
 
 def test_cold_protocol_learns_from_training_items_only_and_refuses_all(tiny_config):
     assert _datamodule(tiny_config).data.content_items == "train"       # auto under cold_item_split
+    # the data API alone (no CVAE config rules) reads the split too
+    load_col = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "class"]}
+    config = make_config("MVAE", "tiny", config_dict=dict(tiny_config, **COLD, load_col=load_col))
+    _, train, valid, test = load_data(config)
+    data = ContentData.from_recbole(train, valid, test, content_fields=["class"], content_min_count=1)
+    assert data.content_items == "train"
+    assert set(data.learned_items()) == set(np.flatnonzero(data.item_counts > 0))
+    with pytest.raises(ValueError, match="would learn from the held-out items of this cold-start split"):
+        ContentData.from_recbole(train, valid, test, content_fields=["class"], content_min_count=1,
+                                 content_items="all")
     with pytest.raises(ConfigError, match="content_items: all learns from every item's content, but "
                                           "cold_item_split holds items out"):
         make_config("CVAE", "tiny", config_dict=_cvae_config(tiny_config, **COLD, content_items="all"))
@@ -250,6 +270,25 @@ def test_cold_items_are_scored_from_content_and_beat_chance(tiny_config, tmp_pat
     tested = trainer.test(model, datamodule=dm, verbose=False)[0]["test/ndcg@10"]
     # the same users with random scores over the same candidates
     assert tested > 1.5 * random_ndcg(dm.data)
+
+
+def test_checkpoints_from_before_content_items_still_load():
+    # the mask was stored as 'rated' (the training items); the saved RecBole config had no content_items
+    from recbole_ext.compat import _settings_of_older_checkpoints
+
+    model = CVAE(n_items=12, n_content=5, **SMALL)
+    state = model.state_dict()
+    mask = torch.zeros(12, dtype=torch.bool)
+    mask[[2, 3, 7]] = True
+    state["rated"] = mask
+    del state["learned"]
+    fresh = CVAE(n_items=12, n_content=5, **SMALL)
+    fresh.load_state_dict(state)                                     # strict
+    assert torch.equal(fresh.learned, mask)
+    old, new, other = {"model": "CVAE"}, {"model": "CVAE", "content_items": "all"}, {"model": "MVAE"}
+    for config in (old, new, other):
+        _settings_of_older_checkpoints(config)
+    assert old["content_items"] == "train" and new["content_items"] == "all" and "content_items" not in other
 
 
 def test_user_vectors_are_the_als_user_step_on_the_input_row(tiny_config):

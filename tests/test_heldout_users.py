@@ -174,10 +174,10 @@ def test_cvae_user_step_from_the_fold_in(tiny_config):
     users = dm.data.split("valid").users
     batch = dm.data.rows(users, "valid")
     V = model.item_factors.double()
-    rated = model.learned
+    learned = model.learned
     h = model.hparams
-    u = fold_in(torch.from_numpy(dm.data.foldin[users].toarray()).double(), V, V[rated].t() @ V[rated],
-                h.confidence_a, h.confidence_b, h.lambda_u, learned=rated)
+    u = fold_in(torch.from_numpy(dm.data.foldin[users].toarray()).double(), V, V[learned].t() @ V[learned],
+                h.confidence_a, h.confidence_b, h.lambda_u, learned=learned)
     torch.testing.assert_close(model.score(batch), (u @ V.t()).float())
 
 

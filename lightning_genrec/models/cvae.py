@@ -384,6 +384,12 @@ class CVAE(VAEModule):
             self.als_sweep()
             self.sweeps.fill_(self.current_epoch + 1)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "rated"            # checkpoints saved before content_items: the same mask, named for
+        if old in state_dict and prefix + "learned" not in state_dict:   # the training items it then was
+            state_dict[prefix + "learned"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage in ("validate", "test", "predict") and not bool(self.progress[1]):
