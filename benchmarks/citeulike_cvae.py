@@ -164,46 +164,73 @@ NOTES = [
     "- **Content.** The paper and the re-run: each article's title + abstract as a bag of words (the paper: "
     "an 8,000-word vocabulary chosen by tf-idf, over all 16,980 articles). Here: the `title` words and CiteULike "
     "`tag`s of citeulike-a.item (the abstracts are not in our data), multi-hot, as our CVAE builds it: a token is "
-    "a column if >= 2 articles with training interactions carry it (`content_min_count: 2`), and both the "
-    "vocabulary and the content VAE are fitted on the articles with training interactions only (our CVAE is "
-    "inductive; the paper's VAE trains on every article's content). That matters most at P = 1: only 4,327 "
-    "articles have a training interaction and 65 % of the test pairs are on the other 12,653, which are "
-    "scored from their content alone (v_j = E[z_j]); at P = 10, 11,949 articles have training interactions "
-    "(before the validation slice) and 28 % of the test pairs are on the rest.",
+    "a column if >= 2 articles carry it (`content_min_count: 2`). Rows made since 2026-12-06 (`content_items: "
+    "all`, the default outside the cold-start item protocol) fit the vocabulary and the content VAE on every "
+    "article, as the paper does, and give an article nobody chose in training the authors' closed form "
+    "(b U^T U + lambda_v I)^-1 lambda_v theta_j. Before that, CVAE fitted both on the articles with training "
+    "interactions only and scored the others from content alone (v_j = E[z_j]); its rows then (2026-12-06, "
+    "same seeds, mean of 3) read P = 1 0.0371 / 0.0595 / 0.1207 and P = 10 0.0650 / 0.1199 / 0.2590 "
+    "(Recall@50 / 100 / 300), in 5.4 and 25.6 s an epoch. This matters most at P = 1: only 4,327 articles "
+    "have a training interaction and 65 % of the test pairs are on the other 12,653; at P = 10, 11,949 "
+    "articles have training interactions (before the validation slice) and 28 % of the test pairs are on the "
+    "rest. Learning from every article widens the content (title words and tags on >= 2 articles) and the "
+    "VAE's epoch: see D and s / epoch in the tables.",
     "- **Hyperparameters.** Ours are configs/cvae.yaml's defaults, the paper's: K = 50, sigmoid 200-100 "
     "inference layers with tied generation weights, lambda_u 0.1, lambda_v 10, lambda_r 1, a = 1, b = 0.01, "
-    "Adam 1e-3, 128 articles a batch, L2 2e-4, 100 epochs. Departures from the authors' code (see "
-    "lightning_genrec/models/cvae.py): pre-training is 20 epochs of the whole VAE with masking noise 0.3 "
-    "(authors: a layer-wise stacked denoising autoencoder, then the VAE); an article without training "
-    "interactions gets v_j = E[z_j] (authors: (b U^T U + lambda_v I)^-1 lambda_v theta_j). The re-run's own "
+    "Adam 1e-3, 128 articles a batch, L2 2e-4, 100 epochs. The one departure from the authors' code that "
+    "applies here (see lightning_genrec/models/cvae.py): pre-training is 20 epochs of the whole VAE with "
+    "masking noise 0.3 (authors: a layer-wise stacked denoising autoencoder, then the VAE). The re-run's own "
     "settings were not given with its figures; only its numbers are copied here.",
     "- **Epoch selection.** The paper has no validation set. P = 1: a fixed budget, the last epoch tested "
     "(CVAE 100 + 20 pre-training; MVAE 300; RecBole's MultiVAE 300; EASE / ItemKNN / Pop fit in one pass). "
     "P = 10: one training item of a fixed quarter of the users (split seed 0) validates; every model trains "
     "on the other 54,122 pairs (97.5 % of the paper's training pairs), selects its epoch on valid Recall@100 "
-    "and stops after `stopping_step` validations without improvement; the validation items are masked "
-    "at test like training items. Test items are used for nothing but the test.",
+    "and stops after `stopping_step` validations without improvement (CVAE: 100 epochs at most); the "
+    "validation items are masked at test like training items. Test items are used for nothing but the test.",
     "- **The released P = 10 split is in article-id order, not random.** For every one of the 5,139 users with "
-    "test items, every test id is larger than every training id (mean training id 4,135, mean test id 9,033): the training items "
-    "are each user's ten lowest-id (older) articles. So training popularity points at old articles and Pop "
-    "does worse at P = 10 than at P = 1. 412 users have exactly ten articles and no test item; RecBole averages "
-    "Recall over the 5,139 users with test items. (P = 1 looks random: 269 users have all test ids above the "
-    "training id.)",
-    "- **Budget and threads.** 2 CPU cores. The first runs (2026-11, P = 1 CVAE seed 2020 with torch's "
-    "default 2 threads, the rest with one) shared the machine with other jobs (load 5-7); the CVAE rows now in "
-    "the tables were rerun 2026-12-06 with one thread, two cells at a time, on an otherwise idle machine "
-    "(P = 1: 5.3 s an epoch, against 35.9 in the first, loaded run). Timings compare only within a day's runs.",
-    "- **P = 10 CVAE runs its configured budget** (100 epochs, RecBole's `stopping_step`): early stopping "
-    "ended it after 22 to 36 epochs (best validation epochs 10 to 16). An earlier run capped at 5 epochs "
-    "(`--epochs 5`) read 0.0641 / 0.1158 / 0.2407 (seed 2020). The P = 1 rows are the full 100 epochs.",
+    "test items, every test id is larger than every training id (mean training id 4,135, mean test id 9,033): "
+    "the training items are each user's ten lowest-id (older) articles. So training popularity points at old "
+    "articles and Pop does worse at P = 10 than at P = 1. 412 users have exactly ten articles and no test item; "
+    "RecBole averages Recall over the 5,139 users with test items. (P = 1 looks random: 269 users have all test "
+    "ids above the training id.)",
+    "- **Threads.** 2 CPU cores; each cell runs in one process. The first runs (2026-11, P = 1 CVAE seed 2020 "
+    "with torch's default 2 threads, the rest with one) shared the machine with other jobs (load 5-7); later "
+    "runs used one thread a cell, two cells at a time. Timings compare only within a day's runs.",
     "- **EASE and ItemKNN are degenerate at P = 1**: with one training item per user, X^T X is diagonal, so "
     "both score every item other than the user's own 0 and the ranking is RecBole's tie order; that is why their "
     "P = 1 rows are identical (not a copy error).",
-    "- **Not run**: MVAE and RecBole's MultiVAE (both parts); seeds 2021 and 2022 of the baselines (CVAE has "
-    "all three).",
     "- **Baselines** run with their defaults (RecBole's for MultiVAE, EASE, ItemKNN, Pop; configs/mvae.yaml "
-    "for MVAE), untuned, on the same files.", "",
+    "for MVAE), untuned, on the same files.",
 ]
+
+
+def run_notes(rows: list[dict]) -> list[str]:
+    """The notes that depend on the rows: what each CVAE cell learned from, where early stopping
+    ended, and which (part, model, seed) cells are missing."""
+    lines = []
+    for part in PARTS:
+        cvae = sorted((r for r in rows if r["part"] == part and r["model"] == "CVAE"), key=lambda r: r["seed"])
+        if not cvae:
+            continue
+        learned = ", ".join(f"{r['seed']}: {r['n_learned_items']:,} of {r['n_items']:,}" if "n_learned_items" in r
+                            else f"{r['seed']}: {r['n_train_items']:,} (rows before content_items)" for r in cvae)
+        what = f"- **{part} CVAE** articles whose content it learned from, per seed: {learned}"
+        if "n_train_items" in cvae[0]:
+            what += f"; {cvae[0]['n_train_items']:,} have a training interaction"
+        if part == "p10":
+            what += ("; epochs run (best, 0-based) per seed: "
+                     + ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in cvae))
+        lines.append(what + ".")
+    seeds = sorted({r["seed"] for r in rows})
+    missing = []
+    for part in PARTS:
+        for m in MODELS:
+            have = {r["seed"] for r in rows if r["part"] == part and r["model"] == m}
+            if len(have) < len(seeds):
+                gone = [s for s in seeds if s not in have]
+                missing.append(f"{m} {part} (seed{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))})")
+    lines.append("- **Not run**: " + ("; ".join(missing) if missing else "nothing") + ".")
+    return lines
 
 
 def write(rows: list[dict], out: str, argv: str) -> None:
@@ -242,13 +269,12 @@ def write(rows: list[dict], out: str, argv: str) -> None:
                          + ", ".join(str(r["best_epoch"]) for r in per)
                          + f" | {mean_std(rows, part, m, 's_per_epoch', '%.2f')} | "
                          f"{mean_std(rows, part, m, 'peak_rss_mb', '%.0f')} |")
-        cvae = [r for r in mine if r["model"] == "CVAE" and "n_content" in r]
-        if cvae:
-            lines += ["", f"CVAE content width D = {cvae[0]['n_content']} columns (title words and tags carried by "
-                      f">= 2 of the {cvae[0]['n_train_items']} articles with training interactions); the content VAE "
-                      "trains on those articles only."]
+        widths = sorted({r["n_content"] for r in mine if r["model"] == "CVAE" and "n_content" in r})
+        if widths:
+            lines += ["", f"CVAE content width D = {' / '.join(map(str, widths))} columns (title words and tags "
+                      "carried by >= 2 of the articles it learned from; see the notes)."]
         lines.append("")
-    lines += NOTES
+    lines += NOTES + run_notes(rows) + [""]
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
