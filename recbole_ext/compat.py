@@ -47,7 +47,9 @@ import os
 
 import numpy as np
 
+from lightning_genrec.content import ContentData
 from lightning_genrec.errors import CheckpointError, DatasetNotFoundError
+from lightning_genrec.models import MODELS
 
 _APPLIED = False
 
@@ -177,9 +179,6 @@ def _settings_of_older_checkpoints(config) -> None:
     """Data settings added after a checkpoint was saved take the value that reproduces how it was
     trained: a CVAE saved before ``content_items`` existed learned from the items with training
     interactions only (``train``); the default now (``all``) would build other content columns."""
-    from lightning_genrec.content import ContentData
-    from lightning_genrec.models import MODELS
-
     data_class = getattr(MODELS.get(config["model"]), "data_class", None)
     if data_class is not None and issubclass(data_class, ContentData) and "content_items" not in config:
         config["content_items"] = "train"

@@ -13,6 +13,7 @@ from lightning_genrec.content import ContentData, item_content
 from lightning_genrec.errors import MissingContentError
 from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.models.cvae import ContentVAE, fold_in, item_step, outer_rows
+from recbole_ext.compat import _settings_of_older_checkpoints
 from recbole_ext.config import ConfigError, load_data, make_config
 
 import conftest
@@ -274,8 +275,6 @@ def test_cold_items_are_scored_from_content_and_beat_chance(tiny_config, tmp_pat
 
 def test_checkpoints_from_before_content_items_still_load():
     # the mask was stored as 'rated' (the training items); the saved RecBole config had no content_items
-    from recbole_ext.compat import _settings_of_older_checkpoints
-
     model = CVAE(n_items=12, n_content=5, **SMALL)
     state = model.state_dict()
     mask = torch.zeros(12, dtype=torch.bool)
