@@ -20,9 +20,8 @@ vocabulary and the scaling are fitted on:
 * ``train``: only the items with at least one training interaction; the others
   are new items, unseen until they are scored.  The cold-start item protocol
   needs this (its held-out items must not be learned from).
-* ``auto`` (default): ``train`` under the cold-start item protocol
-  (``cold_item_split: true``; ``recbole_ext.config`` resolves it), ``all``
-  otherwise.
+* ``auto`` (default): ``train`` under the cold-start item protocol (a
+  training dataset that carries its ``cold_items``), ``all`` otherwise.
 
 A token joins the vocabulary if at least ``content_min_count`` of those items
 carry it; other tokens are dropped, since no model fitted on those items could

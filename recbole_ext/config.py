@@ -179,15 +179,14 @@ def _sequential_rules(config) -> None:
 
 def _content_rules(config) -> None:
     """A content model: the ``.item`` file must have the ``content_fields`` (added to ``load_col``);
-    ``content_items: auto`` becomes ``train`` under the cold-start item protocol (its held-out items
-    must not be learned from) and ``all`` otherwise; ``all`` with that protocol is refused."""
+    ``content_items: all`` with the cold-start item protocol is refused before any data loads (its
+    held-out items must not be learned from; ``auto`` resolves to ``train`` there, in
+    ``ContentData.from_train_dataset``, which reads the split itself)."""
     settings = data_settings(ContentData, config)
     require_item_fields(config, settings["content_fields"])
     switch = COLD_ITEM_SETTINGS[0]
     cold = config[switch.name] is not None and bool(switch.check(config[switch.name]))
-    if settings["content_items"] == "auto":
-        config["content_items"] = "train" if cold else "all"
-    elif cold and settings["content_items"] == "all":
+    if cold and settings["content_items"] == "all":
         raise ConfigError(f"{config['model']}: content_items: all learns from every item's content, but "
                           "cold_item_split holds items out as new items whose content must stay unseen until "
                           "they are scored. Set content_items: train (or auto), or remove cold_item_split.")
