@@ -212,8 +212,7 @@ def run_notes(rows: list[dict]) -> list[str]:
         cvae = sorted((r for r in rows if r["part"] == part and r["model"] == "CVAE"), key=lambda r: r["seed"])
         if not cvae:
             continue
-        learned = ", ".join(f"{r['seed']}: {r['n_learned_items']:,} of {r['n_items']:,}" if "n_learned_items" in r
-                            else f"{r['seed']}: {r['n_train_items']:,} (rows before content_items)" for r in cvae)
+        learned = ", ".join(f"{r['seed']}: {r['n_learned_items']:,} of {r['n_items']:,}" for r in cvae)
         what = f"- **{part} CVAE** articles whose content it learned from, per seed: {learned}"
         if "n_train_items" in cvae[0]:
             what += f"; {cvae[0]['n_train_items']:,} have a training interaction"
