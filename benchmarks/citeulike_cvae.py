@@ -102,7 +102,7 @@ def run_one(part: str, model: str, seed: int, data_path: str, epochs: int | None
         module = getattr(net, "module", None)
         if model == "CVAE" and module is not None:
             out["n_content"] = int(module.hparams.n_content)
-            out["n_train_items"] = int((module._data.item_counts > 0).sum())
+            out["n_train_items"] = len(module._data.train_items())
             out["n_learned_items"] = int(module.learned.sum())
         return out
 
@@ -213,9 +213,8 @@ def run_notes(rows: list[dict]) -> list[str]:
         if not cvae:
             continue
         learned = ", ".join(f"{r['seed']}: {r['n_learned_items']:,} of {r['n_items']:,}" for r in cvae)
-        what = f"- **{part} CVAE** articles whose content it learned from, per seed: {learned}"
-        if "n_train_items" in cvae[0]:
-            what += f"; {cvae[0]['n_train_items']:,} have a training interaction"
+        what = (f"- **{part} CVAE** articles whose content it learned from, per seed: {learned}; "
+                f"{cvae[0]['n_train_items']:,} have a training interaction")
         if part == "p10":
             what += ("; epochs run (best, 0-based) per seed: "
                      + ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in cvae))
