@@ -61,16 +61,16 @@ def test_fold_in_is_the_exact_weighted_least_squares_user_step():
     rng = np.random.default_rng(0)
     n_users, n_items, K, a, b, lam = 6, 9, 3, 1.0, 0.01, 0.1
     R = (rng.random((n_users, n_items)) < 0.4).astype(np.float64)
-    R[:, 2] = 1.0                           # an input item the model did not learn from (a new item)
-    learned = np.ones(n_items, dtype=bool)
-    learned[2] = False
+    R[:, 2] = 1.0                           # an input item outside the gram (nobody chose it in training)
+    in_gram = np.ones(n_items, dtype=bool)
+    in_gram[2] = False
     V = rng.normal(size=(n_items, K))
-    gram = V[learned].T @ V[learned]
+    gram = V[in_gram].T @ V[in_gram]
     U = fold_in(torch.from_numpy(R), torch.from_numpy(V), torch.from_numpy(gram), a, b, lam,
-                learned=torch.from_numpy(learned)).numpy()
-    # argmin_u sum_j C_ij (R_ij - u.v_j)^2 + lam |u|^2 over the learned items, plus the user's new
-    # input items at confidence a
-    C = np.where(learned, _dense_confidence(R, a, b), np.where(R > 0, a, 0.0))
+                in_gram=torch.from_numpy(in_gram)).numpy()
+    # argmin_u sum_j C_ij (R_ij - u.v_j)^2 + lam |u|^2 over the items in the gram, plus the user's
+    # other input items at confidence a
+    C = np.where(in_gram, _dense_confidence(R, a, b), np.where(R > 0, a, 0.0))
     for i in range(n_users):
         A = V.T @ (C[i][:, None] * V) + lam * np.eye(K)
         assert np.allclose(U[i], np.linalg.solve(A, V.T @ (C[i] * R[i])))
@@ -195,16 +195,18 @@ def test_outside_the_cold_protocol_every_item_is_learned_from_as_the_authors_do(
     assert bool(model.learned[1:].all()) and not bool(model.learned[0])
     model.init_factors()
     model.als_sweep()
-    # one sweep by hand, dense, with the paper's confidences over every item but RecBole's padding 0:
-    # C_ij = a (observed) or b (every other pair, the unchosen items' included)
+    # one sweep by hand, dense, over every item but RecBole's padding 0, as the authors' code runs
+    # it: the V-step with C_ij = a (observed) or b (every other pair, the unchosen items' included);
+    # the U-step with b only on the items somebody chose (their gram skips the others)
     h = model.hparams
     a, b, K = h.confidence_a, h.confidence_b, h.latent_dimension
     V = model.item_factors.double().numpy()[1:]
     theta = model.item_means().numpy()[1:]
     R = data.train.toarray()[:, 1:]
     C = np.where(R > 0, a, b)
+    C_user = np.where(R.sum(axis=0) > 0, C, 0.0)
     U = np.stack([np.linalg.solve(V.T @ (c[:, None] * V) + h.lambda_u * np.eye(K), V.T @ (c * r))
-                  for c, r in zip(C, R)])
+                  for c, r in zip(C_user, R)])
     expected = np.stack([np.linalg.solve(U.T @ (c[:, None] * U) + h.lambda_v * np.eye(K),
                                          U.T @ (c * r) + h.lambda_v * t) for c, r, t in zip(C.T, R.T, theta)])
     model.als_sweep()
@@ -283,7 +285,14 @@ def test_checkpoints_from_before_content_items_still_load():
     del state["learned"]
     fresh = CVAE(n_items=12, n_content=5, **SMALL)
     fresh.load_state_dict(state)                                     # strict
-    assert torch.equal(fresh.learned, mask)
+    assert torch.equal(fresh.learned, mask) and torch.equal(fresh.rated, mask)
+    # saved while the U-step's gram ran over every learned item: it keeps scoring that way
+    state = model.state_dict()
+    state["learned"] = mask
+    del state["rated"]
+    fresh = CVAE(n_items=12, n_content=5, **SMALL)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.learned, mask) and torch.equal(fresh.rated, mask)
     old, new, other = {"model": "CVAE"}, {"model": "CVAE", "content_items": "all"}, {"model": "MVAE"}
     for config in (old, new, other):
         _settings_of_older_checkpoints(config)
@@ -299,8 +308,8 @@ def test_user_vectors_are_the_als_user_step_on_the_input_row(tiny_config):
     users = dm.data.split("test").users[:4]
     x = torch.from_numpy(dm.data.train[users].toarray())
     V = model.item_factors.double()
-    Vr = V[model.learned]
-    u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1, learned=model.learned)
+    Vr = V[model.rated]
+    u = fold_in(x.double(), V, Vr.t() @ Vr, 1.0, 0.01, 0.1, in_gram=model.rated)
     assert torch.allclose(model.user_factors(x), u)
     scores = model.score({"input": x})
     assert torch.allclose(scores, (u @ V.t()).float(), atol=1e-5)

@@ -19,9 +19,11 @@ The model (the paper's, and the authors' ``eelxpeng/CollaborativeVAE``):
       b-confidence, every unobserved pair included, no negative sampling):
         u_i = (b V^T V + (a - b) V_i^T V_i + lambda_u I)^-1  a sum_{j in i} v_j
         v_j = (b U^T U + (a - b) U_j^T U_j + lambda_v I)^-1 (a sum_{i in j} u_i + lambda_v theta_j)
-      with theta_j = E[z_j] = mu(x_j) and V^T V over the items the model learns from; an item
-      nobody has chosen in training gets v_j = (b U^T U + lambda_v I)^-1 lambda_v theta_j, its
-      pairs all unobserved, as in the authors' code;
+      with theta_j = E[z_j] = mu(x_j); an item nobody has chosen in training gets
+      v_j = (b U^T U + lambda_v I)^-1 lambda_v theta_j, its pairs all unobserved; and, as in
+      the authors' code (CTR's before it), the U-step's V^T V runs over the items with training
+      interactions only, so the b-confidence of an article nobody chose yet does not push users
+      away from it (the paper's formula would sum over every item);
     * schedule per epoch: one pass of VAE minibatches (backprop, Adam 1e-3), theta <- mu(X),
       one ALS sweep (U, then V); V starts at theta; optional pre-training of the content VAE;
     * prediction: u_i^T v_j = u_i^T (v*_j + E[z_j]).
@@ -130,18 +132,19 @@ def outer_rows(m: torch.Tensor) -> torch.Tensor:
 
 
 def fold_in(x: torch.Tensor, V: torch.Tensor, gram: torch.Tensor, a: float, b: float, lambda_u: float,
-            learned: torch.Tensor | None = None, V_outer: torch.Tensor | None = None) -> torch.Tensor:
+            in_gram: torch.Tensor | None = None, V_outer: torch.Tensor | None = None) -> torch.Tensor:
     """The ALS U-step for input rows ``x`` (B, I) (dense or sparse, binary) given item
-    vectors ``V`` (I, K) and ``gram`` = V^T V over the items the model learns from (``learned``,
-    default all):
+    vectors ``V`` (I, K) and ``gram`` = V^T V over the items ``in_gram`` ((I,) bool, default
+    all; the model passes its items with training interactions):
     u = (b gram + sum_{j in x} w_j v_j v_j^T + lambda_u I)^-1 a sum_{j in x} v_j, with
-    w_j = a - b for a learned item (its b is in ``gram``) and a for a new item in the input
-    (e.g. a held-out item in a validation row under ``test_input: train_valid``).  Returns (B, K)."""
+    w_j = a - b for an item in the gram (its b is already there) and a for any other item in
+    the input (e.g. a validation row's item nobody chose in training, under
+    ``test_input: train_valid``).  Returns (B, K)."""
     K = V.shape[1]
     if V_outer is None:
         w = torch.full((V.shape[0],), a - b, dtype=V.dtype, device=V.device)
-        if learned is not None:
-            w = torch.where(learned, w, torch.full_like(w, a))
+        if in_gram is not None:
+            w = torch.where(in_gram, w, torch.full_like(w, a))
         V_outer = outer_rows(V) * w[:, None]
     eye = torch.eye(K, dtype=V.dtype, device=V.device)
     A = (b * gram + lambda_u * eye) + _mm(x, V_outer).view(-1, K, K)             # (B, K, K)
@@ -221,9 +224,11 @@ class CVAE(VAEModule):
         self.net = ContentVAE(h.n_content, h.mlp_hidden_size, h.latent_dimension, h.activation)
         K = h.latent_dimension
         # V (v_j = theta_j for new items); which items the model learns from (the data's
-        # learned_items); whether V was initialised / the VAE pre-trained (so a resumed fit skips both)
+        # learned_items) and which have training interactions (the U-step's gram runs over these);
+        # whether V was initialised / the VAE pre-trained (so a resumed fit skips both)
         self.register_buffer("item_factors", torch.zeros(h.n_items, K))
         self.register_buffer("learned", torch.zeros(h.n_items, dtype=torch.bool))
+        self.register_buffer("rated", torch.zeros(h.n_items, dtype=torch.bool))
         self.register_buffer("progress", torch.zeros(2, dtype=torch.bool))   # [pretrained, factors ready]
         self.register_buffer("sweeps", torch.zeros((), dtype=torch.long))    # epochs whose ALS sweep ran
 
@@ -243,6 +248,8 @@ class CVAE(VAEModule):
         self._cache = {}
         self.learned.zero_()
         self.learned[torch.from_numpy(data.learned_items())] = True
+        self.rated.zero_()
+        self.rated[torch.from_numpy(data.train_items())] = True
 
     # -- data on the model's device ----------------------------------------------
     def _content(self) -> torch.Tensor:
@@ -280,18 +287,18 @@ class CVAE(VAEModule):
         return self.net.encode(content.to(self.device, self.net.mu.weight.dtype))[0].double()
 
     def _gram(self, V: torch.Tensor) -> torch.Tensor:
-        Vr = V[self.learned]
+        Vr = V[self.rated]
         return Vr.t() @ Vr
 
     @torch.no_grad()
     def user_factors(self, x: torch.Tensor) -> torch.Tensor:
         """u for input rows ``x`` (B, I), given the current V (the ALS U-step); ``(B, K)`` float64."""
         h = self.hparams
-        key = (self.item_factors.data_ptr(), self.item_factors._version, self.learned.data_ptr(), self.learned._version)
+        key = (self.item_factors.data_ptr(), self.item_factors._version, self.rated.data_ptr(), self.rated._version)
         if self._cache.get("fold_key") != key:
             V = self.item_factors.double()
             a, b = h.confidence_a, h.confidence_b
-            w = torch.where(self.learned, torch.full_like(V[:, 0], a - b), torch.full_like(V[:, 0], a))
+            w = torch.where(self.rated, torch.full_like(V[:, 0], a - b), torch.full_like(V[:, 0], a))
             self._cache.update(fold_key=key, V=V, V_outer=outer_rows(V) * w[:, None], gram=self._gram(V))
         c = self._cache
         x = x.double()
@@ -385,9 +392,11 @@ class CVAE(VAEModule):
             self.sweeps.fill_(self.current_epoch + 1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        old = prefix + "rated"            # checkpoints saved before content_items: the same mask, named for
-        if old in state_dict and prefix + "learned" not in state_dict:   # the training items it then was
-            state_dict[prefix + "learned"] = state_dict.pop(old)
+        rated, learned = prefix + "rated", prefix + "learned"
+        if rated in state_dict and learned not in state_dict:   # saved before content_items: it learned
+            state_dict[learned] = state_dict[rated].clone()      # from the items with training interactions
+        elif learned in state_dict and rated not in state_dict:  # saved while the gram ran over the learned
+            state_dict[rated] = state_dict[learned].clone()      # items: keep scoring as it was trained
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def setup(self, stage: str) -> None:
