@@ -236,6 +236,9 @@ def run_notes(rows: list[dict]) -> list[str]:
     seeds = sorted({r["seed"] for r in rows})
     missing = []
     for part in PARTS:
+        if not any(r["part"] == part for r in rows):
+            missing.append(f"the {part} part (no rows yet)")
+            continue
         for m in MODELS:
             have = {r["seed"] for r in rows if r["part"] == part and r["model"] == m}
             if len(have) < len(seeds):
