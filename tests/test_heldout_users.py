@@ -174,10 +174,10 @@ def test_cvae_user_step_from_the_fold_in(tiny_config):
     users = dm.data.split("valid").users
     batch = dm.data.rows(users, "valid")
     V = model.item_factors.double()
-    learned = model.learned
+    rated = model.rated          # the user step's gram: the items with training interactions
     h = model.hparams
-    u = fold_in(torch.from_numpy(dm.data.foldin[users].toarray()).double(), V, V[learned].t() @ V[learned],
-                h.confidence_a, h.confidence_b, h.lambda_u, learned=learned)
+    u = fold_in(torch.from_numpy(dm.data.foldin[users].toarray()).double(), V, V[rated].t() @ V[rated],
+                h.confidence_a, h.confidence_b, h.lambda_u, in_gram=rated)
     torch.testing.assert_close(model.score(batch), (u @ V.t()).float())
 
 
