@@ -93,32 +93,48 @@ def item_content(dataset, fields, fit_items: np.ndarray | None = None, min_count
                                                           available if feat is not None else None))
     n_items = dataset.item_num
     fit_rows = np.arange(1, n_items) if fit_items is None else np.asarray(fit_items, dtype=np.int64)
-    blocks, columns = [], []
+    # Two passes, so that the only (I, D) array ever built is the result: first each field's
+    # columns (token fields: the kept tokens, counted from the token ids -- a field's full
+    # (I, vocabulary) one-hot would be 3 GB for CiteULike-a's 46k tags), then one fill.
+    parts, columns = [], []
     for name in fields:
         kind = dataset.field2type[name]          # a recbole.utils.FeatureType; its value names the type
         values = feat[name].numpy()
         if kind.value in ("token", "token_seq"):
-            tokens = values.reshape(n_items, -1)                          # (I, L) token ids, 0 = padding
+            tokens = values.reshape(n_items, -1).astype(np.int64)         # (I, L) token ids, 0 = padding
             n_tokens = dataset.num(name)
-            hot = np.zeros((n_items, n_tokens), dtype=np.float32)
-            rows = np.repeat(np.arange(n_items), tokens.shape[1])
-            hot[rows, tokens.reshape(-1)] = 1.0
-            hot[:, 0] = 0.0                                               # padding token
-            df = hot[fit_rows].sum(axis=0)
+            fit = tokens[fit_rows]
+            # (row, token) pairs counted once: a multi-hot row carries a repeated token once
+            pairs = np.unique(np.repeat(np.arange(len(fit_rows), dtype=np.int64), fit.shape[1]) * n_tokens
+                              + fit.reshape(-1))
+            df = np.bincount(pairs % n_tokens, minlength=n_tokens)
+            df[0] = 0                                                     # padding token
             keep = np.flatnonzero(df >= max(1, min_count))
-            blocks.append(hot[:, keep])
+            column_of = np.full(n_tokens, -1, dtype=np.int64)
+            column_of[keep] = np.arange(len(keep))
+            parts.append(("tokens", tokens, column_of, len(keep)))
             id2token = dataset.field2id_token[name]
             columns += [f"{name}={id2token[t]}" for t in keep]
         elif kind.value in ("float", "float_seq"):
             x = values.reshape(n_items, -1).astype(np.float32)
             lo, hi = x[fit_rows].min(axis=0), x[fit_rows].max(axis=0)
             scaled = np.clip((x - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
-            blocks.append(scaled.astype(np.float32))
+            parts.append(("floats", scaled.astype(np.float32), None, x.shape[1]))
             columns += [name] if x.shape[1] == 1 else [f"{name}[{i}]" for i in range(x.shape[1])]
         else:
             raise MissingContentError(f"{model}: item field {name!r} has type {kind.value}; content fields must be "
                                       "token, token_seq, float or float_seq.")
-    matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((n_items, 0), np.float32)
+    matrix = np.zeros((n_items, sum(width for *_, width in parts)), dtype=np.float32)
+    start = 0
+    for what, values, column_of, width in parts:
+        if what == "tokens":
+            rows = np.repeat(np.arange(n_items), values.shape[1])
+            cols = column_of[values.reshape(-1)]
+            on = cols >= 0
+            matrix[rows[on], start + cols[on]] = 1.0
+        else:
+            matrix[:, start:start + width] = values
+        start += width
     matrix[0] = 0.0
     if matrix.shape[1] == 0:
         fix = (f"lower content_min_count (now {min_count})" if min_count > 1 else

@@ -135,6 +135,44 @@ def test_rare_tokens_and_float_fields(tmp_path, tiny_config):
     assert price.min() == 0.0 and price.max() == 1.0
 
 
+def test_vocabulary_counts_items_not_repeats_and_only_the_fitted_items(tmp_path, tiny_config):
+    # words repeat inside a row ("w1 w1"); a token field beside them; the vocabulary is fitted on a
+    # subset of items. Reference: built from the raw strings written here, not from the encoder.
+    root = write_tiny_dataset(str(tmp_path), item_file=False)
+    rng = np.random.default_rng(3)
+    words_of, kind_of = {}, {}
+    with open(os.path.join(root, "tiny", "tiny.item"), "w") as f:
+        f.write("item_id:token\twords:token_seq\tkind:token\n")
+        for i in range(80):
+            words = [f"w{w}" for w in rng.integers(0, 12, size=rng.integers(1, 5))]
+            words += words[:1] + ([f"rare{i}"] if i % 10 == 0 else [])   # the first word twice; a rare one
+            words += ["twice", "twice"] if i in (0, 2) else ["unfit"] if i in (1, 3, 5) else []
+            words_of[f"i{i}"], kind_of[f"i{i}"] = set(words), f"k{i % 7}"
+            f.write(f"i{i}\t{' '.join(words)}\t{kind_of[f'i{i}']}\n")
+    config = make_config("CVAE", "tiny", config_dict=_cvae_config(dict(tiny_config, data_path=root),
+                                                                   content_fields=["words", "kind"]))
+    dataset, _, _, _ = load_data(config)
+    raw = dataset.field2id_token["item_id"]
+    fit = np.array([dataset.field2token_id["item_id"][f"i{i}"] for i in range(0, 80, 2)])   # even items
+    content = item_content(dataset, ["words", "kind"], fit_items=fit, min_count=3)
+    expected = []
+    for field, values in (("words", words_of), ("kind", kind_of)):
+        count = {}
+        for j in fit:
+            for t in (values[raw[j]] if field == "words" else {values[raw[j]]}):
+                count[t] = count.get(t, 0) + 1
+        kept = {t for t, n in count.items() if n >= 3}
+        expected += sorted(kept, key=lambda t: dataset.field2token_id[field][t])
+        assert set(c.split("=")[1] for c in content.columns if c.startswith(field + "=")) == kept
+    assert [c.split("=")[1] for c in content.columns] == expected
+    # min_count dropped the rare words, "twice" (4 times on 2 items) and "unfit" (on 3 items not fitted)
+    assert not any(t.startswith("rare") or t in ("twice", "unfit") for t in expected)
+    for j in range(1, dataset.item_num):
+        on = {c.split("=")[1] for c, v in zip(content.columns, content.matrix[j]) if v == 1.0}
+        assert on == (words_of[raw[j]] | {kind_of[raw[j]]}) & set(expected)
+    assert set(np.unique(content.matrix)) <= {0.0, 1.0} and (content.matrix[0] == 0).all()
+
+
 def test_missing_content_fields_are_named(tiny_config):
     with pytest.raises(ConfigError, match=r"looked for the item fields class, plot.*no field plot.*its fields: "
                                           r"item_id, class"):
