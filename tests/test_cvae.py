@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import recbole_ext
 from lightning_genrec import CVAE
@@ -12,7 +14,7 @@ from recbole_ext import RecBoleDataModule
 from lightning_genrec.content import ContentData, item_content
 from lightning_genrec.errors import MissingContentError
 from lightning_genrec.errors import HyperparameterError
-from lightning_genrec.models.cvae import ContentVAE, fold_in, item_step, outer_rows
+from lightning_genrec.models.cvae import ContentVAE, dae_stage, fold_in, item_step, outer_rows
 from recbole_ext.compat import _settings_of_older_checkpoints
 from recbole_ext.config import ConfigError, load_data, make_config
 
@@ -55,6 +57,25 @@ def test_z_is_mu_plus_scaled_noise():
 
 def _dense_confidence(R, a, b):
     return np.where(R > 0, a, b)
+
+
+def test_a_layer_wise_stage_is_a_tied_denoising_autoencoder():
+    # the first epoch's loss, by hand: input masked, target clean, decoded by the transposed weights
+    torch.manual_seed(0)
+    x = (torch.rand(64, 12) < 0.3).float()
+    layer = nn.Linear(12, 5)
+    w, b = layer.weight.detach().clone(), layer.bias.detach().clone()
+    first = dae_stage(layer, nn.Sigmoid(), lambda i: x[i], 64, 1, 64, 0.5, 1e-3, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)                      # the stage's draws: the order, then the mask
+    order = torch.randperm(64, generator=g)
+    keep = torch.rand(64, 12, generator=g) >= 0.5
+    target = x[order]
+    expected = F.binary_cross_entropy_with_logits(torch.sigmoid((target * keep) @ w.T + b) @ w, target,
+                                                  reduction="sum") / 64
+    assert first == [pytest.approx(expected.item(), rel=1e-5)]
+    assert not torch.equal(layer.weight, w)                   # and it took its step
+    losses = dae_stage(layer, nn.Sigmoid(), lambda i: x[i], 64, 40, 16, 0.3, 0.01, torch.Generator().manual_seed(2))
+    assert losses[-1] < 0.8 * losses[0]
 
 
 def test_fold_in_is_the_exact_weighted_least_squares_user_step():
@@ -415,6 +436,42 @@ def test_resumed_fit_neither_pretrains_nor_reinitialises(tiny_config, tmp_path, 
                          default_root_dir=str(tmp_path))
     trainer.fit(resumed, datamodule=dm, ckpt_path=path)
     assert calls == [] and int(resumed.sweeps) == 2
+
+
+def test_layerwise_pretraining_trains_the_layers_then_the_whole_vae(tiny_config, tmp_path, monkeypatch):
+    dm = _datamodule(tiny_config)
+    model = CVAE(**{**SMALL, "pretrain_schedule": "layerwise", "pretrain_layer_epochs": 20,
+                    "pretrain_learning_rate": 0.01})
+    model.attach_data(dm.data)
+    start = {k: v.clone() for k, v in model.net.state_dict().items()}
+    items = torch.from_numpy(dm.data.learned_items())
+    losses = model.pretrain_layers(model._content(), items, torch.Generator().manual_seed(0))
+    assert len(losses) == 3                                   # two hidden layers, then the latent layer
+    assert all(len(stage) == 20 and stage[-1] < stage[0] for stage in losses)
+    changed = {k for k, v in model.net.state_dict().items() if not torch.equal(v, start[k])}
+    assert changed == set(start) - {"out_bias"}               # the layer-wise stages never touch the output bias
+    # pretrain(): the layer-wise stages, then pretrain_epochs of the whole VAE, the one that trains the output bias
+    for epochs in (0, 2):
+        m = CVAE(**{**SMALL, "pretrain_schedule": "layerwise", "pretrain_layer_epochs": 2, "pretrain_epochs": epochs})
+        m.attach_data(dm.data)
+        w0 = m.net.encoder[1].weight.clone()
+        m.pretrain()
+        assert bool(m.progress[0]) and not torch.equal(m.net.encoder[1].weight, w0)
+        assert bool(m.net.out_bias.abs().sum() > 0) == (epochs > 0)
+    # a fit runs them, also with no whole-VAE epochs
+    fitted = CVAE(**{**SMALL, "pretrain_schedule": "layerwise", "pretrain_layer_epochs": 2, "pretrain_epochs": 0})
+    stages = []
+    monkeypatch.setattr(CVAE, "pretrain_layers", lambda self, *a: stages.append(a))
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(fitted, datamodule=dm)
+    assert len(stages) == 1 and bool(fitted.progress.all())
+
+
+def test_layerwise_pretraining_needs_sigmoid_layers():
+    with pytest.raises(HyperparameterError, match="pretrain_schedule='layerwise' needs activation='sigmoid'"):
+        CVAE(pretrain_schedule="layerwise", activation="tanh")
+    CVAE(pretrain_schedule="vae", activation="tanh")
 
 
 def test_an_unfitted_model_refuses_to_evaluate(tiny_config):
