@@ -14,7 +14,8 @@ from recbole_ext import RecBoleDataModule
 from lightning_genrec.content import ContentData, item_content
 from lightning_genrec.errors import MissingContentError
 from lightning_genrec.errors import HyperparameterError
-from lightning_genrec.models.cvae import ContentVAE, dae_stage, fold_in, item_step, outer_rows
+from lightning_genrec.models import cvae as cvae_module
+from lightning_genrec.models.cvae import ContentVAE, dae_stage, fold_in, item_step, latent_stage, outer_rows
 from recbole_ext.compat import _settings_of_older_checkpoints
 from recbole_ext.config import ConfigError, load_data, make_config
 
@@ -76,6 +77,28 @@ def test_a_layer_wise_stage_is_a_tied_denoising_autoencoder():
     assert not torch.equal(layer.weight, w)                   # and it took its step
     losses = dae_stage(layer, nn.Sigmoid(), lambda i: x[i], 64, 40, 16, 0.3, 0.01, torch.Generator().manual_seed(2))
     assert losses[-1] < 0.8 * losses[0]
+
+
+def test_the_latent_stage_is_a_small_vae_on_the_top_activations():
+    # the first epoch's loss, by hand: mu / logvar from h, z sampled, sigmoid(generator_in(z)) against h, + KL
+    torch.manual_seed(0)
+    net = ContentVAE(12, hidden=(6, 5), latent=3)
+    h = torch.rand(32, 5)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    first = latent_stage(net, h, 1, 32, 1e-3, torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)                      # the stage's draws: the order, then the noise
+    target = h[torch.randperm(32, generator=g)]
+    eps = torch.randn(32, 3, generator=g)
+    mu = target @ start["mu.weight"].T + start["mu.bias"]
+    logvar = target @ start["logvar.weight"].T + start["logvar.bias"]
+    z = mu + eps * torch.exp(0.5 * logvar)
+    logits = z @ start["generator_in.weight"].T + start["generator_in.bias"]
+    expected = (F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+                + 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum()) / 32
+    assert first == [pytest.approx(expected.item(), rel=1e-5)]
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, start[k])}
+    assert changed == {"mu.weight", "mu.bias", "logvar.weight", "logvar.bias", "generator_in.weight",
+                       "generator_in.bias"}
 
 
 def test_fold_in_is_the_exact_weighted_least_squares_user_step():
@@ -466,6 +489,52 @@ def test_layerwise_pretraining_trains_the_layers_then_the_whole_vae(tiny_config,
                          enable_checkpointing=False, default_root_dir=str(tmp_path))
     trainer.fit(fitted, datamodule=dm)
     assert len(stages) == 1 and bool(fitted.progress.all())
+
+
+def test_each_pretraining_schedule_feeds_and_scores_the_whole_vae_as_it_says(tiny_config, monkeypatch):
+    # layerwise: each stage trains on the previous layer's clean activations (after its stage), and the
+    # whole VAE then sees clean input and no L2 (the authors' run_all); vae: masked input, L2 in the loss
+    dm = _datamodule(tiny_config)
+    calls, terms, losses = [], [], []
+    dae, vae_terms = cvae_module.dae_stage, cvae_module.vae_terms
+
+    def spy_dae(layer, act, rows, n, *rest):
+        seen = rows(torch.arange(n))
+        if calls:
+            before, before_rows = calls[-1]
+            with torch.no_grad():
+                assert torch.allclose(seen, torch.sigmoid(before(before_rows)), rtol=0, atol=1e-6)
+        calls.append((layer, seen))
+        return dae(layer, act, rows, n, *rest)
+
+    def spy_terms(*args):
+        terms.append(vae_terms(*args))
+        return terms[-1]
+
+    monkeypatch.setattr(cvae_module, "dae_stage", spy_dae)
+    monkeypatch.setattr(cvae_module, "vae_terms", spy_terms)
+    monkeypatch.setattr(cvae_module, "_check_pretraining_loss", lambda loss: losses.append(loss.item()))
+    for schedule in ("layerwise", "vae"):
+        calls.clear(), terms.clear(), losses.clear()
+        model = CVAE(**{**SMALL, "pretrain_schedule": schedule, "pretrain_layer_epochs": 2, "pretrain_epochs": 1,
+                        "pretrain_batch_size": 1000, "reg_weight": 0.5})
+        model.attach_data(dm.data)
+        X = model._content()[torch.from_numpy(dm.data.learned_items())]
+        inputs = []
+        forward = model.net.forward
+        model.net.forward = lambda x, noise=None: inputs.append(x.clone()) or forward(x, noise)
+        model.pretrain()
+        assert len(inputs) == len(terms) == 1                 # the whole-VAE epoch: one batch
+        recon, kl, l2 = terms[0]
+        if schedule == "layerwise":
+            assert [layer for layer, _ in calls] == list(model.net.encoder)
+            assert torch.equal(calls[0][1], X)                # the first stage: the content rows
+            assert torch.equal(inputs[0].sum(0), X.sum(0))    # every item, unmasked
+            assert losses[-1] == pytest.approx((recon + kl).item(), rel=1e-6)
+        else:
+            assert calls == []
+            assert inputs[0].sum() < X.sum()                  # masked
+            assert losses[-1] == pytest.approx((recon + kl + 0.5 * l2).item(), rel=1e-6)
 
 
 def test_layerwise_pretraining_needs_sigmoid_layers():

@@ -49,12 +49,14 @@ Where this implementation departs, and why:
       (the authors' U is one V-step older).
     * **Pre-training**, by default (``pretrain_schedule: vae``), trains the whole content VAE
       (reconstruction + KL + L2, masking noise ``pretrain_corruption`` on the input) for
-      ``pretrain_epochs`` (20) epochs at ``pretrain_learning_rate`` (1e-3).  The authors pre-train
-      layer by layer (``test_vae.py``): a tied denoising autoencoder per hidden layer, the latent
-      layer as a small VAE, 50 epochs each, then the whole VAE for 100 epochs without noise or
-      L2, all at Adam 0.01.  ``pretrain_schedule: layerwise`` with ``pretrain_epochs: 100`` and
+      ``pretrain_epochs`` (20) epochs at ``learning_rate`` (1e-3; ``pretrain_learning_rate`` when
+      set).  The authors pre-train layer by layer (``test_vae.py``): a tied denoising autoencoder
+      per hidden layer, the latent layer as a small VAE, 50 epochs each, then the whole VAE for
+      100 epochs without noise or L2, all at Adam 0.01.  ``pretrain_schedule: layerwise`` with ``pretrain_epochs: 100`` and
       ``pretrain_learning_rate: 0.01`` is that schedule, except that every item the model learns
-      from trains each stage (the authors keep a random fifth aside to print a validation loss).
+      from trains each stage (the authors keep a random fifth aside to print a validation loss),
+      and masking drops each entry with probability ``pretrain_corruption`` (theirs zeroes exactly
+      that share of each row).
       It is not the default: it costs about seven times the default's pre-training (a first-layer
       stage's epoch takes 0.8-1.0 of a whole-VAE epoch), and it has not yet been benchmarked on
       CiteULike-a against it.
@@ -144,6 +146,12 @@ def _masked(x: torch.Tensor, corruption: float, g: torch.Generator) -> torch.Ten
     return x * keep
 
 
+def _check_pretraining_loss(loss: torch.Tensor) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"CVAE pre-training: the loss became {loss.item()}; lower pretrain_learning_rate "
+                                 "(unset, it is learning_rate), or check the item content for NaN/inf.")
+
+
 def dae_stage(layer: nn.Linear, act: nn.Module, rows, n: int, epochs: int, batch_size: int, corruption: float,
               lr: float, g: torch.Generator) -> list[float]:
     """One stage of the authors' layer-wise pre-training: ``layer`` as a denoising autoencoder with
@@ -151,7 +159,7 @@ def dae_stage(layer: nn.Linear, act: nn.Module, rows, n: int, epochs: int, batch
     bias c (dropped afterwards, as the authors drop theirs), sigmoid cross-entropy against the clean
     x summed over columns, its own Adam.  ``rows(index)`` gives the stage's input rows (the content,
     or the previous layers' activations), values in [0, 1].  Returns the mean loss per epoch."""
-    c = torch.zeros(layer.in_features, device=layer.weight.device, requires_grad=True)
+    c = torch.zeros(layer.in_features, device=layer.weight.device, dtype=layer.weight.dtype, requires_grad=True)
     opt = adam([*layer.parameters(), c], lr=lr)
     losses = []
     with torch.enable_grad():
@@ -161,9 +169,7 @@ def dae_stage(layer: nn.Linear, act: nn.Module, rows, n: int, epochs: int, batch
                 x = rows(index)
                 logits = act(layer(_masked(x, corruption, g))) @ layer.weight + c
                 loss = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1).mean()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"CVAE layer-wise pre-training: the loss became {loss.item()}; lower "
-                                             "pretrain_learning_rate.")
+                _check_pretraining_loss(loss)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -190,9 +196,7 @@ def latent_stage(net: "ContentVAE", hidden: torch.Tensor, epochs: int, batch_siz
                 z = mu + torch.randn(mu.shape, generator=g).to(mu.device) * torch.exp(0.5 * logvar)
                 recon = F.binary_cross_entropy_with_logits(net.generator_in(z), h, reduction="none").sum(dim=1).mean()
                 loss = recon + 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=1).mean()
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"CVAE layer-wise pre-training: the loss became {loss.item()}; lower "
-                                             "pretrain_learning_rate.")
+                _check_pretraining_loss(loss)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -277,9 +281,10 @@ class CVAE(VAEModule):
                "then the latent layer, pretrain_layer_epochs each, then the whole VAE without noise or L2)."),
         integer("pretrain_epochs", 20, "epochs of whole-VAE pre-training (0 = none; the authors' layerwise "
                 "schedule: 100).", low=0),
-        integer("pretrain_layer_epochs", 50, "layerwise: epochs of each layer-wise stage (the authors': 50)."),
-        number("pretrain_learning_rate", 0.001, "Adam step size while pre-training (the authors' layerwise "
-               "schedule: 0.01).", low_open=True),
+        integer("pretrain_layer_epochs", 50, "layerwise only: epochs of each layer-wise stage (the authors': "
+                "50)."),
+        number("pretrain_learning_rate", None, "Adam step size while pre-training; unset (~): learning_rate "
+               "(the authors' layerwise schedule: 0.01).", low_open=True, optional=True),
         number("pretrain_corruption", 0.3, "masking noise on the pre-training input (layerwise: on each layer-wise "
                "stage's input).", high=1.0, high_open=True),
         integer("pretrain_batch_size", 128, "items per pre-training batch."),
@@ -418,7 +423,8 @@ class CVAE(VAEModule):
 
     def pretrain(self) -> None:
         """Pre-train the content VAE alone on the items it learns from (``pretrain_schedule``), with
-        fresh Adams at ``pretrain_learning_rate`` and a generator seeded by ``torch.initial_seed()``.
+        fresh Adams at ``pretrain_learning_rate`` (unset: ``learning_rate``) and a generator seeded by
+        ``torch.initial_seed()``.
 
         ``vae``: the whole VAE for ``pretrain_epochs`` (denoising: masked input, clean target; the
         loss with its L2 term).  ``layerwise`` (the authors' ``test_vae.py``): each hidden layer as
@@ -433,7 +439,7 @@ class CVAE(VAEModule):
         layerwise = h.pretrain_schedule == "layerwise"
         if layerwise:
             self.pretrain_layers(X, items, g)
-        opt = adam(self.net.parameters(), lr=h.pretrain_learning_rate)
+        opt = adam(self.net.parameters(), lr=self._pretrain_lr())
         with torch.enable_grad():
             for epoch in range(h.pretrain_epochs):
                 total = 0.0
@@ -444,13 +450,17 @@ class CVAE(VAEModule):
                     logits, mu, logvar, _ = self.net(x_in, noise)
                     recon, kl, l2 = vae_terms(self.net, logits, mu, logvar, x)
                     loss = recon + kl if layerwise else recon + kl + h.reg_weight * l2
-                    self.check_finite(loss)
+                    _check_pretraining_loss(loss)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     total += loss.item() * len(chunk)
                 log.info("CVAE pre-training epoch %d/%d: loss %.4f", epoch + 1, h.pretrain_epochs, total / len(items))
         self.progress[0] = True
+
+    def _pretrain_lr(self) -> float:
+        h = self.hparams
+        return h.learning_rate if h.get("pretrain_learning_rate") is None else h.pretrain_learning_rate
 
     def pretrain_layers(self, X: torch.Tensor, items: torch.Tensor, g: torch.Generator) -> list[list[float]]:
         """The authors' layer-wise stages (see :meth:`pretrain`) on the content rows ``X[items]``;
@@ -460,14 +470,14 @@ class CVAE(VAEModule):
         rows = lambda index: X[items[index].to(X.device)]                     # noqa: E731
         for k, layer in enumerate(net.encoder):
             losses.append(dae_stage(layer, net.act, rows, n, h.pretrain_layer_epochs, h.pretrain_batch_size,
-                                    h.pretrain_corruption, h.pretrain_learning_rate, g))
+                                    h.pretrain_corruption, self._pretrain_lr(), g))
             log.info("CVAE layer-wise pre-training, hidden layer %d: loss %.4f -> %.4f", k + 1, losses[-1][0],
                      losses[-1][-1])
             with torch.no_grad():                                             # the next stage's input rows
                 hidden = torch.cat([net.act(layer(rows(index))) for index in torch.arange(n).split(4096)])
             rows = lambda index, hidden=hidden: hidden[index.to(hidden.device)]   # noqa: E731
         losses.append(latent_stage(net, hidden, h.pretrain_layer_epochs, h.pretrain_batch_size,
-                                   h.pretrain_learning_rate, g))
+                                   self._pretrain_lr(), g))
         log.info("CVAE layer-wise pre-training, latent layer: loss %.4f -> %.4f", losses[-1][0], losses[-1][-1])
         return losses
 
