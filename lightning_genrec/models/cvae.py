@@ -58,8 +58,9 @@ Where this implementation departs, and why:
       and masking drops each entry with probability ``pretrain_corruption`` (theirs zeroes exactly
       that share of each row).
       It is not the default: it costs about seven times the default's pre-training (a first-layer
-      stage's epoch takes 0.8-1.0 of a whole-VAE epoch), and it has not yet been benchmarked on
-      CiteULike-a against it.
+      stage's epoch takes 0.8-1.0 of a whole-VAE epoch), and on ml-100k (RecBole's default split,
+      3 seeds, benchmarks/results/ml100k_cvae.csv) it scores test NDCG@20 0.2027 against the
+      default's 0.2502.
     * ``anneal_*`` (KL weight, constant 1 by default as in the paper) is available like in
       the other VAEs.
 """
