@@ -52,15 +52,15 @@ Where this implementation departs, and why:
       ``pretrain_epochs`` (20) epochs at ``learning_rate`` (1e-3; ``pretrain_learning_rate`` when
       set).  The authors pre-train layer by layer (``test_vae.py``): a tied denoising autoencoder
       per hidden layer, the latent layer as a small VAE, 50 epochs each, then the whole VAE for
-      100 epochs without noise or L2, all at Adam 0.01.  ``pretrain_schedule: layerwise`` with ``pretrain_epochs: 100`` and
-      ``pretrain_learning_rate: 0.01`` is that schedule, except that every item the model learns
-      from trains each stage (the authors keep a random fifth aside to print a validation loss),
-      and masking drops each entry with probability ``pretrain_corruption`` (theirs zeroes exactly
-      that share of each row).
-      It is not the default: it costs about seven times the default's pre-training (a first-layer
-      stage's epoch takes 0.8-1.0 of a whole-VAE epoch), and on ml-100k (RecBole's default split,
-      3 seeds, benchmarks/results/ml100k_cvae.csv) it scores test NDCG@20 0.2027 against the
-      default's 0.2502.
+      100 epochs without noise or L2, all at Adam 0.01.  ``pretrain_schedule: layerwise`` with
+      ``pretrain_epochs: 100`` and ``pretrain_learning_rate: 0.01`` is that schedule, except that
+      every item the model learns from trains each stage (the authors keep a random fifth aside
+      to print a validation loss), and masking drops each entry with probability
+      ``pretrain_corruption`` (theirs zeroes exactly that share of each row).  It is not the
+      default: it costs about seven times the default's pre-training (a first-layer stage's epoch
+      takes 0.8-1.0 of a whole-VAE epoch), and on ml-100k (RecBole's default split, 3 seeds,
+      benchmarks/results/ml100k_cvae.csv) it scores test NDCG@20 0.2027 against the default's
+      0.2502.
     * ``anneal_*`` (KL weight, constant 1 by default as in the paper) is available like in
       the other VAEs.
 """
@@ -444,7 +444,8 @@ class CVAE(VAEModule):
         with torch.enable_grad():
             for epoch in range(h.pretrain_epochs):
                 total = 0.0
-                for chunk in items[torch.randperm(len(items), generator=g)].split(h.pretrain_batch_size):
+                for index in _epoch_batches(len(items), h.pretrain_batch_size, g):
+                    chunk = items[index]
                     x = X[chunk.to(X.device)]
                     x_in = x if layerwise else _masked(x, h.pretrain_corruption, g)
                     noise = torch.randn(len(chunk), h.latent_dimension, generator=g).to(x.device)
