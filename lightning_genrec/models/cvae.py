@@ -155,6 +155,28 @@ def _check_pretraining_loss(loss: torch.Tensor) -> None:
                                  "(unset, it is learning_rate), or check the item content for NaN/inf.")
 
 
+def _fit_epochs(opt: torch.optim.Optimizer, epochs: int, n: int, batch_size: int, g: torch.Generator,
+                batch_loss, on_epoch=None) -> list[float]:
+    """The pre-training loop every stage shares: per epoch, rows 0..n-1 in a fresh order from ``g``
+    in batches; ``batch_loss(index)`` gives the batch's loss, ``opt`` takes the step.  Returns
+    the mean loss per epoch (``on_epoch(epoch, mean)`` sees each)."""
+    losses = []
+    with torch.enable_grad():
+        for epoch in range(epochs):
+            total = 0.0
+            for index in _epoch_batches(n, batch_size, g):
+                loss = batch_loss(index)
+                _check_pretraining_loss(loss)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(index)
+            losses.append(total / n)
+            if on_epoch is not None:
+                on_epoch(epoch, losses[-1])
+    return losses
+
+
 def dae_stage(layer: nn.Linear, act: nn.Module, rows, n: int, epochs: int, batch_size: int, corruption: float,
               lr: float, g: torch.Generator) -> list[float]:
     """One stage of the authors' layer-wise pre-training: ``layer`` as a denoising autoencoder with
@@ -163,22 +185,13 @@ def dae_stage(layer: nn.Linear, act: nn.Module, rows, n: int, epochs: int, batch
     x summed over columns, its own Adam.  ``rows(index)`` gives the stage's input rows (the content,
     or the previous layers' activations), values in [0, 1].  Returns the mean loss per epoch."""
     c = torch.zeros(layer.in_features, device=layer.weight.device, dtype=layer.weight.dtype, requires_grad=True)
-    opt = adam([*layer.parameters(), c], lr=lr)
-    losses = []
-    with torch.enable_grad():
-        for _ in range(epochs):
-            total = 0.0
-            for index in _epoch_batches(n, batch_size, g):
-                x = rows(index)
-                logits = act(layer(_masked(x, corruption, g))) @ layer.weight + c
-                loss = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1).mean()
-                _check_pretraining_loss(loss)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(index)
-            losses.append(total / n)
-    return losses
+
+    def batch_loss(index):
+        x = rows(index)
+        logits = act(layer(_masked(x, corruption, g))) @ layer.weight + c
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=1).mean()
+
+    return _fit_epochs(adam([*layer.parameters(), c], lr=lr), epochs, n, batch_size, g, batch_loss)
 
 
 def latent_stage(net: "ContentVAE", hidden: torch.Tensor, epochs: int, batch_size: int, lr: float,
@@ -188,24 +201,15 @@ def latent_stage(net: "ContentVAE", hidden: torch.Tensor, epochs: int, batch_siz
     sigmoid(generator_in(z)), cross-entropy against h + KL, no masking; trains ``net.mu``,
     ``net.logvar`` and ``net.generator_in`` with their own Adam.  Returns the mean loss per epoch."""
     params = [*net.mu.parameters(), *net.logvar.parameters(), *net.generator_in.parameters()]
-    opt = adam(params, lr=lr)
-    losses = []
-    with torch.enable_grad():
-        for _ in range(epochs):
-            total = 0.0
-            for index in _epoch_batches(len(hidden), batch_size, g):
-                h = hidden[index.to(hidden.device)]
-                mu, logvar = net.mu(h), net.logvar(h)
-                z = mu + torch.randn(mu.shape, generator=g).to(mu.device) * torch.exp(0.5 * logvar)
-                recon = F.binary_cross_entropy_with_logits(net.generator_in(z), h, reduction="none").sum(dim=1).mean()
-                loss = recon + 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=1).mean()
-                _check_pretraining_loss(loss)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(index)
-            losses.append(total / len(hidden))
-    return losses
+
+    def batch_loss(index):
+        h = hidden[index.to(hidden.device)]
+        mu, logvar = net.mu(h), net.logvar(h)
+        z = mu + torch.randn(mu.shape, generator=g).to(mu.device) * torch.exp(0.5 * logvar)
+        recon = F.binary_cross_entropy_with_logits(net.generator_in(z), h, reduction="none").sum(dim=1).mean()
+        return recon + 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=1).mean()
+
+    return _fit_epochs(adam(params, lr=lr), epochs, len(hidden), batch_size, g, batch_loss)
 
 
 def _mm(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -442,24 +446,19 @@ class CVAE(VAEModule):
         layerwise = h.pretrain_schedule == "layerwise"
         if layerwise:
             self.pretrain_layers(X, items, g)
-        opt = adam(self.net.parameters(), lr=self._pretrain_lr())
-        with torch.enable_grad():
-            for epoch in range(h.pretrain_epochs):
-                total = 0.0
-                for index in _epoch_batches(len(items), h.pretrain_batch_size, g):
-                    chunk = items[index]
-                    x = X[chunk.to(X.device)]
-                    x_in = x if layerwise else _masked(x, h.pretrain_corruption, g)
-                    noise = torch.randn(len(chunk), h.latent_dimension, generator=g).to(x.device)
-                    logits, mu, logvar, _ = self.net(x_in, noise)
-                    recon, kl, l2 = vae_terms(self.net, logits, mu, logvar, x)
-                    loss = recon + kl if layerwise else recon + kl + h.reg_weight * l2
-                    _check_pretraining_loss(loss)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += loss.item() * len(chunk)
-                log.info("CVAE pre-training epoch %d/%d: loss %.4f", epoch + 1, h.pretrain_epochs, total / len(items))
+
+        def batch_loss(index):
+            x = X[items[index].to(X.device)]
+            x_in = x if layerwise else _masked(x, h.pretrain_corruption, g)
+            noise = torch.randn(len(index), h.latent_dimension, generator=g).to(x.device)
+            logits, mu, logvar, _ = self.net(x_in, noise)
+            recon, kl, l2 = vae_terms(self.net, logits, mu, logvar, x)
+            return recon + kl if layerwise else recon + kl + h.reg_weight * l2
+
+        _fit_epochs(adam(self.net.parameters(), lr=self._pretrain_lr()), h.pretrain_epochs, len(items),
+                    h.pretrain_batch_size, g, batch_loss,
+                    lambda epoch, loss: log.info("CVAE pre-training epoch %d/%d: loss %.4f", epoch + 1,
+                                                 h.pretrain_epochs, loss))
         self.progress[0] = True
 
     def _pretrain_lr(self) -> float:
