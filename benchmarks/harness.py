@@ -19,6 +19,7 @@ A study file::
     seeds: [2020, 2021, 2022]
     report: [ndcg@20, recall@20, novelty@20]        # table columns; the first is the primary metric
     reference: MultiVAE                             # per-seed ratios to this row
+    paired: [ndcg@100]                              # optional: paired tests on these too, not only the primary
     results: ml100k_spine                           # results/<name>.csv (default: the file's name)
     paper: {source: "...", figures: {ndcg@20: 0.43}}   # published figures, shown in their own column
     timeout: 1200                                   # optional: seconds per cell (then a "timeout" row)
@@ -35,8 +36,9 @@ A row is a model trained by ``run_recbole``'s loop (:mod:`timed_run`) with the p
 ``module:function`` of this folder, called as ``function(name, config, primary_metric)`` with the
 config of ``settings_of`` (the model whose data settings it reads); ``name`` is the row's name, or its
 ``as`` (which of the function's baselines a row with another name is).  ``after_test`` adds a row's extra
-results.  Each cell also records per-user values of the primary metric on the test split
-(``results/<name>.peruser.json``, for the report's paired significance tests), and is logged to
+results.  Each cell also records per-user values of the primary metric (and of the ``paired``
+metrics) on the test split (``results/<name>.peruser.json``, for the report's paired significance
+tests), and is logged to
 Comet with the study, row, model, protocol and seed as tags (an offline archive under
 ``--comet_dir`` without ``COMET_API_KEY``).
 
@@ -65,6 +67,8 @@ from bench_io import read_rows, write_csv  # noqa: E402
 STUDIES = os.path.join(HERE, "studies")
 RESULTS = os.path.join(HERE, "results")
 PROTOCOLS = os.path.join(ROOT, "configs", "protocols")
+#: the metrics with a per-user form (:func:`metric_per_row`), for paired tests
+PER_USER = ("ndcg", "recall", "precision", "mrr", "hit")
 #: what a cell's result row keeps besides the metrics
 TIMINGS = ("fit_s", "time_to_best_s", "epochs", "best_epoch", "s_per_epoch", "peak_rss_mb", "best_valid")
 
@@ -89,6 +93,12 @@ def load_study(path: str) -> dict:
         raise StudyError(f"{path}: 'report' lists the metrics of the table (the first is the primary one).")
     study["report"] = [m.lower() for m in study["report"]]
     study["primary"] = str(study.get("primary", study["report"][0])).lower()
+    study["paired"] = [str(m).lower() for m in study.get("paired") or []]
+    for m in study["paired"]:
+        name, _, k = m.partition("@")
+        if name not in PER_USER or not k.isdigit():
+            raise StudyError(f"{path}: paired: {m!r} has no per-user form; name ndcg, recall, precision, mrr or "
+                             "hit @K (e.g. ndcg@20).")
     for row, spec in study["rows"].items():
         spec = spec or {}
         if not ("model" in spec) ^ ("baseline" in spec):
@@ -167,15 +177,18 @@ def metric_per_row(scores, target, metric: str):
     return None
 
 
-def per_user(net, test, metric: str) -> dict | None:
+def per_user(net, test, metric: str, more=()) -> dict | None:
     """The primary ``metric`` of each test row (a user; a user's target row in next-item protocols):
-    ``{"u": user ids, "v": values}`` ordered by user id (the report pairs rows of a study by user id)."""
+    ``{"u": user ids, "v": values}`` ordered by user id (the report pairs rows of a study by user id),
+    plus ``"more": {name: values}`` (same order) for each metric of ``more`` (a study's ``paired``);
+    None when the primary metric is not one :func:`metric_per_row` computes."""
     import torch
 
     if hasattr(net, "eval_phase"):
         net.eval_phase = "test"
     net.eval()
-    pairs: list[tuple[int, float]] = []
+    metrics = [metric, *(m for m in more if m != metric)]
+    pairs: list[tuple] = []                      # (user id, value of each metric)
     uid_field = test._dataset.uid_field
     try:
         with torch.no_grad():
@@ -186,16 +199,20 @@ def per_user(net, test, metric: str) -> dict | None:
                     scores[history] = -torch.inf
                 target = torch.zeros_like(scores, dtype=torch.bool)
                 target[positive_u, positive_i] = True
-                values = metric_per_row(scores, target, metric)
-                if values is None:
+                values = [metric_per_row(scores, target, m) for m in metrics]   # load_study checked `more`
+                if values[0] is None:
                     return None
                 users = interaction[uid_field].cpu().tolist()
-                pairs += [(u, round(float(v), 5)) for u, v, n in zip(users, values, target.sum(1)) if n > 0]
+                keep = target.sum(1) > 0
+                pairs += [(u, *(round(float(v[i]), 5) for v in values)) for i, u in enumerate(users) if keep[i]]
     finally:
         if hasattr(net, "eval_phase"):
             net.eval_phase = None
     pairs.sort(key=lambda p: p[0])
-    return {"u": [u for u, _ in pairs], "v": [v for _, v in pairs]}
+    out = {"u": [p[0] for p in pairs], "v": [p[1] for p in pairs]}
+    if len(metrics) > 1:
+        out["more"] = {m: [p[i + 1] for p in pairs] for i, m in enumerate(metrics) if i > 0}
+    return out
 
 
 def run_cell(study: dict, row: str, seed: int, dataset: str, data_path: str | None) -> dict:
@@ -210,7 +227,8 @@ def run_cell(study: dict, row: str, seed: int, dataset: str, data_path: str | No
 
     def after_test(trainer, net, train, test):
         out = extra(trainer, net, train, test) if extra else {}
-        values = None if study["primary"].startswith("item_") else per_user(net, test, study["primary"])
+        values = None if study["primary"].startswith("item_") else per_user(net, test, study["primary"],
+                                                                            study["paired"])
         if values:
             out["per_user"] = values
         return out

@@ -5,8 +5,9 @@
 For each study file (``benchmarks/studies/*.yaml``): its table (mean ± std over seeds, per-seed
 ratios to the reference row, wall time, seconds per epoch, peak memory), the exact settings of each
 row, the papers' figures in their own column, a paired significance test of each of our models
-against the strongest other row of the study, and two plots: quality against training time, and
-accuracy against beyond-accuracy (NDCG against coverage, novelty and Gini).
+against the strongest other row of the study and against its reference row (on the primary metric
+and the study's ``paired`` metrics), and two plots: quality against training time, and accuracy
+against beyond-accuracy (NDCG against coverage, novelty and Gini).
 """
 from __future__ import annotations
 
@@ -80,18 +81,43 @@ def _paired(a, b) -> list[float]:
     return [v - other[u] for u, v in zip(a["u"], a["v"]) if u in other]
 
 
+def metric_values(entry, metric: str, primary: str) -> dict | None:
+    """A cell's per-user values of ``metric`` as ``{"u", "v"}``: the primary metric's own, or one of the
+    study's ``paired`` metrics (``entry["more"]``); None when the cell has none of them."""
+    if not isinstance(entry, dict):
+        return None
+    if metric == primary:
+        return entry
+    values = entry.get("more", {}).get(metric)
+    return {"u": entry["u"], "v": values} if values is not None else None
+
+
 def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
     """Wilcoxon signed-rank tests, per test user (paired by user id), of each of our rows against the
-    strongest other row with per-user values in the same split (highest mean primary metric): per
-    seed, and over all (seed, user) pairs."""
+    strongest other row with per-user values in the same split (highest mean of the metric), and
+    against the study's reference row when that is another row: per seed, and over all (seed, user)
+    pairs.  One table for the primary metric, one for each of the study's ``paired`` metrics that
+    any cell has values of."""
+    primary = study["primary"]
+    if primary.startswith("item_"):
+        return []
+    out = _significance(study, rows, peruser, primary)
+    for metric in study.get("paired", []):
+        if metric != primary and any(metric_values(v, metric, primary) for v in peruser.values()):
+            out += _significance(study, rows, peruser, metric)
+    return out
+
+
+def _significance(study: dict, rows: list[dict], peruser: dict, metric: str) -> list[str]:
     from scipy.stats import wilcoxon
 
     primary, part = study["primary"], study.get("part") or ""
-    if primary.startswith("item_"):
-        return []
+
+    def values(name, seed):
+        return metric_values(peruser.get(f"{part}|{name}|{seed}"), metric, primary)
 
     def has_values(name):
-        return any(k.split("|")[1] == name for k in peruser)
+        return any(values(name, r["seed"]) for r in ok_rows(rows, name))
 
     lines, skipped, missing = [], [], []
     for name in study["rows"]:
@@ -106,24 +132,26 @@ def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
         if not others:
             skipped.append(name)
             continue
-        best = max(others, key=lambda n: _mean([r.get(primary, math.nan) for r in ok_rows(rows, n)]))
-        cells, pooled, users = [], [], []
-        for seed in sorted({r["seed"] for r in ok_rows(rows, name)}):
-            a, b = peruser.get(f"{part}|{name}|{seed}"), peruser.get(f"{part}|{best}|{seed}")
-            diff = _paired(a, b) if a and b else []
-            if not diff:
-                continue
-            pooled += diff
-            users.append(str(len(diff)))
-            cells.append(f"{seed}: {_mean(diff):+.4f}, p={_p(wilcoxon, diff)}")
-        if cells:
-            lines.append(f"| {name} | {best} | {', '.join(users)} | {'; '.join(cells)} | "
-                         f"{_mean(pooled):+.4f}, p={_p(wilcoxon, pooled)} |")
+        best = max(others, key=lambda n: _mean([r.get(metric, math.nan) for r in ok_rows(rows, n)]))
+        against = [best] + [n for n in [study.get("reference")] if n in others and n != best]
+        for other in against:
+            cells, pooled, users = [], [], []
+            for seed in sorted({r["seed"] for r in ok_rows(rows, name)}):
+                a, b = values(name, seed), values(other, seed)
+                diff = _paired(a, b) if a and b else []
+                if not diff:
+                    continue
+                pooled += diff
+                users.append(str(len(diff)))
+                cells.append(f"{seed}: {_mean(diff):+.4f}, p={_p(wilcoxon, diff)}")
+            if cells:
+                lines.append(f"| {name} | {other} | {', '.join(users)} | {'; '.join(cells)} | "
+                             f"{_mean(pooled):+.4f}, p={_p(wilcoxon, pooled)} |")
     if not lines and not skipped and not missing:
         return []
-    out = ["", f"Paired test per test user (paired by user id), {primary} of each of our models minus the strongest "
-               "other row with per-user values in the same split (two-sided Wilcoxon signed-rank; zero differences "
-               "dropped, scipy's default):", ""]
+    out = ["", f"Paired test per test user (paired by user id), {metric} of each of our models minus the strongest "
+               "other row with per-user values in the same split, and minus the reference row where that is "
+               "another (two-sided Wilcoxon signed-rank; zero differences dropped, scipy's default):", ""]
     if lines:
         out += ["| ours | against | users per seed | per seed: mean difference, p | all (seed, user) pairs |",
                 "|---|---|---|---|---|", *lines]
@@ -270,7 +298,8 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
     data set) beside the committed cell of the same study, data set, row and seed, metric by metric;
     written to ``<rerun_dir>/COMPARISON.md``.  Also copies the per-user values of reruns whose metrics
     all equal the committed ones (within :data:`SAME`: the same run, up to a tipped rounding) into the
-    committed ``.peruser.json``, for the report's paired tests.  Reruns that differ are only shown:
+    committed ``.peruser.json`` where the committed cell has none or lacks one of the rerun's ``paired``
+    metrics, for the report's paired tests.  Reruns that differ are only shown:
     :func:`merge` adopts them."""
     out = out or os.path.join(rerun_dir, "COMPARISON.md")
     lines = ["# Reruns of committed cells through the harness", "",
@@ -300,7 +329,7 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
                 f"{a:.4f} / {b:.4f}" if a is not None and b is not None else "-" for a, b in pairs) +
                 f" | {'same' if same else 'differs'} |")
             key = _peruser_key(study, r)
-            if same and key in rerun_peruser and key not in committed_peruser:
+            if same and key in rerun_peruser and _adds_values(rerun_peruser[key], committed_peruser.get(key)):
                 adopted[key] = rerun_peruser[key]
         lines.append("")
         if adopted:
@@ -365,6 +394,14 @@ def _reruns(rerun_dir: str):
             rerun, rerun_peruser = study_rows(study, rerun_dir, dataset)
             if rerun:
                 yield study, dataset, rerun, rerun_peruser
+
+
+def _adds_values(rerun, committed) -> bool:
+    """Whether a rerun cell's per-user values add to the committed cell's: it has none, or the rerun
+    has a ``paired`` metric it lacks."""
+    if not isinstance(committed, dict):
+        return True
+    return bool(set(rerun.get("more", {})) - set(committed.get("more", {})))
 
 
 def _peruser_key(study: dict, row: dict) -> str:

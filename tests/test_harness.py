@@ -50,6 +50,8 @@ def test_committed_studies_name_real_models_protocols_files_and_hooks(path):
     ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "reference": "B"}, "reference 'B'"),
     ({"rows": {"Content KNN": {"baseline": "ml100k_cvae:run_baseline"}}, "report": ["ndcg@10"]},
      "computes ContentKNN, Random; name the row so, or say which with 'as:'"),
+    ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "paired": ["novelty@10"]}, "'novelty@10' has no per-user"),
+    ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "paired": ["ndcg"]}, "'ndcg' has no per-user"),
 ])
 def test_bad_study_files_are_named_errors(tmp_path, bad, words):
     with pytest.raises(harness.StudyError, match=words):
@@ -74,15 +76,22 @@ def test_metric_per_row_averages_to_the_metrics_recboles_evaluator_computes():
 
 
 def test_a_cell_in_process_gives_recboles_metrics_and_per_user_values_that_average_to_them(tiny_root, tmp_path):
-    study = harness.load_study(_write_tiny(tmp_path))
+    study = harness.load_study(_write_tiny(tmp_path, paired=["Recall@10", "ndcg@10"]))
+    assert study["paired"] == ["recall@10", "ndcg@10"]
     result = harness.run_cell(study, "Pop", 2020, "tiny", tiny_root)
     values = result["per_user"]
     assert len(values["v"]) > 10 and values["u"] == sorted(values["u"]) and len(set(values["u"])) == len(values["u"])
     assert sum(values["v"]) / len(values["v"]) == pytest.approx(result["ndcg@10"], abs=1e-4)
+    # the paired metrics' values, same users and order; the primary is not repeated among them
+    assert set(values["more"]) == {"recall@10"} and len(values["more"]["recall@10"]) == len(values["u"])
+    recall = values["more"]["recall@10"]
+    assert sum(recall) / len(recall) == pytest.approx(result["recall@10"], abs=1e-4)
+    assert recall != values["v"]
 
 
-def _write_tiny(folder, rows=None) -> str:
+def _write_tiny(folder, rows=None, paired=()) -> str:
     study = {"title": "tiny", "dataset": "tiny", "protocol": "ml100k_default", "seeds": [2020, 2021],
+             **({"paired": list(paired)} if paired else {}),
              "report": ["ndcg@10", "recall@10", "itemcoverage@10"], "reference": "Pop",
              "config": {**FAST, "topk": [5, 10], "valid_metric": "NDCG@10", "epochs": 2},
              "rows": rows or {"MVAE": {"model": "MVAE", "config": {"mlp_hidden_size": [16], "latent_dimension": 4}},
@@ -178,6 +187,30 @@ def test_the_paired_test_names_our_rows_it_could_not_test():
     assert "| MVAE |" not in lines and "MVAE, Old." in lines
 
 
+def test_paired_metrics_get_their_own_table_and_every_row_is_tested_against_the_reference_too():
+    study = {"primary": "ndcg@100", "paired": ["ndcg@20", "recall@50"], "protocol": "p", "reference": "MultiVAE",
+             "rows": {name: {"model": name, "config": {}} for name in ("MVAE", "MultiVAE", "EASE")}}
+    rows = [{"model": m, "seed": s, "status": "ok", "ndcg@100": v, "ndcg@20": v}
+            for s in (1, 2) for m, v in (("MVAE", .3), ("MultiVAE", .2), ("EASE", .4))]
+    ids = list(range(20))
+
+    def cell(primary, at20):
+        return {"u": ids, "v": [primary] * 20, "more": {"ndcg@20": [at20 + 0.001 * i for i in ids]}}
+
+    peruser = {}
+    for s in (1, 2):
+        peruser.update({f"|MVAE|{s}": cell(.3, .25), f"|MultiVAE|{s}": cell(.2, .3), f"|EASE|{s}": cell(.4, .35)})
+    text = "\n".join(report.significance(study, rows, peruser))
+    primary, at20 = text.split("ndcg@20 of each")
+    assert "ndcg@100 of each" in primary and "recall@50" not in text       # no values of recall@50: no table
+    assert "| MVAE | EASE | 20, 20 | 1: -0.1000" in primary and "| MVAE | MultiVAE | 20, 20 | 1: +0.1000" in primary
+    assert "| MVAE | EASE | 20, 20 | 1: -0.1000" in at20 and "| MVAE | MultiVAE | 20, 20 | 1: -0.0500" in at20
+    assert "all (seed, user) pairs" in at20 and "-0.0500, p=" in at20
+    # the reference is the strongest row: one line, not two
+    rows = [r if r["model"] != "EASE" else {**r, "ndcg@100": .1, "ndcg@20": .1} for r in rows]
+    assert "\n".join(report.significance(study, rows, peruser)).count("| MVAE |") == 2
+
+
 def _rerun_fixture(tmp_path, monkeypatch):
     """Two studies sharing one results file (parts p and q), committed results on two data sets (the
     other one's rows from before results had a data set column), and reruns of some cells."""
@@ -225,6 +258,21 @@ def test_compare_shows_reruns_on_every_data_set_and_adopts_per_user_values_of_id
     assert peruser == {"p|MVAE|1": values, "q|MVAE|1": values, "p|Pop|1": new}   # changed cells keep their own
     assert json.loads((results / "shared-lastfm.peruser.json").read_text()) == {"p|MVAE|1": values}
     assert [r["ndcg@10"] for r in harness.read_rows(str(results / "shared.csv"))] == [0.30, 0.10, 0.99, 0.31, 0.10]
+
+
+def test_compare_adopts_the_per_user_values_of_an_identical_rerun_that_adds_a_paired_metric(tmp_path, monkeypatch):
+    results, rerun, values, new, _ = _rerun_fixture(tmp_path, monkeypatch)
+    more, other = {**new, "more": {"ndcg@20": [0.5, 0.6]}}, {**values, "more": {"ndcg@20": [0.7, 0.8]}}
+    (results / "shared.peruser.json").write_text(json.dumps({"p|Pop|1": values, "p|Pop|2": other}))
+    (rerun / "shared.peruser.json").write_text(json.dumps({"p|Pop|1": more, "p|Pop|2": more}))
+    report.compare(str(rerun))
+    peruser = json.loads((results / "shared.peruser.json").read_text())
+    # Pop 1 (same metrics) gains ndcg@20; Pop 2 (its metrics differ) keeps its own
+    assert peruser == {"p|Pop|1": more, "p|Pop|2": other}
+    report.compare(str(rerun))                          # nothing more to add: the committed values stay
+    (rerun / "shared.peruser.json").write_text(json.dumps({"p|Pop|1": {**values, "more": {"ndcg@20": [0, 0]}}}))
+    report.compare(str(rerun))
+    assert json.loads((results / "shared.peruser.json").read_text())["p|Pop|1"] == more
 
 
 def test_merge_replaces_the_same_cells_in_place_with_their_per_user_values_and_keeps_everything_else(
