@@ -259,6 +259,7 @@ def run_notes(rows: list[dict]) -> list[str]:
             what += ("; epochs run (best, 0-based) per seed: "
                      + ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in cvae))
         lines.append(what + ".")
+    lines += variant_notes(rows)
     seeds = sorted({r["seed"] for r in rows})
     missing = []
     for part in PARTS:
@@ -271,6 +272,27 @@ def run_notes(rows: list[dict]) -> list[str]:
                 gone = [s for s in seeds if s not in have]
                 missing.append(f"{m} {part} (seed{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))})")
     lines.append("- **Not run**: " + ("; ".join(missing) if missing else "nothing") + ".")
+    return lines
+
+
+def variant_notes(rows: list[dict]) -> list[str]:
+    """Each variant row against its base model's row, seed by seed where both ran (Recall@50 / 100 /
+    300 ratios), so the comparison is read from the rows, not from prose."""
+    lines = []
+    for part in PARTS:
+        for variant, (base, _) in VARIANTS.items():
+            mine = {r["seed"]: r for r in rows if r["part"] == part and r["model"] == variant}
+            theirs = {r["seed"]: r for r in rows if r["part"] == part and r["model"] == base}
+            shared = sorted(set(mine) & set(theirs))
+            if not mine:
+                continue
+            if not shared:
+                lines.append(f"- **{part} {variant} / {base}**: no seed has both rows.")
+                continue
+            ratios = "; ".join(f"{s}: " + " / ".join(f"{mine[s][f'recall@{k}'] / theirs[s][f'recall@{k}']:.2f}x"
+                                                       for k in TOPK) for s in shared)
+            lines.append(f"- **{part} {variant} / {base}**, Recall@{' / '.join(map(str, TOPK))} on the same seed: "
+                         f"{ratios}.")
     return lines
 
 
