@@ -289,8 +289,11 @@ def variant_notes(rows: list[dict]) -> list[str]:
             if not shared:
                 lines.append(f"- **{part} {variant} / {base}**: no seed has both rows.")
                 continue
-            ratios = "; ".join(f"{s}: " + " / ".join(f"{mine[s][f'recall@{k}'] / theirs[s][f'recall@{k}']:.2f}x"
-                                                       for k in TOPK) for s in shared)
+            def ratio(seed, k):
+                a, b = mine[seed][f"recall@{k}"], theirs[seed][f"recall@{k}"]
+                return f"{a / b:.2f}x" if b else "-"
+
+            ratios = "; ".join(f"{s}: " + " / ".join(ratio(s, k) for k in TOPK) for s in shared)
             lines.append(f"- **{part} {variant} / {base}**, Recall@{' / '.join(map(str, TOPK))} on the same seed: "
                          f"{ratios}.")
     return lines

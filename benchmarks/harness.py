@@ -37,8 +37,8 @@ A row is a model trained by ``run_recbole``'s loop (:mod:`timed_run`) with the p
 config of ``settings_of`` (the model whose data settings it reads); ``name`` is the row's name, or its
 ``as`` (which of the function's baselines a row with another name is).  ``after_test`` adds a row's extra
 results.  Each cell also records per-user values of the primary metric (and of the ``paired``
-metrics) on the test split (``results/<name>.peruser.json``, for the report's paired significance
-tests), and is logged to
+metrics, which must be among ``report``; a ``baseline`` row: the primary metric only) on the test
+split (``results/<name>.peruser.json``, for the report's paired significance tests), and is logged to
 Comet with the study, row, model, protocol and seed as tags (an offline archive under
 ``--comet_dir`` without ``COMET_API_KEY``).
 
@@ -99,6 +99,9 @@ def load_study(path: str) -> dict:
         if name not in PER_USER or not k.isdigit():
             raise StudyError(f"{path}: paired: {m!r} has no per-user form; name ndcg, recall, precision, mrr or "
                              "hit @K (e.g. ndcg@20).")
+        if m not in study["report"]:
+            raise StudyError(f"{path}: paired: {m!r} is not in 'report'; a paired metric must be one of the "
+                             "table's (its mean picks the row each test is against).")
     for row, spec in study["rows"].items():
         spec = spec or {}
         if not ("model" in spec) ^ ("baseline" in spec):
@@ -203,8 +206,9 @@ def per_user(net, test, metric: str, more=()) -> dict | None:
                 if values[0] is None:
                     return None
                 users = interaction[uid_field].cpu().tolist()
-                keep = target.sum(1) > 0
-                pairs += [(u, *(round(float(v[i]), 5) for v in values)) for i, u in enumerate(users) if keep[i]]
+                keep = (target.sum(1) > 0).tolist()
+                columns = [v.tolist() for v in values]
+                pairs += [(u, *(round(c[i], 5) for c in columns)) for i, u in enumerate(users) if keep[i]]
     finally:
         if hasattr(net, "eval_phase"):
             net.eval_phase = None

@@ -5,8 +5,8 @@
 For each study file (``benchmarks/studies/*.yaml``): its table (mean ± std over seeds, per-seed
 ratios to the reference row, wall time, seconds per epoch, peak memory), the exact settings of each
 row, the papers' figures in their own column, a paired significance test of each of our models
-against the strongest other row of the study and against its reference row (on the primary metric
-and the study's ``paired`` metrics), and two plots: quality against training time, and accuracy
+against the strongest other row of the study and against its reference row where that is not one of
+ours (on the primary metric and the study's ``paired`` metrics), and two plots: quality against training time, and accuracy
 against beyond-accuracy (NDCG against coverage, novelty and Gini).
 """
 from __future__ import annotations
@@ -95,8 +95,8 @@ def metric_values(entry, metric: str, primary: str) -> dict | None:
 def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
     """Wilcoxon signed-rank tests, per test user (paired by user id), of each of our rows against the
     strongest other row with per-user values in the same split (highest mean of the metric), and
-    against the study's reference row when that is another row: per seed, and over all (seed, user)
-    pairs.  One table for the primary metric, one for each of the study's ``paired`` metrics that
+    against the study's reference row when that is another such row (not one of ours, same split, with
+    values): per seed, and over all (seed, user) pairs.  One table for the primary metric, one for each of the study's ``paired`` metrics that
     any cell has values of."""
     primary = study["primary"]
     if primary.startswith("item_"):
@@ -157,9 +157,13 @@ def _significance(study: dict, rows: list[dict], peruser: dict, metric: str) -> 
                 "|---|---|---|---|---|", *lines]
     if skipped:
         out += ["", f"Not tested (no other row of the same split has per-user values): {', '.join(skipped)}."]
-    if missing:
+    if missing and metric == primary:
         out += ["", f"Not tested (no per-user values: its cells ran before the harness recorded them; rerun with "
                     f"`harness.py run --force` to add them): {', '.join(missing)}."]
+    elif missing:
+        out += ["", f"Not tested (no per-user {metric}: its cells ran before the study named it `paired`; rerun "
+                    f"them with `harness.py run --force --out DIR`, then `harness.py compare DIR` lends identical "
+                    f"cells the values): {', '.join(missing)}."]
     return out
 
 
@@ -330,7 +334,7 @@ def compare(rerun_dir: str, out: str | None = None) -> str:
                 f" | {'same' if same else 'differs'} |")
             key = _peruser_key(study, r)
             if same and key in rerun_peruser and _adds_values(rerun_peruser[key], committed_peruser.get(key)):
-                adopted[key] = rerun_peruser[key]
+                adopted[key] = _lent(rerun_peruser[key], committed_peruser.get(key))
         lines.append("")
         if adopted:
             stem = os.path.join(RESULTS, results_stem(study, dataset))
@@ -402,6 +406,14 @@ def _adds_values(rerun, committed) -> bool:
     if not isinstance(committed, dict):
         return True
     return bool(set(rerun.get("more", {})) - set(committed.get("more", {})))
+
+
+def _lent(rerun: dict, committed) -> dict:
+    """The committed cell's per-user values after an identical rerun lends it its own: the rerun's, with
+    any paired metric only the committed cell has kept (same users)."""
+    if isinstance(committed, dict) and committed.get("u") == rerun.get("u") and committed.get("more"):
+        return {**rerun, "more": {**committed["more"], **rerun.get("more", {})}}
+    return rerun
 
 
 def _peruser_key(study: dict, row: dict) -> str:

@@ -52,6 +52,7 @@ def test_committed_studies_name_real_models_protocols_files_and_hooks(path):
      "computes ContentKNN, Random; name the row so, or say which with 'as:'"),
     ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "paired": ["novelty@10"]}, "'novelty@10' has no per-user"),
     ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "paired": ["ndcg"]}, "'ndcg' has no per-user"),
+    ({"rows": {"A": {"model": "Pop"}}, "report": ["ndcg@10"], "paired": ["ndcg@20"]}, "'ndcg@20' is not in 'report'"),
 ])
 def test_bad_study_files_are_named_errors(tmp_path, bad, words):
     with pytest.raises(harness.StudyError, match=words):
@@ -87,6 +88,8 @@ def test_a_cell_in_process_gives_recboles_metrics_and_per_user_values_that_avera
     recall = values["more"]["recall@10"]
     assert sum(recall) / len(recall) == pytest.approx(result["recall@10"], abs=1e-4)
     assert recall != values["v"]
+    # same user order: NDCG@10 and Recall@10 are 0 exactly for the users with no hit in the top 10
+    assert [v == 0 for v in values["v"]] == [r == 0 for r in recall] and 0 < sum(r == 0 for r in recall) < len(recall)
 
 
 def _write_tiny(folder, rows=None, paired=()) -> str:
@@ -206,9 +209,19 @@ def test_paired_metrics_get_their_own_table_and_every_row_is_tested_against_the_
     assert "| MVAE | EASE | 20, 20 | 1: -0.1000" in primary and "| MVAE | MultiVAE | 20, 20 | 1: +0.1000" in primary
     assert "| MVAE | EASE | 20, 20 | 1: -0.1000" in at20 and "| MVAE | MultiVAE | 20, 20 | 1: -0.0500" in at20
     assert "all (seed, user) pairs" in at20 and "-0.0500, p=" in at20
-    # the reference is the strongest row: one line, not two
-    rows = [r if r["model"] != "EASE" else {**r, "ndcg@100": .1, "ndcg@20": .1} for r in rows]
-    assert "\n".join(report.significance(study, rows, peruser)).count("| MVAE |") == 2
+    # the strongest row is chosen on each table's own metric: EASE leads ndcg@100, MultiVAE ndcg@20
+    rows = [r if r["model"] != "EASE" else {**r, "ndcg@20": .1} for r in rows]
+    primary, at20 = "\n".join(report.significance(study, rows, peruser)).split("ndcg@20 of each")
+    assert primary.count("| MVAE |") == 2 and at20.count("| MVAE |") == 1      # the reference is the strongest
+    assert "| MVAE | MultiVAE | 20, 20 | 1: -0.0500" in at20
+    # a reference that is one of ours, or in another split, is not tested against
+    for reference in ({"model": "MVAE", "config": {}}, {"model": "MultiVAE", "protocol": "q", "config": {}}):
+        other = {**study, "rows": {**study["rows"], "MultiVAE": reference}}
+        assert "| MVAE | MultiVAE |" not in "\n".join(report.significance(other, rows, peruser))
+    # our row without the paired metric's values is named, with how to add them
+    bare = {**peruser, "|MVAE|1": {"u": ids, "v": [.3] * 20}, "|MVAE|2": {"u": ids, "v": [.3] * 20}}
+    primary, at20 = "\n".join(report.significance(study, rows, bare)).split("ndcg@20 of each")
+    assert "| MVAE | EASE |" in primary and "no per-user ndcg@20" in at20 and "| MVAE |" not in at20
 
 
 def _rerun_fixture(tmp_path, monkeypatch):
@@ -273,6 +286,11 @@ def test_compare_adopts_the_per_user_values_of_an_identical_rerun_that_adds_a_pa
     (rerun / "shared.peruser.json").write_text(json.dumps({"p|Pop|1": {**values, "more": {"ndcg@20": [0, 0]}}}))
     report.compare(str(rerun))
     assert json.loads((results / "shared.peruser.json").read_text())["p|Pop|1"] == more
+    # a rerun with another paired metric adds it; the committed one's stay
+    (rerun / "shared.peruser.json").write_text(json.dumps({"p|Pop|1": {**new, "more": {"recall@50": [1, 0]}}}))
+    report.compare(str(rerun))
+    assert json.loads((results / "shared.peruser.json").read_text())["p|Pop|1"] == {
+        **new, "more": {"ndcg@20": [0.5, 0.6], "recall@50": [1, 0]}}
 
 
 def test_merge_replaces_the_same_cells_in_place_with_their_per_user_values_and_keeps_everything_else(
