@@ -212,9 +212,10 @@ NOTES = [
     "(`pretrain_schedule: layerwise`, `pretrain_epochs: 100`, `pretrain_learning_rate: 0.01`: a tied denoising "
     "autoencoder per hidden layer and the latent layer as a small VAE, 50 epochs each, then the whole VAE 100 "
     "epochs without noise or L2, all at Adam 0.01, on every article), everything else as the CVAE row. Its fit "
-    "time includes that pre-training; its P = 1 cell (2026-12-07) ran beside two other cells on 2 cores, so its "
-    "time is inflated. On ml-100k (benchmarks/results/ml100k_cvae.csv) the same schedule scores well below the "
-    "default (NDCG@20 0.2027 against 0.2502, 3 seeds).",
+    "time includes that pre-training (its P = 1 cells ran beside other cells on 2 cores: seed 2020 beside two, "
+    "2021 and 2022 beside each other). Its ratios to the CVAE row, seed by seed, are at the end of these notes. "
+    "It is not the default because on ml-100k (benchmarks/results/ml100k_cvae.csv) the same schedule scores "
+    "well below it (NDCG@20 0.2027 against 0.2502, 3 seeds); a default has to hold on both.",
     "- **Epoch selection.** The paper has no validation set. P = 1: a fixed budget, the last epoch tested "
     "(CVAE 100 + 20 pre-training; MVAE 300; RecBole's MultiVAE 300; EASE / ItemKNN / Pop fit in one pass). "
     "P = 10 (`p10`): one training item of a fixed quarter of the users (split seed 0) validates; every model "

@@ -59,10 +59,10 @@ Where this implementation departs, and why:
       ``pretrain_corruption`` (theirs zeroes exactly that share of each row).  It is not the
       default: it costs about seven times the default's pre-training (a first-layer stage's epoch
       takes 0.8-1.0 of a whole-VAE epoch) and the evidence is split: on CiteULike-a's P = 1 split
-      (one seed so far, benchmarks/results/citeulike_cvae.md) it gives Recall@50 / 100 / 300
-      0.0922 / 0.1278 / 0.2029 against the default's 0.0690 / 0.1085 / 0.2049 on that seed, and
-      on ml-100k (RecBole's default split, 3 seeds, benchmarks/results/ml100k_cvae.csv) test
-      NDCG@20 0.2027 against the default's 0.2502.
+      (3 seeds, benchmarks/results/citeulike_cvae.md) it gives Recall@50 / 100 / 300
+      0.0940 / 0.1299 / 0.2059 against the default's 0.0673 / 0.1059 / 0.2013, and on ml-100k
+      (RecBole's default split, 3 seeds, benchmarks/results/ml100k_cvae.csv) test NDCG@20
+      0.2027 against the default's 0.2502.
     * ``anneal_*`` (KL weight, constant 1 by default as in the paper) is available like in
       the other VAEs.
 """
