@@ -279,6 +279,9 @@ def run_notes(rows: list[dict]) -> list[str]:
 def variant_notes(rows: list[dict]) -> list[str]:
     """Each variant row against its base model's row, seed by seed where both ran (Recall@50 / 100 /
     300 ratios), so the comparison is read from the rows, not from prose."""
+    def ratio(a: dict, b: dict, k: int) -> str:
+        return f"{a[f'recall@{k}'] / b[f'recall@{k}']:.2f}x" if b[f"recall@{k}"] else "-"
+
     lines = []
     for part in PARTS:
         for variant, (base, _) in VARIANTS.items():
@@ -290,11 +293,7 @@ def variant_notes(rows: list[dict]) -> list[str]:
             if not shared:
                 lines.append(f"- **{part} {variant} / {base}**: no seed has both rows.")
                 continue
-            def ratio(seed, k):
-                a, b = mine[seed][f"recall@{k}"], theirs[seed][f"recall@{k}"]
-                return f"{a / b:.2f}x" if b else "-"
-
-            ratios = "; ".join(f"{s}: " + " / ".join(ratio(s, k) for k in TOPK) for s in shared)
+            ratios = "; ".join(f"{s}: " + " / ".join(ratio(mine[s], theirs[s], k) for k in TOPK) for s in shared)
             lines.append(f"- **{part} {variant} / {base}**, Recall@{' / '.join(map(str, TOPK))} on the same seed: "
                          f"{ratios}.")
     return lines

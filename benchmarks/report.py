@@ -6,8 +6,8 @@ For each study file (``benchmarks/studies/*.yaml``): its table (mean ± std over
 ratios to the reference row, wall time, seconds per epoch, peak memory), the exact settings of each
 row, the papers' figures in their own column, a paired significance test of each of our models
 against the strongest other row of the study and against its reference row where that is not one of
-ours (on the primary metric and the study's ``paired`` metrics), and two plots: quality against training time, and accuracy
-against beyond-accuracy (NDCG against coverage, novelty and Gini).
+ours (on the primary metric and the study's ``paired`` metrics), and two plots: quality against
+training time, and accuracy against beyond-accuracy (NDCG against coverage, novelty and Gini).
 """
 from __future__ import annotations
 
@@ -96,8 +96,8 @@ def significance(study: dict, rows: list[dict], peruser: dict) -> list[str]:
     """Wilcoxon signed-rank tests, per test user (paired by user id), of each of our rows against the
     strongest other row with per-user values in the same split (highest mean of the metric), and
     against the study's reference row when that is another such row (not one of ours, same split, with
-    values): per seed, and over all (seed, user) pairs.  One table for the primary metric, one for each of the study's ``paired`` metrics that
-    any cell has values of."""
+    values): per seed, and over all (seed, user) pairs.  One table for the primary metric, one for
+    each of the study's ``paired`` metrics that any cell has values of."""
     primary = study["primary"]
     if primary.startswith("item_"):
         return []
