@@ -7,7 +7,11 @@ also a training user (weak generalisation).  With ``heldout_user_split: true``,
 interactions leave training.  Each held-out user's interactions are divided
 once more: ``heldout_foldin_ratio`` of them (at random, seeded; with
 ``eval_args.order: TO`` the earliest by time) are the *fold-in*, the rest the
-*targets*.  Training keeps every interaction of the remaining users.  A sequential model
+*targets*; as in Liang et al.'s code, a held-out user's interactions with items
+no training user has are dropped first (those items stay in the ranking; they
+cannot be targets).  A held-out user left with fewer than
+``1 / (1 - heldout_foldin_ratio)`` interactions has no target and is not
+evaluated (a warning says how many).  Training keeps every interaction of the remaining users.  A sequential model
 (SVAE) reads the protocol in its block form, with ``eval_args.order: TO`` (so the fold-in is the
 first 80 % by time and the targets come after it, as in the SVAE paper).
 
@@ -112,6 +116,10 @@ def _check_genrec_model(cls, config) -> None:
         raise ConfigError(f"LARA generates users for new items; it cannot score an unseen user, so the held-out user "
                           f"protocol (heldout_user_split) does not apply. Use the cold-start item protocol "
                           f"(cold_item_split) with LARA, or {_WHAT_TO_USE}.")
+    if config["item_metrics"]:
+        raise ConfigError(f"item_metrics: {name} would rank every user for each item, but under heldout_user_split "
+                          "the held-out users are scored from their fold-in and the training users have no targets, "
+                          "so item -> users metrics would mean nothing. Set item_metrics: false.")
     if issubclass(cls, CFGAN) and config["mode"] == "item":
         raise ConfigError("CFGAN mode 'item' learns one output per training user, so it cannot score a held-out user "
                           "(heldout_user_split). Set mode: user (it scores from the user's row, i.e. the fold-in).")
@@ -173,20 +181,25 @@ def _heldout_build(self, settings):
     users = self.inter_feat[self.uid_field].numpy()
     valid_users, test_users = draw_heldout_users(users, valid_ratio, test_ratio, seed)
     in_valid, in_test = np.isin(users, valid_users), np.isin(users, test_users)
-    heldout = np.flatnonzero(in_valid | in_test)
+    in_train = ~(in_valid | in_test)
+    items = self.inter_feat[self.iid_field].numpy().astype(np.int64)
+    # as Liang et al.: a held-out user's interactions with items no training user has are dropped
+    known = np.isin(items, np.unique(items[in_train]))
+    heldout_all = np.flatnonzero(~in_train)
+    heldout = heldout_all[known[heldout_all]]
     time_field = self.time_field
     if (self.config["eval_args"] or {}).get("order") == "TO" and time_field and time_field in self.inter_feat:
-        key = self.inter_feat[time_field].numpy()[heldout].astype(np.float64)
-    else:
-        key = np.random.default_rng([int(seed), 1]).random(len(heldout))
+        key = self.inter_feat[time_field].numpy()[heldout].astype(np.float64)   # float64 times: compat item 12
+    else:   # one draw per held-out interaction, dropped ones too: the others' keys do not depend on the drop
+        key = np.random.default_rng([int(seed), 1]).random(len(heldout_all))[known[heldout_all]]
     foldin = split_foldin(users[heldout], key, foldin_ratio)
     target = np.zeros(len(users), dtype=bool)
     target[heldout[~foldin]] = True
     # a repeated interaction whose item the fold-in already holds is no target: the model reads that item
-    items = self.inter_feat[self.iid_field].numpy().astype(np.int64)
     pair = users.astype(np.int64) * self.item_num + items
     target &= ~np.isin(pair, pair[heldout[foldin]])
-    rows = [np.flatnonzero(~(in_valid | in_test)), np.flatnonzero(in_valid & target), np.flatnonzero(in_test & target)]
+    rows = [np.flatnonzero(in_train), np.flatnonzero(in_valid & target), np.flatnonzero(in_test & target)]
+    _check_targets(users, rows, valid_users, test_users, foldin_ratio)
     parts = [self.copy(self.inter_feat[torch.from_numpy(r)]) for r in rows]
     foldin_feat = self.inter_feat[torch.from_numpy(heldout[foldin])]
     for part in parts:
@@ -195,8 +208,26 @@ def _heldout_build(self, settings):
     logging.getLogger().info(
         f"held-out user split: {len(valid_users)} validation and {len(test_users)} test users held out "
         f"({len(rows[0])} training interactions; {int(foldin.sum())} fold-in, {int((~foldin).sum())} target "
-        "interactions)")
+        f"interactions; {int((~in_train & ~known).sum())} held-out interactions dropped: their items have no "
+        "training interaction)")
     return parts
+
+
+def _check_targets(users, rows, valid_users, test_users, foldin_ratio) -> None:
+    """A held-out user with too few interactions has no target: it is left out of training and of the
+    evaluation.  Warn when that happens; refuse when a phase would have no user to evaluate."""
+    least = int(np.ceil(np.round(1.0 / (1.0 - foldin_ratio), 9)))
+    for phase, drawn, r in (("validation", valid_users, rows[1]), ("test", test_users, rows[2])):
+        evaluated = len(np.unique(users[r]))
+        advice = (f"a held-out user needs at least {least} interactions (on items training users have; a target "
+                  f"repeating a fold-in item does not count) for heldout_foldin_ratio={foldin_ratio} to leave it a "
+                  "target; keep only users with enough "
+                  f"(user_inter_num_interval: \"[{least},inf)\") or lower heldout_foldin_ratio.")
+        if evaluated == 0:
+            raise ConfigError(f"none of the {len(drawn)} {phase} users has a target to evaluate: {advice}")
+        if evaluated < len(drawn):
+            logging.getLogger().warning(f"{len(drawn) - evaluated} of the {len(drawn)} {phase} users have no target "
+                                        f"and are not evaluated (nor trained on): {advice}")
 
 
 def _patch_dataset() -> None:

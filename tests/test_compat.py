@@ -149,3 +149,34 @@ def test_exhaustive_search_tries_every_point_once_with_todays_hyperopt():
     fmin(lambda p: seen.append((p["a"], p["b"])) or 0.0, space, algo=hyper_tuning.exhaustive_search,
          max_evals=20, trials=trials, show_progressbar=False)
     assert sorted(seen) == sorted((a, b) for a in (1, 2, 3) for b in ("x", "y"))
+
+
+def test_item12_time_order_is_exact_with_unix_seconds(tmp_path):
+    """Two interactions 10 s apart at 1.7e9 s tie in float32; RecBole's time-ordered split must still
+    put the later one last (file order is the reverse of time order here)."""
+    from recbole.data import create_dataset
+    from recbole_ext.config import make_config
+
+    folder = tmp_path / "raw-times"
+    folder.mkdir()
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    t0 = 1_700_000_000
+    for user in range(1, 21):
+        items = [(user * 7 + k) % 50 + 1 for k in range(6)]
+        stamps = [t0 + 3600 * k for k in range(4)] + [t0 + 3600 * 5 + 10, t0 + 3600 * 5]   # the last two swapped
+        lines += [f"{user}\t{i}\t{t}" for i, t in zip(items, stamps)]
+    (folder / "raw-times.inter").write_text("\n".join(lines) + "\n")
+    assert np.float32(t0 + 3600 * 5 + 10) == np.float32(t0 + 3600 * 5)         # the tie this fix is about
+    config = make_config("Pop", "raw-times", config_dict=dict(
+        FAST, data_path=str(tmp_path), eval_args={"order": "TO", "split": {"LS": "valid_and_test"}, "mode": "full",
+                                                  "group_by": "user"}, metrics=["NDCG"], topk=[5],
+        valid_metric="NDCG@5", load_col={"inter": ["user_id", "item_id", "timestamp"]}))
+    dataset = create_dataset(config)
+    train, valid, test = dataset.build()
+    times = test.inter_feat["timestamp"]
+    assert times.dtype == torch.float64 and int(times.max()) == t0 + 3600 * 5 + 10
+    tokens = dataset.field2id_token
+    for user, item in zip(test.inter_feat["user_id"].tolist(), test.inter_feat["item_id"].tolist()):
+        u = int(tokens["user_id"][user])
+        assert int(tokens["item_id"][item]) == (u * 7 + 4) % 50 + 1                 # the latest, not the last line
+    assert len(test.inter_feat) == 20

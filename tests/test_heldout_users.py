@@ -87,22 +87,83 @@ def test_time_order_folds_in_the_earliest_interactions(tiny_config):
             assert all(time[(u, i)] > time[(u, j)] for v, j in foldin if v == u)
 
 
-def test_a_repeated_item_in_the_fold_in_is_no_target(tmp_path, tiny_config):
-    # every user rates 5 items twice: a target that repeats a fold-in item would be excluded and unreachable
-    folder = tmp_path / "dups"
+def _write(tmp_path, name, lines):
+    folder = tmp_path / name
     folder.mkdir()
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    lines += [f"u{u}\ti{(u + j) % 12}\t{100 * u + t}" for u in range(40) for t, j in enumerate(list(range(5)) * 2)]
-    (folder / "dups.inter").write_text("\n".join(lines) + "\n")
-    config = make_config("MVAE", "dups", config_dict={**tiny_config, **HELDOUT, "data_path": str(tmp_path)})
+    (folder / f"{name}.inter").write_text("\n".join(["user_id:token\titem_id:token\ttimestamp:float", *lines]) + "\n")
+    return str(tmp_path)
+
+
+def test_a_repeated_item_in_the_fold_in_is_no_target(tmp_path, tiny_config):
+    # every user rates 5 items twice and 6 once: a target that repeats a fold-in item would be excluded and
+    # unreachable
+    lines = [f"u{u}\ti{(u + j) % 12}\t{100 * u + t}" for u in range(40) for t, j in enumerate(list(range(5)) * 2)]
+    lines += [f"u{u}\tk{(u + j) % 10}\t{100 * u + 20 + j}" for u in range(40) for j in range(6)]
+    config = make_config("MVAE", "dups", config_dict={**tiny_config, **HELDOUT,
+                                                      "data_path": _write(tmp_path, "dups", lines)})
     _, train, valid, test = load_data(config)
     foldin = set(_pairs(train._dataset.heldout_foldin))
-    assert len(valid._dataset) + len(test._dataset) < 2 * 8        # some of the 2 targets of 8 users were repeats
+    assert len(valid._dataset) + len(test._dataset) < 3 * 8        # some of the 3 targets of 8 users were repeats
     for loader in (valid, test):
         pairs = _pairs(loader._dataset.inter_feat)
         assert not set(pairs) & foldin
         for uid in loader.uid_list.tolist():
             assert not set(loader.uid2positive_item[uid].tolist()) & set(loader.uid2history_item[uid].tolist())
+
+
+def test_items_no_training_user_has_leave_the_held_out_users(tmp_path, tiny_config):
+    # 40 users, 10 shared items each; the odd users also one item of their own, mid-file. A held-out user's own
+    # item is known to no training user, so (as in Liang et al.'s code) it is neither fold-in nor target
+    def lines(own):
+        return [f"u{u}\t{own(u)}\t{100 * u + 50}" if j == 10 else f"u{u}\ti{(u + j) % 12}\t{100 * u + j}"
+                for u in range(40) for j in ((0, 1, 2, 3, 4, 10, 5, 6, 7, 8, 9) if u % 2 else range(10))]
+
+    def split(name, own):
+        config = make_config("MVAE", name, config_dict={**tiny_config, **HELDOUT,
+                                                        "data_path": _write(tmp_path, name, lines(own))})
+        return load_data(config)
+
+    dataset, train, valid, test = split("own", lambda u: f"own{u}")
+    d = train._dataset
+    heldout = set(d.heldout_users["valid"].tolist()) | set(d.heldout_users["test"].tolist())
+    tokens = dataset.field2id_token["item_id"]
+    foldin = _pairs(d.heldout_foldin)
+    targets = _pairs(valid._dataset.inter_feat) + _pairs(test._dataset.inter_feat)
+    assert not [i for _, i in foldin + targets if tokens[i].startswith("own")]
+    assert {u for u, _ in foldin} == heldout
+    assert np.bincount([u for u, _ in foldin])[sorted(heldout)].tolist() == [8] * len(heldout)   # 80 % of 10
+    assert len(targets) == 2 * len(heldout)
+    odd = {u for u in heldout if int(dataset.id2token("user_id", u)[1:]) % 2}
+    trained_own = [i for _, i in _pairs(d.inter_feat) if tokens[i].startswith("own")]
+    assert odd and len(trained_own) == 20 - len(odd)                              # training users keep theirs
+    # the drop draws nothing anew: where the odd users' extra item is a known one instead, the even users
+    # fold in the same items
+    other, known_train, _, _ = split("known", lambda u: f"i{(u + 10) % 12}")
+    def even_foldin(data, pairs):
+        named = ((data.id2token("user_id", u), data.id2token("item_id", i)) for u, i in pairs)
+        return sorted((u, i) for u, i in named if int(u[1:]) % 2 == 0)
+    assert even_foldin(dataset, foldin) == even_foldin(other, _pairs(known_train._dataset.heldout_foldin))
+    assert len(even_foldin(dataset, foldin)) == 8 * (len(heldout) - len(odd))
+
+
+def test_held_out_users_without_a_target_are_counted_and_a_phase_without_any_is_refused(tmp_path, tiny_config,
+                                                                                        caplog):
+    # half the users have 4 interactions: at heldout_foldin_ratio 0.8 that leaves them no target
+    lines = [f"u{u}\ti{(u + j) % 12}\t{100 * u + j}" for u in range(60) for j in range(4 if u % 2 else 10)]
+    root = _write(tmp_path, "few", lines)
+    config = make_config("MVAE", "few", config_dict={**tiny_config, **HELDOUT, "data_path": root})
+    with caplog.at_level("WARNING"):
+        _, train, valid, test = load_data(config)
+    d = train._dataset
+    for phase, loader in (("validation", valid), ("test", test)):
+        drawn = d.heldout_users["valid" if phase == "validation" else "test"]
+        short = len(drawn) - len(_users(loader))
+        assert short > 0 and f"{short} of the {len(drawn)} {phase} users have no target" in caplog.text
+    assert 'user_inter_num_interval: "[5,inf)"' in caplog.text
+    root = _write(tmp_path, "fewer", [f"u{u}\ti{(u + j) % 12}\t{j}" for u in range(60) for j in range(4)])
+    config = make_config("MVAE", "fewer", config_dict={**tiny_config, **HELDOUT, "data_path": root})
+    with pytest.raises(ConfigError, match="none of the 6 validation users has a target"):
+        load_data(config)
 
 
 def test_split_foldin_shares():
@@ -349,6 +410,11 @@ def test_recboles_own_entry_point_refuses_before_data_loads(tiny_config, monkeyp
     monkeypatch.setattr(qs, "create_dataset", lambda config: pytest.fail("data loaded"))
     with pytest.raises(ConfigError, match="BPR cannot score"):
         recbole_run_recbole(model="BPR", dataset="tiny", config_dict={**tiny_config, **HELDOUT})
+
+
+def test_item_metrics_are_refused(tiny_config):
+    with pytest.raises(ConfigError, match="item_metrics: false"):
+        make_config("MVAE", "tiny", config_dict={**tiny_config, **HELDOUT, "item_metrics": True})
 
 
 def test_too_few_users_for_a_part(tiny_config):
