@@ -83,7 +83,9 @@ def item_content(dataset, fields, fit_items: np.ndarray | None = None, min_count
                  model: str = "the model") -> ItemContent:
     """Encode ``fields`` of RecBole ``dataset.item_feat`` as :class:`ItemContent`.
 
-    ``fit_items``: item ids the vocabulary and scaling are fitted on (default: all items).
+    ``fit_items``: item ids the vocabulary and scaling are fitted on (default: all items); a float value
+    RecBole filled in (``dataset.filled_item_floats``, recorded by :mod:`recbole_ext.cold_start`) is refilled
+    with the mean over those items.
     Raises :class:`MissingContentError` naming the fields when the dataset lacks them."""
     fields = content_fields_tuple(fields)
     feat = dataset.item_feat
@@ -117,6 +119,12 @@ def item_content(dataset, fields, fit_items: np.ndarray | None = None, min_count
             columns += [f"{name}={id2token[t]}" for t in keep]
         elif kind.value in ("float", "float_seq"):
             x = values.reshape(n_items, -1).astype(np.float32)
+            filled = getattr(dataset, "filled_item_floats", {}).get(name)
+            if filled is not None and len(filled):
+                # RecBole filled these items' missing values with the mean over every item; refill them with the
+                # mean over the fitted items that have a value, so items outside the fit do not shape the content
+                had = np.setdiff1d(fit_rows, filled)
+                x[filled] = x[had].mean(axis=0) if len(had) else 0.0
             lo, hi = x[fit_rows].min(axis=0), x[fit_rows].max(axis=0)
             scaled = np.clip((x - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
             parts.append(("floats", scaled.astype(np.float32), None, x.shape[1]))

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
 from recbole.data.dataset import Dataset
-from recbole.utils import ModelType, case_study
+from recbole.utils import FeatureType, ModelType, case_study
 
 from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import choice, flag, number, setting
@@ -146,6 +146,29 @@ def _patch_dataset() -> None:
     Dataset.build = build
 
 
+def _patch_fill_nan() -> None:
+    """RecBole fills a missing float value with the mean over every row of its file -- under this protocol the
+    held-out items too, so their values would reach the training items' content.  Record which items' float
+    fields RecBole filled (``dataset.filled_item_floats``: field -> item ids); item content
+    (:func:`lightning_genrec.content.item_content`) refills them from the items it is fitted on."""
+    original = Dataset._fill_nan
+    if getattr(original, "_genrec_cold", False):
+        return
+
+    def _fill_nan(self):
+        feat, filled = self.item_feat, {}
+        if feat is not None:
+            for field in feat:
+                missing = feat[field].isna().to_numpy() if self.field2type[field] == FeatureType.FLOAT else None
+                if missing is not None and missing.any():
+                    filled[field] = feat[self.iid_field].to_numpy()[missing].astype(np.int64)
+        self.filled_item_floats = filled
+        original(self)
+
+    _fill_nan._genrec_cold = True
+    Dataset._fill_nan = _fill_nan
+
+
 def exclusion_mask(n_users: int, n_items: int, candidates: np.ndarray, history: tuple) -> torch.Tensor:
     """(B, I) bool: every item outside ``candidates``, and each row's ``history`` (RecBole's
     ``(rows, items)`` index pair of the users' excluded history)."""
@@ -203,5 +226,6 @@ def _patch_case_study() -> None:
 def apply() -> None:
     """Teach RecBole's ``Dataset.build``, full-sort loader and case study the cold-start item protocol."""
     _patch_dataset()
+    _patch_fill_nan()
     _patch_loader()
     _patch_case_study()

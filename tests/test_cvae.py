@@ -179,6 +179,37 @@ def test_rare_tokens_and_float_fields(tmp_path, tiny_config):
     assert price.min() == 0.0 and price.max() == 1.0
 
 
+def test_held_out_items_do_not_reach_training_content_through_recboles_missing_value_fill(tmp_path, tiny_config):
+    # price is missing for i0-i9; RecBole fills it with the mean over every item, held-out ones too. Under the
+    # cold-start protocol the content fitted on training items must not move when only held-out prices change.
+    def content(name, price):
+        root = write_tiny_dataset(str(tmp_path / name), item_file=False)
+        with open(os.path.join(root, "tiny", "tiny.item"), "w") as f:
+            f.write("item_id:token\tclass:token_seq\tprice:float\n")
+            for i in range(80):
+                f.write(f"i{i}\t{'Action' if i % 2 else 'Drama'}\t{'' if i < 10 else price(i)}\n")
+        config = make_config("CVAE", "tiny", config_dict=_cvae_config(dict(tiny_config, data_path=root), **COLD,
+                                                                       content_fields=["class", "price"]))
+        _, train, _, _ = load_data(config)
+        d = train._dataset
+        data = ContentData.from_train_dataset(d, content_fields=["class", "price"], content_min_count=1)
+        tokens = d.field2id_token["item_id"]
+        held_out = {tokens[i] for i in np.concatenate([d.cold_items["valid"], d.cold_items["test"]])}
+        price_column = data.content.columns.index("price")
+        return held_out, {tokens[i]: float(data.content.matrix[i, price_column]) for i in data.learned_items()}
+
+    base = lambda i: 10.0 + i
+    held_out, before = content("a", base)
+    same_draw, after = content("b", lambda i: 1000.0 if f"i{i}" in held_out else base(i))
+    assert same_draw == held_out and not held_out & before.keys() and before.keys() == after.keys()
+    assert [before[t] for t in sorted(before)] == pytest.approx([after[t] for t in sorted(after)], abs=1e-6)
+    filled = [t for t in before if int(t[1:]) < 10]
+    known = [base(int(t[1:])) for t in before if int(t[1:]) >= 10]
+    assert filled and any(int(t[1:]) >= 10 for t in held_out)     # some filled training items; held-out prices
+    expected = (np.mean(known) - min(known)) / (max(known) - min(known))
+    assert before[filled[0]] == pytest.approx(expected, abs=1e-5)  # refilled with the training items' mean
+
+
 def test_vocabulary_counts_items_not_repeats_and_only_the_fitted_items(tmp_path, tiny_config):
     # words repeat inside a row ("w1 w1"); a token field beside them; the vocabulary is fitted on a
     # subset of items. Reference: built from the raw strings written here, not from the encoder.
