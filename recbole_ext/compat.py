@@ -38,7 +38,9 @@ lightning_genrec`` alone imports no RecBole).
    to 64-128 s, so interactions that close together tie and RecBole's time-ordered sort
    (``order: TO``: leave-one-out, sequences, our held-out fold-in) keeps them in file order
    (raw ml-100k: 908 of 943 users' histories in another order; with its shipped
-   ``normalize_all`` 83 users, 4 next-item test targets) -> the time field keeps its float64.
+   ``normalize_all`` 83 users, 4 next-item test targets) -> the time field keeps its float64
+   (not when ``numerical_features`` makes it RecBole's [value, 1] pairs; RecBole's own sequential
+   models' ``timestamp_list`` doubles in size with it).
 
 Two behaviours of RecBole that would hang or mislead a user on a machine
 without network are also changed here: a missing dataset raises
@@ -323,7 +325,8 @@ def _float64_time() -> None:
     def _change_feat_format(self):
         field, times = self.time_field, None
         if (isinstance(self.inter_feat, pd.DataFrame) and field in self.inter_feat
-                and self.field2type.get(field) == FeatureType.FLOAT):
+                and self.field2type.get(field) == FeatureType.FLOAT
+                and self.inter_feat[field].dtype.kind == "f"):   # not a numerical_features [value, 1] pair
             times = self.inter_feat[field].to_numpy(dtype=np.float64, copy=True)
         original(self)
         if times is not None:

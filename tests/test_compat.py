@@ -180,3 +180,23 @@ def test_item12_time_order_is_exact_with_unix_seconds(tmp_path):
         u = int(tokens["user_id"][user])
         assert int(tokens["item_id"][item]) == (u * 7 + 4) % 50 + 1                 # the latest, not the last line
     assert len(test.inter_feat) == 20
+
+
+def test_item12_leaves_a_time_field_read_as_a_numerical_feature_to_recbole(tmp_path):
+    """With ``numerical_features: [timestamp]`` RecBole turns the column into [value, 1] pairs for its
+    context-aware models, which multiply it with float32 weights: it stays RecBole's float32 pair."""
+    from recbole.data import create_dataset
+    from recbole_ext.config import make_config
+
+    folder = tmp_path / "num-time"
+    folder.mkdir()
+    lines = ["user_id:token\titem_id:token\tlabel:float\ttimestamp:float"]
+    lines += [f"{u}\t{(u * 3 + k) % 20 + 1}\t{k % 2}\t{1_700_000_000 + 60 * k}" for u in range(1, 31) for k in range(8)]
+    (folder / "num-time.inter").write_text("\n".join(lines) + "\n")
+    config = make_config("FM", "num-time", config_dict=dict(
+        FAST, data_path=str(tmp_path), numerical_features=["timestamp"], metrics=["AUC"], valid_metric="AUC",
+        eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "labeled", "group_by": None},
+        load_col={"inter": ["user_id", "item_id", "label", "timestamp"]}))
+    train, _, _ = create_dataset(config).build()
+    times = train.inter_feat["timestamp"]
+    assert times.dtype == torch.float32 and times.shape == (len(train.inter_feat), 2)
