@@ -156,6 +156,11 @@ def draw_heldout_users(user_ids: np.ndarray, valid_ratio: float, test_ratio: flo
     return np.sort(drawn[:n_valid]), np.sort(drawn[n_valid:n_valid + n_test])
 
 
+def n_targets(counts, foldin_ratio: float) -> np.ndarray:
+    """Targets of a held-out user with ``counts`` interactions: ``floor((1 - foldin_ratio) * n)``."""
+    return np.floor(np.round((1.0 - foldin_ratio) * np.asarray(counts), 9)).astype(np.int64)
+
+
 def split_foldin(users: np.ndarray, order_key: np.ndarray, foldin_ratio: float) -> np.ndarray:
     """(N,) bool: which of the interactions (``users``, one entry each) are fold-in.
 
@@ -168,7 +173,7 @@ def split_foldin(users: np.ndarray, order_key: np.ndarray, foldin_ratio: float) 
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     counts = np.diff(np.r_[starts, len(users)])
     rank = np.arange(len(users)) - np.repeat(starts, counts)   # 0-based position inside the user
-    n_target = np.floor(np.round((1.0 - foldin_ratio) * counts, 9)).astype(np.int64)
+    n_target = n_targets(counts, foldin_ratio)
     is_foldin = np.empty(len(users), dtype=bool)
     is_foldin[order] = rank < np.repeat(counts - n_target, counts)
     return is_foldin
@@ -216,7 +221,7 @@ def _heldout_build(self, settings):
 def _check_targets(users, rows, valid_users, test_users, foldin_ratio) -> None:
     """A held-out user with too few interactions has no target: it is left out of training and of the
     evaluation.  Warn when that happens; refuse when a phase would have no user to evaluate."""
-    least = int(np.ceil(np.round(1.0 / (1.0 - foldin_ratio), 9)))
+    least = int(np.argmax(n_targets(np.arange(int(1.0 / (1.0 - foldin_ratio)) + 2), foldin_ratio) >= 1))
     for phase, drawn, r in (("validation", valid_users, rows[1]), ("test", test_users, rows[2])):
         evaluated = len(np.unique(users[r]))
         advice = (f"a held-out user needs at least {least} interactions (on items training users have; a target "
