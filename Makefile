@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run run-mvae test test-slow test-all bench report install
+.PHONY: run run-mvae test test-slow test-all test-recbole bench report install
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+# RecBole 1.2.1's own test suite with `import recbole_ext` (tests/recbole_suite/run.py; ARGS="--parts data ...")
+RECBOLE_TESTS ?= ../shared/recbole-1.2.1-tests
+$(VENV)/.recbole-tests: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[test,recbole-tests]"
+	touch $@
+
+test-recbole: $(VENV)/.recbole-tests
+	$(BIN)/python tests/recbole_suite/run.py --suite $(RECBOLE_TESTS) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/harness.py run benchmarks/studies/ml100k_spine.yaml $(ARGS)

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from lightning_genrec.hparams import choice, setting
 
@@ -371,14 +371,43 @@ class ShardSampler(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
+class SharedBatches(Sampler):
+    """Training minibatches shared by ``world_size`` processes: every process draws one process's
+    batches of ``batch_size`` (the same seeded order), and process ``rank`` takes its contiguous part
+    of each (sizes differ by at most one).  So N processes take the optimizer steps of one process,
+    each on the same examples: RecBole's convention, where ``train_batch_size`` is the global batch.
+    A part left empty (a last batch smaller than ``world_size``) repeats the batch's first example,
+    since every process must step together."""
+
+    def __init__(self, n: int, batch_size: int, world_size: int, rank: int, shuffle: bool = True,
+                 generator: torch.Generator | None = None):
+        order = RandomSampler(range(n), generator=generator) if shuffle else SequentialSampler(range(n))
+        self.batches = BatchSampler(order, batch_size, drop_last=False)
+        self.world_size, self.rank = world_size, rank
+
+    def __iter__(self):
+        for batch in self.batches:
+            part = np.array_split(np.asarray(batch), self.world_size)[self.rank]
+            yield (part if len(part) else np.asarray(batch[:1])).tolist()
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def train_loader(data, batch_size: int, shuffle: bool = True, num_workers: int = 0,
-                 seed: int | None = None) -> DataLoader:
+                 seed: int | None = None, world_size: int = 1, rank: int = 0) -> DataLoader:
     """One epoch over ``data.train_examples()`` (MVAE: one row per user with training
-    interactions; SVAE: one window of each user's sequence)."""
+    interactions; SVAE: one window of each user's sequence).  With ``world_size > 1``,
+    ``batch_size`` is the batch of all processes together (:class:`SharedBatches`); a
+    ``DataLoader`` given to Lightning's DDP as it is counts ``batch_size`` per process instead."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     examples = data.train_examples()
     # a single example (a GAN round) is not shuffled: shuffling would only consume random numbers
-    return DataLoader(_Users(examples), batch_size=batch_size, shuffle=shuffle and len(examples) > 1,
+    shuffle = shuffle and len(examples) > 1
+    if world_size > 1:
+        return DataLoader(_Users(examples), collate_fn=_Collate(data, None), num_workers=num_workers,
+                          batch_sampler=SharedBatches(len(examples), batch_size, world_size, rank, shuffle, generator))
+    return DataLoader(_Users(examples), batch_size=batch_size, shuffle=shuffle,
                       collate_fn=_Collate(data, None), num_workers=num_workers, generator=generator)
 
 

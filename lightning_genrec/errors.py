@@ -25,6 +25,11 @@ class DataFileError(ValueError):
     """An atomic data file that cannot be read as it is: the message names the file, the line and the fix."""
 
 
+class DataFileWarning(UserWarning):
+    """An atomic data file RecBole reads, but perhaps not as meant (lines it pads or cuts, repeated
+    interactions): the data loads as in RecBole, and the message says what to check."""
+
+
 class HyperparameterError(ConfigError):
     """A hyperparameter (or a data setting) is unknown or outside its allowed range."""
 
@@ -47,5 +52,5 @@ class GANCollapseError(RuntimeError):
 USER_ERRORS = (CheckpointError, ConfigError, DataFileError, FileNotFoundError, FloatingPointError, GANCollapseError,
                MissingContentError, RecommendError)
 
-__all__ = ["CheckpointError", "ConfigError", "DataFileError", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
+__all__ = ["CheckpointError", "ConfigError", "DataFileError", "DataFileWarning", "DatasetNotFoundError", "GANCollapseError", "HyperparameterError", "MissingContentError",
            "RecommendError", "USER_ERRORS", "UnknownModelError"]

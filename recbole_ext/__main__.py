@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ip", default="localhost", help="address of the machine of rank 0")
     parser.add_argument("--port", default="5678", help="free port on the machine of rank 0")
     parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
-    args, _ = parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    not_understood = [word for word in rest if not (word.startswith("--") and "=" in word)]
+    if not_understood:   # RecBole would log "will not be used" and train with every default
+        print(f"lightning-genrec: error: {not_understood_message(rest, not_understood)}", file=sys.stderr)
+        return 2
     files = args.config_files.strip().split(" ") if args.config_files else None
 
     try:
@@ -54,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("comet_archive"):
         print(f"Comet offline archive: {result['comet_archive']}  (send it with: comet upload <file>)")
     return 0
+
+
+SUBCOMMANDS = ("recommend", "hyper")
+
+
+def not_understood_message(rest: list[str], words: list[str]) -> str:
+    """One line naming the command-line words neither we nor RecBole's ``--key=value`` reading take."""
+    hints = [f"{flag}={value}" for flag, value in zip(rest, rest[1:])
+             if flag.startswith("--") and "=" not in flag and not value.startswith("--")]
+    hint = f" (did you mean {' '.join(hints)}?)" if hints else ""
+    return (f"did not understand {' '.join(repr(w) for w in words)}{hint}. Settings are written --key=value "
+            f"(e.g. --epochs=20); the subcommands are {' and '.join(SUBCOMMANDS)}, as the first word "
+            "(python -m recbole_ext --help).")
 
 
 HYPER_HELP = """RecBole's hyperparameter search (HyperTuning with RecBole's objective_function, as its run_hyper.py).
@@ -79,9 +96,13 @@ def hyper_main(argv: list[str]) -> int:
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without improvement")
     parser.add_argument("--output_file", default="hyper.result", help="every trial's results (default hyper.result)")
     args, rest = parser.parse_known_args(argv)
+    not_understood = [word for word in rest if not (word.startswith("--") and "=" in word)]
+    if not_understood:
+        print(f"lightning-genrec hyper: error: {not_understood_message(rest, not_understood)}", file=sys.stderr)
+        return 2
     files = args.config_files.strip().split(" ") if args.config_files else None
     # RecBole's Config reads --key=value from sys.argv in every trial: leave it only the fixed settings
-    sys.argv[1:] = [a for a in rest if a.startswith("--")]
+    sys.argv[1:] = rest
     try:
         tuner = run_hyper(args.model, args.dataset, args.params_file, files, algo=args.algo,
                           max_evals=args.max_evals, early_stop=args.early_stop, output_file=args.output_file)

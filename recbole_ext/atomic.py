@@ -1,26 +1,27 @@
-"""Atomic files checked as RecBole reads them: one clear error naming the file, the line and what to fix.
+"""Atomic files read as RecBole reads them, with the file and line named where something is off.
 
-RecBole's ``Dataset._load_feat`` reads ``.inter`` / ``.user`` / ``.item`` files with pandas.  On its own
-it turns a header without types into "not enough values to unpack", pads a line with too few columns
-(a missing timestamp becomes the column mean), drops the extra columns of a line with too many, reports a
-word in a float column without a line number, and a header-only file as "Some feat is empty".  After
-:func:`apply`, each file is checked before pandas reads it:
+RecBole's ``Dataset._load_feat`` reads ``.inter`` / ``.user`` / ``.item`` files with pandas.  Where it
+would crash with a message that names no file or line, the check raises :class:`DataFileError` first
+(a header without ``name:type`` columns, an empty or header-only file, a float column value that does
+not parse).  Where RecBole reads a line anyway -- one with too many columns (the extra ones are
+dropped) or too few (the missing ones are read as empty values, which RecBole fills: a float with its
+column's mean) -- the file loads exactly as in RecBole and one :class:`DataFileWarning` per file says
+how many such lines there are and quotes the first.  The checks read the file once more, line by line
+without splitting (0.24 s per million lines here, so about 5 s for ML-20M); the slow search for a bad
+float runs only when pandas has already failed (on a column it loads).
 
-* the header: every column ``name:type`` with a type RecBole knows;
-* at least one data line;
-* every line has as many columns as the header (the first bad line is quoted with its number);
-
-and a float column that does not parse is reported with the line it is on.  The checks read the file
-once more, line by line without splitting (0.24 s per million lines here, so about 5 s for ML-20M);
-the slow search for a bad float runs only when pandas has already failed (on a column it loads).
+With ``rm_dup_inter`` unset RecBole keeps repeated (user, item) rows; :func:`warn_duplicates` counts
+them in a warning that names the setting.
 """
 from __future__ import annotations
 
 import os
+import warnings
 
-from recbole.data.dataset.dataset import Dataset
+import numpy as np
+import pandas as pd
 
-from lightning_genrec.errors import DataFileError
+from lightning_genrec.errors import DataFileError, DataFileWarning
 
 TYPES = ("token", "token_seq", "float", "float_seq")
 
@@ -50,7 +51,8 @@ def check_header(path: str, header: str, sep: str) -> list[tuple[str, str]]:
 
 
 def check_lines(path: str, sep: str, encoding: str, allow_empty: bool = False) -> list[tuple[str, str]]:
-    """Check the header and every line's column count; returns the header's ``(name, type)`` pairs.
+    """Check the header and count the lines RecBole would pad or cut (one warning for the file);
+    returns the header's ``(name, type)`` pairs.
 
     ``allow_empty``: a header-only file is fine (a benchmark_filename part other than the first:
     a protocol without validation still needs RecBole's three files)."""
@@ -59,17 +61,25 @@ def check_lines(path: str, sep: str, encoding: str, allow_empty: bool = False) -
         if not header.strip():
             raise DataFileError(f"{path} is empty: an atomic file starts with a header line of name:type columns.")
         fields = check_header(path, header, sep)
-        n_sep, lines = len(fields) - 1, 0
+        n_sep, lines, short, long, first = len(fields) - 1, 0, 0, 0, None
         for number, line in enumerate(f, start=2):
             if line.count(sep) != n_sep:
                 if not line.strip():
                     continue                                            # a blank line (often the last)
-                raise DataFileError(f"{path}, line {number}: {line.count(sep) + 1} columns where the header has "
-                                    f"{len(fields)}: {_show(line)}. Fix the line (columns are separated by "
-                                    f"{sep!r}; an empty value still needs its separator).")
+                short, long = short + (line.count(sep) < n_sep), long + (line.count(sep) > n_sep)
+                first = first or (number, line)
             lines += 1
     if lines == 0 and not allow_empty:
         raise DataFileError(f"{path} has a header but no data lines.")
+    if first is not None:
+        number, line = first
+        warnings.warn(
+            f"{path}: {short + long} of {lines} lines do not have the header's {len(fields)} columns "
+            f"({long} more, {short} fewer); the first is line {number} ({line.count(sep) + 1} columns): "
+            f"{_show(line)}. RecBole reads them anyway: extra columns are dropped, missing ones are empty "
+            f"values it fills (a float with its column's mean). Fix the lines if that is not what they mean "
+            f"(columns are separated by {sep!r}; an empty value still needs its separator).",
+            DataFileWarning, stacklevel=2)
     return fields
 
 
@@ -91,10 +101,8 @@ def find_bad_float(path: str, sep: str, encoding: str, fields: list[tuple[str, s
     return None
 
 
-def _patch_load_feat() -> None:
-    original = Dataset._load_feat
-    if getattr(original, "_genrec_checked", False):
-        return
+def checked_load_feat(original, name):
+    """``Dataset._load_feat`` with the checks of the module docstring."""
 
     def _load_feat(self, filepath, source):
         sep, encoding = self.config["field_separator"] or "\t", self.config["encoding"] or "utf-8"
@@ -111,13 +119,35 @@ def _patch_load_feat() -> None:
                 raise DataFileError(message) from None
             raise DataFileError(f"{filepath}: RecBole could not read it: {exc}") from None
 
-    _load_feat._genrec_checked = True
-    Dataset._load_feat = _load_feat
+    return _load_feat
 
 
-def apply() -> None:
-    """Check every atomic file RecBole reads (see the module docstring)."""
-    _patch_load_feat()
+def count_repeats(users, items) -> int:
+    """How many rows repeat a (user, item) pair of an earlier row."""
+    u, i = pd.factorize(pd.Series(users))[0], pd.factorize(pd.Series(items))[0]
+    keys = u.astype(np.int64) * (int(i.max()) + 1 if len(i) else 1) + i
+    return int(len(keys) - len(pd.unique(keys)))
 
 
-__all__ = ["apply", "check_header", "check_lines", "find_bad_float"]
+def warn_duplicates(original, name):
+    """``Dataset._remove_duplication``: with ``rm_dup_inter`` unset (RecBole keeps every row), one
+    warning counting the repeated (user, item) rows and naming the setting that removes them."""
+
+    def _remove_duplication(self):
+        feat = self.inter_feat
+        if (self.config["rm_dup_inter"] is None and feat is not None
+                and self.uid_field in feat and self.iid_field in feat):
+            repeats = count_repeats(feat[self.uid_field], feat[self.iid_field])
+            if repeats:
+                warnings.warn(
+                    f"{self.dataset_name}: {repeats} of {len(feat)} interactions repeat a (user, item) pair of an "
+                    "earlier line. RecBole keeps them (rm_dup_inter is unset), so a pair can be in training and "
+                    "in test at once, and counts more than once. Set rm_dup_inter: first (or last) to keep one "
+                    "of each, unless the repeats are meant (plays in a listening history).",
+                    DataFileWarning, stacklevel=2)
+        return original(self)
+
+    return _remove_duplication
+
+
+__all__ = ["check_header", "check_lines", "checked_load_feat", "count_repeats", "find_bad_float", "warn_duplicates"]

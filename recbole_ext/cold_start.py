@@ -42,9 +42,7 @@ import logging
 
 import numpy as np
 import torch
-from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
-from recbole.data.dataset import Dataset
-from recbole.utils import FeatureType, ModelType, case_study
+from recbole.utils import FeatureType, ModelType
 
 from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import choice, flag, number, setting
@@ -127,34 +125,11 @@ def _cold_build(self):
     return parts
 
 
-_RECBOLE_BUILD = None   # RecBole's own Dataset.build, which warm protocols keep using
-
-
-def _patch_dataset() -> None:
-    global _RECBOLE_BUILD
-    original = Dataset.build
-    if getattr(original, "_genrec_cold", False):
-        return
-    _RECBOLE_BUILD = original
-
-    def build(self):
-        if cold_item_settings(self.config) is None:
-            return original(self)
-        return _cold_build(self)
-
-    build._genrec_cold = True
-    Dataset.build = build
-
-
-def _patch_fill_nan() -> None:
+def record_filled_floats(original, name):
     """RecBole fills a missing float value with the mean over every row of its file -- under this protocol the
     held-out items too, so their values would reach the training items' content.  Record which items' float
     fields RecBole filled (``dataset.filled_item_floats``: field -> item ids); item content
     (:func:`lightning_genrec.content.item_content`) refills them from the items it is fitted on."""
-    original = Dataset._fill_nan
-    if getattr(original, "_genrec_cold", False):
-        return
-
     def _fill_nan(self):
         feat, filled = self.item_feat, {}
         if feat is not None:
@@ -165,8 +140,7 @@ def _patch_fill_nan() -> None:
         self.filled_item_floats = filled
         original(self)
 
-    _fill_nan._genrec_cold = True
-    Dataset._fill_nan = _fill_nan
+    return _fill_nan
 
 
 def exclusion_mask(n_users: int, n_items: int, candidates: np.ndarray, history: tuple) -> torch.Tensor:
@@ -179,53 +153,15 @@ def exclusion_mask(n_users: int, n_items: int, candidates: np.ndarray, history: 
     return mask
 
 
-def _patch_loader() -> None:
-    original_init, original_collate = FullSortEvalDataLoader.__init__, FullSortEvalDataLoader.collate_fn
-    if getattr(original_init, "_genrec_cold", False):
-        return
-
-    def __init__(self, config, dataset, sampler, shuffle=False):
-        original_init(self, config, dataset, sampler, shuffle=shuffle)
-        rank_items = getattr(dataset, "rank_items", None)
-        #: the only items this loader's users are ranked on (``None``: all); read by lightning_genrec's data forms
-        self.candidate_items = None if rank_items is None or self.is_sequential else np.asarray(rank_items)
-
-    def collate_fn(self, index):
-        interaction, history, positive_u, positive_i = original_collate(self, index)
-        candidates = getattr(self, "candidate_items", None)
-        if candidates is not None and history is not None:
-            # RecBole's Trainer does scores[history] = -inf: a (B, I) bool mask indexes as its (rows, items) pair
-            history = exclusion_mask(len(interaction), self._dataset.item_num, candidates, history)
-        return interaction, history, positive_u, positive_i
-
-    __init__._genrec_cold = True
-    FullSortEvalDataLoader.__init__ = __init__
-    FullSortEvalDataLoader.collate_fn = collate_fn
+def candidate_items(dataset, is_sequential: bool):
+    """The only items a full-ranking loader over ``dataset`` ranks (``None``: all)."""
+    rank_items = getattr(dataset, "rank_items", None)
+    return None if rank_items is None or is_sequential else np.asarray(rank_items)
 
 
-def _patch_case_study() -> None:
-    """``recbole.utils.case_study.full_sort_scores`` (and ``full_sort_topk``, which calls it) read the
-    loader's history themselves: give them the candidate set too."""
-    original = case_study.full_sort_scores
-    if getattr(original, "_genrec_cold", False):
-        return
-
-    def full_sort_scores(uid_series, model, test_data, device=None):
-        scores = original(uid_series, model, test_data, device)
-        candidates = getattr(test_data, "candidate_items", None)
-        if candidates is not None:
-            outside = torch.ones(scores.shape[1], dtype=torch.bool)
-            outside[torch.as_tensor(candidates, dtype=torch.long)] = False
-            scores[:, outside.to(scores.device)] = -np.inf
-        return scores
-
-    full_sort_scores._genrec_cold = True
-    case_study.full_sort_scores = full_sort_scores
-
-
-def apply() -> None:
-    """Teach RecBole's ``Dataset.build``, full-sort loader and case study the cold-start item protocol."""
-    _patch_dataset()
-    _patch_fill_nan()
-    _patch_loader()
-    _patch_case_study()
+def outside_candidates(scores: torch.Tensor, candidates) -> torch.Tensor:
+    """``scores`` (B, I) with every item outside ``candidates`` at -inf (in place)."""
+    outside = torch.ones(scores.shape[1], dtype=torch.bool)
+    outside[torch.as_tensor(candidates, dtype=torch.long)] = False
+    scores[:, outside.to(scores.device)] = -np.inf
+    return scores

@@ -1,52 +1,14 @@
-"""RecBole 1.2.1 on today's numpy / pandas / torch.
+"""RecBole 1.2.1 on today's numpy / pandas / torch: the fixes that :mod:`recbole_ext.patches` lists.
 
-Each fix is narrow, idempotent and keyed to an item of ``shared/RECBOLE_NOTES.md``;
-``tests/test_compat.py`` has one test per item.  :func:`apply` must run before
-``recbole`` (or ``ray``) is imported; ``import recbole_ext`` does it (``import
-lightning_genrec`` alone imports no RecBole).
+Each function here named in that list returns the value one RecBole attribute is set to; nothing
+here sets anything itself, except :func:`prepare`, which must run before ``recbole`` (or ``ray``)
+is imported: numpy's removed names (items 2, 3, 8 of ``shared/RECBOLE_NOTES.md``, through the
+list's mechanism), a refusal of a stack RecBole cannot run on (setuptools >= 81, pandas 3:
+items 1, 4, 5), and the FutureWarnings pandas 2 prints about two calls in RecBole's dataset module.
+``import recbole_ext`` does both (``import lightning_genrec`` alone imports no RecBole).
 
-1. ``ray`` 2.6.3 needs ``pkg_resources`` -> the package pins ``setuptools<81``
-   (nothing to patch at run time; :func:`check_environment` says so clearly).
-2. ``ray.tune`` uses ``np.bool8``                      -> alias restored.
-3. ``Config.compatibility_settings`` uses ``np.float_`` -> aliases restored.
-4./5. pandas 3 breaks ``token_seq`` fields and ``fillna(inplace=True)``
-   -> the package pins ``pandas<3``; :func:`check_environment` refuses pandas 3.
-6. ``torch.load`` defaults to ``weights_only=True`` (torch >= 2.6); RecBole's
-   checkpoints hold its ``Config`` and use pickle protocol 4, which the
-   weights-only reader rejects whatever is allow-listed -> RecBole's trainer and
-   quick start (only those modules) load with an explicit trusted flag.
-7. ``Collector.get_data_struct`` calls ``.cpu()`` on ints and Counters
-   (``ItemCoverage``, ``GiniIndex`` crash) -> only tensors are moved.
-8. RecBole's ``MRR`` / ``MAP`` / ``NDCG`` use ``np.float``, which numpy >= 1.24
-   lacks; RecBole's ``Config`` re-adds it when constructed, but a checkpoint
-   loaded by ``load_data_and_model`` unpickles its ``Config`` without
-   constructing one -> ``np.float`` / ``np.int`` aliases restored at import.
-9. ``ensure_dir`` checks, then creates: processes started together (``nproc``)
-   race to create ``./log`` or the checkpoint folder and one fails with
-   ``FileExistsError`` -> created with ``exist_ok``.
-10. ``DataStruct.update_tensor`` concatenates the whole collected tensor with each
-   evaluation batch: quadratic in the number of batches (ML-1M shape, MVAE, one
-   user a batch: a test evaluation took 14.4 s, 10.6 s with the fix; the copying
-   grows with the square of the users) -> batches are kept in a list and
-   concatenated once, when read.
-11. ``HyperTuning``'s exhaustive search (``algo="exhaustive"``, RecBole's
-   ``run_hyper`` default) hands hyperopt a ``numpy.random.RandomState``; hyperopt
-   >= 0.2.7 draws with ``Generator.integers`` and the first trial fails with
-   ``AttributeError`` -> :func:`exhaustive_search` draws with a ``Generator``.
-12. (Not in the notes; RecBole issues #1653 and #2204.) ``_change_feat_format`` turns every
-   float field into a float32 tensor, the time field too: a Unix time (1e9 s) then resolves
-   to 64-128 s, so interactions that close together tie and RecBole's time-ordered sort
-   (``order: TO``: leave-one-out, sequences, our held-out fold-in) keeps them in file order
-   (raw ml-100k: 908 of 943 users' histories in another order; with its shipped
-   ``normalize_all`` 83 users, 4 next-item test targets) -> the time field keeps its float64
-   (not when ``numerical_features`` makes it RecBole's [value, 1] pairs; RecBole's own sequential
-   models' ``timestamp_list`` doubles in size with it).
-
-Two behaviours of RecBole that would hang or mislead a user on a machine
-without network are also changed here: a missing dataset raises
-:class:`DatasetNotFoundError` instead of trying to download it, and an
-explicit ``data_path`` is honoured for ``ml-100k`` (RecBole silently replaces
-it with the copy inside its wheel).
+:func:`load_data_and_model` and :func:`read_recbole_checkpoint` read RecBole checkpoints as
+trusted files (torch >= 2.6 reads weights-only by default and rejects them: item 6).
 """
 from __future__ import annotations
 
@@ -60,24 +22,24 @@ import torch
 from lightning_genrec.content import ContentData
 from lightning_genrec.errors import CheckpointError, DatasetNotFoundError
 from lightning_genrec.models import MODELS
-
-_APPLIED = False
-
-
+from recbole_ext import patches
+from recbole_ext.patches import MISSING
 
 
-def _numpy_aliases() -> None:
-    # items 2, 3 and 8: names removed in numpy 1.24 / 2.0 that ray 2.6.3 and RecBole use
-    for name, value in {
-        "bool8": np.bool_,
-        "float_": np.float64,
-        "complex_": np.complex128,
-        "unicode_": np.str_,
-        "float": np.float64,      # what RecBole's Config.compatibility_settings sets
-        "int": np.int_,
-    }.items():
-        if not hasattr(np, name):
-            setattr(np, name, value)
+#: items 2, 3 and 8: names removed in numpy 1.24 / 2.0 that ray 2.6.3 and RecBole use
+NUMPY_ALIASES = {
+    "bool8": np.bool_,
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "float": np.float64,      # what RecBole's Config.compatibility_settings sets
+    "int": np.int_,
+}
+
+
+def numpy_alias(original, name):
+    """A numpy name ray or RecBole uses, where numpy no longer has it."""
+    return NUMPY_ALIASES[name] if original is MISSING else original
 
 
 def check_environment() -> None:
@@ -125,11 +87,9 @@ def trusted_torch_load(path, map_location=None):
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
-def _patch_torch_load(module) -> None:
-    import torch
-
-    if not isinstance(getattr(module, "torch", None), _TrustedTorch):
-        module.torch = _TrustedTorch(torch)
+def trusted_torch(original, name):
+    """``torch`` as RecBole's trainer module sees it (item 6)."""
+    return original if isinstance(original, _TrustedTorch) else _TrustedTorch(original)
 
 
 _WHAT_TO_PASS = "pass the saved/<Model>-<date>.pth file that run_recbole wrote (its result's saved_model_file)"
@@ -194,46 +154,8 @@ def _settings_of_older_checkpoints(config) -> None:
         config["content_items"] = "train"
 
 
-def _patch_quick_start(module) -> None:
-    module.load_data_and_model = load_data_and_model
-
-
-class _PatchOnImport:
-    """Meta-path hook: patch ``recbole.quick_start.quick_start`` when (and only
-    when) someone imports it, so that importing this package does not import ray."""
-
-    target = "recbole.quick_start.quick_start"
-
-    def find_spec(self, name, path=None, target=None):
-        if name != self.target:
-            return None
-        import importlib.machinery
-
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return None
-        exec_module = spec.loader.exec_module
-
-        def exec_and_patch(module):
-            exec_module(module)
-            _patch_quick_start(module)
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
-
-
-def _checkpoint_loading() -> None:
-    # item 6
-    import sys
-
-    import recbole.trainer.trainer as trainer_module
-
-    _patch_torch_load(trainer_module)
-    if _PatchOnImport.target in sys.modules:
-        _patch_quick_start(sys.modules[_PatchOnImport.target])
-        sys.modules["recbole.quick_start"].load_data_and_model = load_data_and_model
-    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchOnImport())
+def checked_load_data_and_model(original, name):
+    return load_data_and_model
 
 
 class _Batches(list):
@@ -249,78 +171,61 @@ def _joined(data: dict, name: str):
     return value
 
 
-def _collector_fix() -> None:
-    # items 7 and 10
+def _update_tensor(self, name, value):
+    data = self._data_dict
+    value = value.clone().detach()
+    if name not in data:
+        data[name] = _Batches([value])
+    elif isinstance(data[name], _Batches):
+        data[name].append(value)
+    elif isinstance(data[name], torch.Tensor):
+        data[name] = _Batches([data[name], value])
+    else:
+        raise ValueError(f"{name} is not a tensor.")
+
+
+def _getitem(self, name):
+    return _joined(self._data_dict, name)
+
+
+def _get_data_struct(self):
     import copy
 
-    import torch
-    from recbole.evaluator.collector import Collector, DataStruct
-
-    if getattr(Collector.get_data_struct, "_genrec_fixed", False):
-        return
-
-    def update_tensor(self, name, value):
-        data = self._data_dict
-        value = value.clone().detach()
-        if name not in data:
-            data[name] = _Batches([value])
-        elif isinstance(data[name], _Batches):
-            data[name].append(value)
-        elif isinstance(data[name], torch.Tensor):
-            data[name] = _Batches([data[name], value])
-        else:
-            raise ValueError(f"{name} is not a tensor.")
-
-    def getitem(self, name):
-        return _joined(self._data_dict, name)
-
-    DataStruct.update_tensor = update_tensor
-    DataStruct.__getitem__ = getitem
-
-    def get_data_struct(self):
-        data = self.data_struct._data_dict
-        for key in list(data):
-            value = _joined(data, key)
-            if isinstance(value, torch.Tensor):     # item 7: only tensors can (and need to) be moved
-                data[key] = value.cpu()
-        returned_struct = copy.deepcopy(self.data_struct)
-        for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
-            if key in self.data_struct:
-                del self.data_struct[key]
-        return returned_struct
-
-    get_data_struct._genrec_fixed = True
-    Collector.get_data_struct = get_data_struct
+    data = self.data_struct._data_dict
+    for key in list(data):
+        value = _joined(data, key)
+        if isinstance(value, torch.Tensor):     # item 7: only tensors can (and need to) be moved
+            data[key] = value.cpu()
+    returned_struct = copy.deepcopy(self.data_struct)
+    for key in ["rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"]:
+        if key in self.data_struct:
+            del self.data_struct[key]
+    return returned_struct
 
 
-def _no_download() -> None:
-    from recbole.data.dataset import Dataset
-
-    if getattr(Dataset._download, "_genrec_fixed", False):
-        return
-
-    def _download(self):
-        raise DatasetNotFoundError(
-            f"Dataset [{self.dataset_name}] was not found: the folder "
-            f"[{os.path.abspath(self.dataset_path)}] does not exist. lightning-genrec never "
-            "downloads data. Put RecBole atomic files "
-            f"({self.dataset_name}.inter, optionally .user / .item) in that folder, or set "
-            "`data_path` to the folder that contains it. 'ml-100k' needs no data_path: "
-            "the copy shipped inside the recbole wheel is used."
-        )
-
-    _download._genrec_fixed = True
-    Dataset._download = _download
+def collector_fix(original, name):
+    """Items 7 and 10: the collector's ``get_data_struct`` and its ``DataStruct``'s tensor handling."""
+    return {"get_data_struct": _get_data_struct, "update_tensor": _update_tensor, "__getitem__": _getitem}[name]
 
 
-def _float64_time() -> None:
-    # item 12
-    from recbole.data.dataset import Dataset
+def _download(self):
+    raise DatasetNotFoundError(
+        f"Dataset [{self.dataset_name}] was not found: the folder "
+        f"[{os.path.abspath(self.dataset_path)}] does not exist. lightning-genrec never "
+        "downloads data. Put RecBole atomic files "
+        f"({self.dataset_name}.inter, optionally .user / .item) in that folder, or set "
+        "`data_path` to the folder that contains it. 'ml-100k' needs no data_path: "
+        "the copy shipped inside the recbole wheel is used."
+    )
+
+
+def no_download(original, name):
+    return _download
+
+
+def float64_time(original, name):
+    """Item 12: ``Dataset._change_feat_format`` keeping the time field's float64."""
     from recbole.utils import FeatureType
-
-    original = Dataset._change_feat_format
-    if getattr(original, "_genrec_fixed", False):
-        return
 
     def _change_feat_format(self):
         field, times = self.time_field, None
@@ -332,25 +237,25 @@ def _float64_time() -> None:
         if times is not None:
             self.inter_feat.interaction[field] = torch.from_numpy(times)
 
-    _change_feat_format._genrec_fixed = True
-    Dataset._change_feat_format = _change_feat_format
+    return _change_feat_format
 
 
-def _honour_data_path() -> None:
-    from recbole.config import Config
+def data_path_for_ml100k(config) -> None:
+    """RecBole reads ml-100k from the copy inside its wheel, whatever ``data_path`` says; keep that
+    unless the user's ``data_path`` holds an ``ml-100k`` folder, which is then used."""
+    user_path = config.external_config_dict.get("data_path")
+    if config.dataset == "ml-100k" and user_path and os.path.isdir(os.path.join(user_path, "ml-100k")):
+        config.final_config_dict["data_path"] = os.path.join(user_path, "ml-100k")
 
-    original = Config._set_default_parameters
-    if getattr(original, "_genrec_fixed", False):
-        return
 
-    def _set_default_parameters(self):
-        original(self)
-        user_path = self.external_config_dict.get("data_path")
-        if self.dataset == "ml-100k" and user_path:
-            self.final_config_dict["data_path"] = os.path.join(user_path, self.dataset)
+def _dok_update(self, data):
+    self._dict.update(data)
 
-    _set_default_parameters._genrec_fixed = True
-    Config._set_default_parameters = _set_default_parameters
+
+def dok_update(original, name):
+    """scipy's dok matrices lost ``_update`` (an unchecked ``dict.update``) in 1.13; RecBole's graph
+    models build their adjacency matrices with it (RecBole #2034)."""
+    return original if original is not MISSING else _dok_update
 
 
 def _quiet_inplace_fillna() -> None:
@@ -371,15 +276,8 @@ def ensure_dir(dir_path) -> None:
     os.makedirs(dir_path, exist_ok=True)
 
 
-def _ensure_dir_race() -> None:
-    # item 9: every module that imported RecBole's ensure_dir by name
-    import importlib
-
-    for name in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.trainer.trainer",
-                 "recbole.data.dataset.dataset", "recbole.data.utils"):
-        module = importlib.import_module(name)
-        if hasattr(module, "ensure_dir"):
-            module.ensure_dir = ensure_dir
+def ensure_dir_fix(original, name):
+    return ensure_dir
 
 
 def exhaustive_search(new_ids, domain, trials, seed, nbMaxSucessiveFailures=1000):
@@ -410,26 +308,13 @@ def exhaustive_search(new_ids, domain, trials, seed, nbMaxSucessiveFailures=1000
     return docs
 
 
-def _hyperopt_generator() -> None:
-    # item 11
-    import recbole.trainer.hyper_tuning as hyper_tuning
-
-    hyper_tuning.exhaustive_search = exhaustive_search
+def exhaustive_search_fix(original, name):
+    return exhaustive_search
 
 
-def apply() -> None:
-    """Apply every fix once; safe to call many times."""
-    global _APPLIED
-    if _APPLIED:
-        return
-    _numpy_aliases()
+def prepare() -> None:
+    """What must hold before RecBole (or ray) is imported at all: numpy's old names, and a stack
+    RecBole 1.2.1 can run on.  :mod:`recbole_ext.patches` installs the rest."""
+    patches.install("numpy aliases")
     check_environment()
-    _checkpoint_loading()
-    _collector_fix()
-    _no_download()
-    _float64_time()
-    _honour_data_path()
     _quiet_inplace_fillna()
-    _ensure_dir_race()
-    _hyperopt_generator()
-    _APPLIED = True

@@ -30,7 +30,7 @@ import recbole
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.model.abstract_recommender import AbstractRecommender
-from recbole.utils import ModelType, get_model, init_seed
+from recbole.utils import ModelType, init_seed
 
 import lightning_genrec
 from lightning_genrec.content import ContentData, missing_content_message
@@ -43,6 +43,7 @@ from lightning_genrec.models import CFGAN, MODELS, GenRecModule
 from lightning_genrec.models.lara import AttributeData
 from lightning_genrec.sequences import SequenceData
 from recbole_ext.cold_start import COLD_ITEM_SETTINGS, cold_item_settings
+from recbole_ext.compat import data_path_for_ml100k
 from recbole_ext.heldout_users import HELDOUT_USER_SETTINGS, heldout_user_settings
 
 #: RecBole's training keys that the bridge trainer reads, checked like hyperparameters (their defaults
@@ -82,10 +83,9 @@ def config_path(name: str) -> str:
     return path
 
 
-def _patch_config() -> None:
-    original = Config._load_internal_config_dict
-    if getattr(original, "_genrec_fixed", False):
-        return
+def load_model_defaults(original, name):
+    """``Config._load_internal_config_dict``: our models' YAML defaults, read where RecBole reads its
+    own ``properties/model/<Model>.yaml`` (after ``overall.yaml``, before the dataset's YAML)."""
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         original(self, model, model_class, dataset)
@@ -98,21 +98,39 @@ def _patch_config() -> None:
         if os.path.isfile(dataset_file):
             self._update_internal_config_dict(dataset_file)
 
-    _load_internal_config_dict._genrec_fixed = True
-    Config._load_internal_config_dict = _load_internal_config_dict
+    return _load_internal_config_dict
 
-    set_defaults = Config._set_default_parameters
-    if getattr(set_defaults, "_genrec_models", False):
-        return
+
+def checked_defaults(original, name):
+    """``Config._set_default_parameters``, then ml-100k's ``data_path`` (:func:`data_path_for_ml100k`), our
+    models' checks (:func:`adapt_model_config`) and, for any model, the held-out user check."""
 
     def _set_default_parameters(self):
-        set_defaults(self)
+        original(self)
+        data_path_for_ml100k(self)
         if is_genrec_model(self.model_class):
             adapt_model_config(self)
         heldout_user_settings(self)   # any model: refused here, before data loads, if it cannot score new users
 
-    _set_default_parameters._genrec_models = True
-    Config._set_default_parameters = _set_default_parameters
+    return _set_default_parameters
+
+
+def checked_get_model(original, name):
+    """RecBole's ``get_model``, with :class:`UnknownModelError` (RecBole's models, ours, the closest
+    names) for a name that is no model: RecBole's own search then fails importing its exlib
+    models' packages (lightgbm) or says only that the name is not a model."""
+
+    def get_model(model_name):
+        try:
+            return original(model_name)
+        except (ValueError, ImportError, AttributeError) as exc:
+            if isinstance(model_name, str) and model_name.lower() in _exlib_models() and isinstance(exc, ImportError):
+                raise ConfigError(f"{model_name} is one of RecBole's models over another library, which is not "
+                                  f"installed here ({exc}): pip install {getattr(exc, 'name', None) or model_name}"
+                                  ) from None
+            raise unknown_model(model_name) from None
+
+    return get_model
 
 
 def is_genrec_model(model_class) -> bool:
@@ -332,31 +350,42 @@ _RECBOLE_SUBPACKAGES = ("general_recommender", "context_aware_recommender", "seq
 
 
 def known_models() -> list[str]:
-    """Our models, then RecBole's (the model classes its subpackages export)."""
+    """Our models, then RecBole's (the model classes its subpackages export, and its exlib models,
+    read from their files: importing them needs lightgbm / xgboost)."""
     names = set()
     for sub in _RECBOLE_SUBPACKAGES:
         pkg = importlib.import_module(f"recbole.model.{sub}")
         names.update(n for n, obj in vars(pkg).items()
                      if isinstance(obj, type) and issubclass(obj, AbstractRecommender))
+    for path in glob.glob(os.path.join(os.path.dirname(recbole.__file__), "model", "exlib_recommender", "*.py")):
+        with open(path, encoding="utf-8") as f:
+            names.update(n for n in re.findall(r"^class (\w+)\(", f.read(), flags=re.M)
+                         if n.lower() == os.path.splitext(os.path.basename(path))[0])
     return list(MODELS) + sorted(names - set(MODELS))
 
 
-def check_model(model) -> None:
-    """Raise :class:`UnknownModelError` listing the known models."""
-    if not isinstance(model, str):
-        return
-    if model in MODELS:
-        return
-    try:
-        get_model(model)
-        return
-    except (ValueError, AttributeError, ImportError):  # RecBole may fail importing xgboost / lightgbm
-        pass
+def _exlib_models() -> set[str]:
+    """The lower-case names of RecBole's exlib models (xgboost, lightgbm), from its files."""
+    folder = os.path.join(os.path.dirname(recbole.__file__), "model", "exlib_recommender")
+    return {os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_")}
+
+
+def unknown_model(model) -> UnknownModelError:
+    """The error for a name that is no model: our models, RecBole's, and the closest names."""
     names = known_models()
-    close = difflib.get_close_matches(model, names, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(str(model), names, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise UnknownModelError(f"unknown model {model!r}.{hint} lightning-genrec models: {', '.join(MODELS)}; "
-                            f"RecBole models: {', '.join(n for n in names if n not in MODELS)}.")
+    return UnknownModelError(f"unknown model {model!r}.{hint} lightning-genrec models: {', '.join(MODELS)}; "
+                             f"RecBole models: {', '.join(n for n in names if n not in MODELS)}.")
+
+
+def check_model(model) -> None:
+    """Raise :class:`UnknownModelError` unless ``model`` (a name) is a model RecBole or we have."""
+    if not isinstance(model, str) or model in MODELS:
+        return
+    from recbole.utils import get_model   # RecBole's, as this package installs it (checked_get_model)
+
+    get_model(model)
 
 
 def check_dataset_files(config) -> None:

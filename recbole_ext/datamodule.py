@@ -29,7 +29,8 @@ class RecBoleDataModule(pl.LightningDataModule):
             ``train_batch_size`` (users) and ``eval_batch_size`` read as RecBole's full-ranking
             loader reads it (scores per batch, ``eval_batch_size // n_items`` users, in whole blocks of
             about :data:`~lightning_genrec.data.SCORE_BLOCK` scores for general models; rows, one per user,
-            for RecBole's own sequential models), so both entry points batch alike.
+            for RecBole's own sequential models), so both entry points batch alike.  Under DDP the
+            training batch is Lightning's: each process's (RecBole's door shares one global batch).
         num_workers: ``DataLoader`` workers.
 
     After ``setup()``: ``config`` (RecBole ``Config``), ``data`` (the model's

@@ -20,6 +20,7 @@ import sys
 
 from lightning_genrec.hparams import Hyperparameter
 from lightning_genrec.models import MODELS, GenRecModule
+from recbole_ext import patches
 from recbole_ext.cold_start import COLD_ITEM_SETTINGS
 from recbole_ext.config import config_path
 from recbole_ext.heldout_users import HELDOUT_USER_SETTINGS
@@ -71,6 +72,12 @@ def markdown_table(name: str, specs) -> str:
     return "\n".join(lines)
 
 
+def changes_block() -> str:
+    """The README's table of every change recbole_ext makes to RecBole (:mod:`recbole_ext.patches`)."""
+    name = "RecBole changes"
+    return "\n".join([MD_START.format(name=name), "", patches.markdown_table(), "", MD_END.format(name=name)])
+
+
 def markdown_block(cls: type[GenRecModule]) -> str:
     """The README's table of a model's settings, markers included."""
     return markdown_table(cls.__name__, settings(cls))
@@ -99,6 +106,7 @@ def rendered() -> dict[str, str]:
         text = _replace(text, markdown_block(cls), README)
     for name, specs in PROTOCOLS.items():
         text = _replace(text, markdown_table(name, specs), README)
+    text = _replace(text, changes_block(), README)
     out[README] = text
     return out
 

@@ -47,8 +47,6 @@ import logging
 
 import numpy as np
 import torch
-from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
-from recbole.data.dataset import Dataset
 from recbole.data.interaction import cat_interactions
 from recbole.utils import ModelType
 
@@ -235,21 +233,6 @@ def _check_targets(users, rows, valid_users, test_users, foldin_ratio) -> None:
                                         f"and are not evaluated (nor trained on): {advice}")
 
 
-def _patch_dataset() -> None:
-    original = Dataset.build
-    if getattr(original, "_genrec_heldout", False):
-        return
-
-    def build(self):
-        settings = heldout_user_settings(self.config)
-        if settings is None:
-            return original(self)
-        return _heldout_build(self, settings)
-
-    build._genrec_heldout = True
-    Dataset.build = build
-
-
 def foldin_lists(foldin, uid_field: str, iid_field: str, n_users: int) -> np.ndarray:
     """``(n_users,)`` object array: each held-out user's fold-in items (int64 tensor), ``None`` elsewhere."""
     users, items = foldin[uid_field].numpy(), foldin[iid_field].numpy()
@@ -262,23 +245,16 @@ def foldin_lists(foldin, uid_field: str, iid_field: str, n_users: int) -> np.nda
     return out
 
 
-def _patch_loader() -> None:
-    original_init = FullSortEvalDataLoader.__init__
-    if getattr(original_init, "_genrec_heldout", False):
+def add_foldin_to_histories(loader, dataset) -> None:
+    """A full-ranking loader's held-out users: their fold-in is read, so it is excluded from ranking
+    like a history."""
+    foldin = getattr(dataset, "heldout_foldin", None)
+    if foldin is None or loader.is_sequential:
         return
-
-    def __init__(self, config, dataset, sampler, shuffle=False):
-        original_init(self, config, dataset, sampler, shuffle=shuffle)
-        foldin = getattr(dataset, "heldout_foldin", None)
-        if foldin is None or self.is_sequential:
-            return
-        lists = foldin_lists(foldin, self.uid_field, self.iid_field, dataset.user_num)
-        for uid in self.uid_list.numpy():
-            if lists[uid] is not None:   # the fold-in is read, so it is excluded from ranking like a history
-                self.uid2history_item[uid] = torch.cat([self.uid2history_item[uid], lists[uid]])
-
-    __init__._genrec_heldout = True
-    FullSortEvalDataLoader.__init__ = __init__
+    lists = foldin_lists(foldin, loader.uid_field, loader.iid_field, dataset.user_num)
+    for uid in loader.uid_list.numpy():
+        if lists[uid] is not None:
+            loader.uid2history_item[uid] = torch.cat([loader.uid2history_item[uid], lists[uid]])
 
 
 def with_foldin(dataset):
@@ -322,36 +298,25 @@ def _training_rows(calculate_loss):
         finally:
             self.history_item_id, self.history_item_value = scoring
 
-    wrapped._genrec_heldout = True
     return wrapped
 
 
-def _patch_models() -> None:
+_FOLD_IN = {"EASE": _fold_in_ease, "ItemKNN": _fold_in_itemknn, "MultiVAE": _fold_in_autoencoder,
+            "MultiDAE": _fold_in_autoencoder}
+
+
+def fold_in_models(original, name):
     """After RecBole builds EASE / ItemKNN / MultiVAE / MultiDAE from the training dataset (their
     parameters learned from training users only), give them the held-out users' fold-in rows to
-    score from; the autoencoders, which learn afterwards, keep learning from the training rows."""
-    from recbole.model.general_recommender import EASE, ItemKNN, MultiDAE, MultiVAE
+    score from (``__init__``); the autoencoders, which learn afterwards, keep learning from the
+    training rows (``calculate_loss``)."""
+    if name == "calculate_loss":
+        return _training_rows(original)
+    fold = _FOLD_IN[original.__qualname__.split(".")[0]]
 
-    for cls, fold in ((EASE, _fold_in_ease), (ItemKNN, _fold_in_itemknn), (MultiVAE, _fold_in_autoencoder),
-                      (MultiDAE, _fold_in_autoencoder)):
-        original = cls.__init__
-        if getattr(original, "_genrec_heldout", False):
-            continue
+    def __init__(self, config, dataset):
+        original(self, config, dataset)
+        if getattr(dataset, "heldout_foldin", None) is not None:
+            fold(self, dataset)
 
-        def __init__(self, config, dataset, _original=original, _fold=fold):
-            _original(self, config, dataset)
-            if getattr(dataset, "heldout_foldin", None) is not None:
-                _fold(self, dataset)
-
-        __init__._genrec_heldout = True
-        cls.__init__ = __init__
-        if fold is _fold_in_autoencoder:
-            cls.calculate_loss = _training_rows(cls.calculate_loss)
-
-
-def apply() -> None:
-    """Teach RecBole's ``Dataset.build``, full-sort loader and history-reading models the held-out user
-    protocol."""
-    _patch_dataset()
-    _patch_loader()
-    _patch_models()
+    return __init__

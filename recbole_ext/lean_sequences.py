@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from recbole.data.dataloader.general_dataloader import FullSortEvalDataLoader
-from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType
 
@@ -57,31 +55,32 @@ def _lean_augmentation(dataset) -> None:
     dataset.lean_sequences = True
 
 
-def apply() -> None:
-    """Make ``SequentialDataset`` build lean rows for our sequential models (idempotent)."""
-    original = SequentialDataset.data_augmentation
-    if getattr(original, "_genrec_lean", False):
-        return
-
+def _lean_data_augmentation(original):
     def data_augmentation(self):
         if uses_lean_rows(self.config):
             return _lean_augmentation(self)
         return original(self)
 
-    data_augmentation._genrec_lean = True
-    SequentialDataset.data_augmentation = data_augmentation
+    return data_augmentation
 
-    original_sizes = FullSortEvalDataLoader._init_batch_size_and_step
 
+def _rows_per_eval_batch(original):
     def _init_batch_size_and_step(self):
         cls = MODELS.get(self.config["model"])
         if not (self.is_sequential and cls is not None and getattr(cls, "sequential", False)):
-            return original_sizes(self)
+            return original(self)
         rows = max(self.config["eval_batch_size"] // self._dataset.item_num, 1)   # scores per batch
         self.step = rows
         self.set_batch_size(rows)
 
-    FullSortEvalDataLoader._init_batch_size_and_step = _init_batch_size_and_step
+    return _init_batch_size_and_step
 
 
-__all__ = ["apply", "uses_lean_rows"]
+def lean(original, name):
+    """``SequentialDataset.data_augmentation`` builds lean rows for our sequential models, and the
+    full-sort loader counts their ``eval_batch_size`` in scores (as for general models)."""
+    return {"data_augmentation": _lean_data_augmentation,
+            "_init_batch_size_and_step": _rows_per_eval_batch}[name](original)
+
+
+__all__ = ["lean", "uses_lean_rows"]

@@ -32,13 +32,10 @@ import os
 import torch
 import torch.distributed as dist
 from lightning_fabric.plugins.environments import ClusterEnvironment
-from recbole.config import Config
-from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
-from recbole.evaluator import Evaluator
-from recbole.trainer import Trainer
 
 from lightning_genrec.data import ShardSampler
 from lightning_genrec.errors import ConfigError
+from recbole_ext import patches
 
 #: what each process collected for the metrics, one entry per user evaluated (the rest is the same
 #: on every process: item counts, the number of items, ...)
@@ -119,10 +116,9 @@ def _gpus_usable(config) -> bool:
     return bool(gpu_id) and torch.cuda.is_available() and bool(config["use_gpu"])
 
 
-def _patch_init_device() -> None:
-    original = Config._init_device
-    if getattr(original, "_genrec_processes", False):
-        return
+def cpu_init_device(original, name):
+    """``Config._init_device``: a lightning-genrec model's processes join with gloo on the CPU when
+    no GPU is usable; RecBole's own models get :func:`cpu_processes_refused` there."""
 
     def _init_device(self):
         d = self.final_config_dict
@@ -140,15 +136,10 @@ def _patch_init_device() -> None:
         if d["local_rank"] != 0:
             d["state"], d["show_progress"], d["verbose"] = "error", False, False
 
-    _init_device._genrec_processes = True
-    Config._init_device = _init_device
+    return _init_device
 
 
-def _patch_eval_loaders() -> None:
-    original = AbstractDataLoader.__init__
-    if getattr(original, "_genrec_processes", False):
-        return
-
+def _unpadded_eval_loaders(original):
     def __init__(self, config, dataset, sampler, shuffle=False):
         original(self, config, dataset, sampler, shuffle)
         if several_processes(config) and not shuffle and isinstance(self.sampler, torch.utils.data.DistributedSampler):
@@ -158,36 +149,44 @@ def _patch_eval_loaders() -> None:
             self.batch_sampler.sampler = unpadded
             object.__setattr__(self, "sampler", unpadded)
 
-    __init__._genrec_processes = True
-    AbstractDataLoader.__init__ = __init__
+    return __init__
 
 
-def _patch_evaluator() -> None:
-    original = Evaluator.evaluate
-    if getattr(original, "_genrec_processes", False):
-        return
-
+def _gathered_evaluate(original):
     def evaluate(self, dataobject):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dataobject = gather_struct(dataobject)
         return original(self, dataobject)
 
-    evaluate._genrec_processes = True
-    Evaluator.evaluate = evaluate
+    return evaluate
 
 
-def _patch_map_reduce() -> None:
-    original = Trainer._map_reduce
-    if getattr(original, "_genrec_processes", False):
-        return
+def _map_reduce(self, result, num_sample):
+    # the evaluator computed the metrics on every process's users already (gather_struct): every process
+    # holds the same result, which RecBole's averaging (weighted by batches, in float32) would only blur
+    return {key: round(float(value), self.config["metric_decimal_place"]) for key, value in result.items()}
 
-    def _map_reduce(self, result, num_sample):
-        # the evaluator computed the metrics on every process's users already (gather_struct): every process
-        # holds the same result, which RecBole's averaging (weighted by batches, in float32) would only blur
-        return {key: round(float(value), self.config["metric_decimal_place"]) for key, value in result.items()}
 
-    _map_reduce._genrec_processes = True
-    Trainer._map_reduce = _map_reduce
+def one_process_evaluation(original, name):
+    """Evaluation in several processes equal to one process's: unpadded shards
+    (``AbstractDataLoader.__init__``), metrics computed once on every process's users
+    (``Evaluator.evaluate``), and no second averaging (``Trainer._map_reduce``)."""
+    if name == "_map_reduce":
+        return _map_reduce
+    return {"__init__": _unpadded_eval_loaders, "evaluate": _gathered_evaluate}[name](original)
+
+
+def run_recboles(rank, *args):
+    """RecBole's ``run_recboles`` (one of the processes ``recbole.quick_start.run(nproc=N)`` spawns),
+    defined here so that a spawned process, which unpickles this function by its module, imports
+    ``recbole_ext`` (and so its fixes) before RecBole imports ray."""
+    import recbole.quick_start  # noqa: F401  (installs this change, recording RecBole's function)
+
+    return patches.ORIGINAL["recbole.quick_start.quick_start:run_recboles"](rank, *args)
+
+
+def spawned_run_recboles(original, name):
+    return run_recboles
 
 
 def gather_struct(struct):
@@ -201,12 +200,4 @@ def gather_struct(struct):
     return struct
 
 
-def apply() -> None:
-    """Install the multi-process fixes (idempotent)."""
-    _patch_init_device()
-    _patch_eval_loaders()
-    _patch_evaluator()
-    _patch_map_reduce()
-
-
-__all__ = ["ONE_PROCESS", "PER_USER_KEYS", "RecBoleProcesses", "apply", "cpu_processes_refused", "gather_struct", "global_rank", "several_processes"]
+__all__ = ["ONE_PROCESS", "PER_USER_KEYS", "RecBoleProcesses", "cpu_processes_refused", "gather_struct", "global_rank", "several_processes"]

@@ -2,7 +2,7 @@
 
 Same arguments and result dict as ``recbole.quick_start.run_recbole`` / ``run`` (which also
 work after ``import recbole_ext``), plus ``comet_archive`` where an offline Comet archive was
-written.  Works for RecBole's own models too.
+written and ``train_steps`` (a lightning-genrec model's optimizer steps, per process).  Works for RecBole's own models too.
 """
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "comet_archive": getattr(trainer, "comet_archive", None),
+        # optimizer steps of a lightning-genrec model's training (per process: the same on each)
+        "train_steps": getattr(getattr(trainer, "lightning_trainer", None), "global_step", None),
         "saved_model_file": trainer.saved_model_file if saved else None,
     }
 

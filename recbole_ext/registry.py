@@ -5,18 +5,15 @@ For each model in ``lightning_genrec.models.MODELS`` one generic adapter class
 where ``recbole.utils.get_model`` looks -- a real module object
 ``recbole.model.general_recommender.<name>`` in ``sys.modules`` -- and the
 generic bridge trainer is exposed as ``recbole.trainer.<Name>Trainer``, where
-``get_trainer`` looks.  Patching ``get_model`` itself would not work: RecBole
-binds it at import time.
+``get_trainer`` looks (:mod:`recbole_ext.patches` installs both, as :func:`registered`).
 """
 from __future__ import annotations
 
 import importlib.machinery
-import sys
 import types
 from dataclasses import dataclass
 
 import numpy as np
-import recbole.trainer
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
@@ -134,26 +131,30 @@ def adapter_class(name: str) -> type[GenRecAdapter]:
     return _ADAPTERS[name]
 
 
-def register(name: str, lightning_class: type[GenRecModule]) -> type[GenRecAdapter]:
-    """Make ``run_recbole(model=name)`` build ``lightning_class`` and train it with Lightning."""
-    module_name = f"recbole.model.general_recommender.{name.lower()}"
-    model_type = ModelType.SEQUENTIAL if lightning_class.sequential else ModelType.GENERAL
-    adapter = type(name, (GenRecAdapter,), {"lightning_class": lightning_class, "__module__": module_name,
-                                            "__doc__": lightning_class.__doc__, "type": model_type})
-    module = types.ModuleType(module_name, f"lightning-genrec's {name}, registered for RecBole.")
-    module.__spec__ = importlib.machinery.ModuleSpec(module_name, None)
+def adapter_module(name: str, lightning_class: type[GenRecModule]) -> types.ModuleType:
+    """The module ``recbole.model.general_recommender.<name>`` holding the RecBole class of
+    ``lightning_class`` (what ``get_model(name)`` imports); made once per name."""
+    if name not in _ADAPTERS:
+        module_name = f"recbole.model.general_recommender.{name.lower()}"
+        model_type = ModelType.SEQUENTIAL if lightning_class.sequential else ModelType.GENERAL
+        _ADAPTERS[name] = type(name, (GenRecAdapter,), {"lightning_class": lightning_class, "__module__": module_name,
+                                                        "__doc__": lightning_class.__doc__, "type": model_type})
+    adapter = _ADAPTERS[name]
+    module = types.ModuleType(adapter.__module__, f"lightning-genrec's {name}, registered for RecBole.")
+    module.__spec__ = importlib.machinery.ModuleSpec(adapter.__module__, None)
     setattr(module, name, adapter)
-    sys.modules[module_name] = module
-    setattr(recbole.trainer, f"{name}Trainer", LightningTrainer)
-    _ADAPTERS[name] = adapter
-    return adapter
+    return module
 
 
-def register_all() -> None:
-    for name, cls in MODELS.items():
-        if name not in _ADAPTERS:
-            register(name, cls)
+def registered(original, name):
+    """What RecBole's lookups find for our models: ``sys.modules[recbole.model.general_recommender.<model>]``
+    (``get_model``) and ``recbole.trainer.<Model>Trainer`` (``get_trainer``: the bridge trainer)."""
+    if name.endswith("Trainer"):
+        return LightningTrainer
+    module_name = name[len("modules["):-1]
+    model = next(m for m in MODELS if module_name.endswith("." + m.lower()))
+    return adapter_module(model, MODELS[model])
 
 
-__all__ = ["MODELS", "GenRecAdapter", "adapter_class", "hparams_from_config", "is_genrec_model", "register",
-           "register_all"]
+__all__ = ["MODELS", "GenRecAdapter", "adapter_class", "adapter_module", "hparams_from_config", "is_genrec_model",
+           "registered"]

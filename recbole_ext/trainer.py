@@ -173,8 +173,10 @@ class LightningTrainer(Trainer):
             check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
             limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir, **self._devices())
         world, rank = self.lightning_trainer.world_size, self.lightning_trainer.global_rank
+        # train_batch_size is RecBole's global batch: the processes share each one (SharedBatches)
         self.lightning_trainer.fit(
-            module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"]),
+            module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"],
+                                 world_size=world, rank=rank),
             eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items,
                                                            block=not module.sequential),
                         world_size=world, rank=rank) if validate else None)
@@ -233,7 +235,8 @@ class LightningTrainer(Trainer):
             return {"devices": 1}
         env = RecBoleProcesses(self.config)
         return {"devices": int(self.config["nproc"]), "num_nodes": env.num_nodes,
-                "strategy": DDPStrategy(cluster_environment=env)}
+                "strategy": DDPStrategy(cluster_environment=env),
+                "use_distributed_sampler": False}   # the loaders shard themselves (fit)
 
     def _register_training_counts(self) -> None:
         """Give RecBole's collector the training statistics Novelty (and RecBole's popularity

@@ -72,6 +72,16 @@ def test_kl_clock_counts_minibatches_of_all_processes():
     model._trainer = SimpleNamespace(world_size=2, global_step=15)   # the same data read by 2 processes
     assert model.minibatches_seen() == 30
     assert model.kl_weight() == pytest.approx(one_process) == pytest.approx(0.3)
+    # RecBole's door: the processes share each batch of train_batch_size (SharedBatches), so each takes
+    # the steps of one process, and one step is one minibatch read in all
+    from torch.utils.data import DataLoader
+
+    from lightning_genrec.data import SharedBatches
+
+    shared = DataLoader(range(64), batch_sampler=SharedBatches(64, 16, world_size=2, rank=1))
+    model._trainer = SimpleNamespace(world_size=2, global_step=30, train_dataloader=shared)
+    assert model.minibatches_seen() == 30
+    assert model.kl_weight() == pytest.approx(one_process)
 
 
 def test_epoch_clock_gives_the_same_beta_per_pass_whatever_the_batch_size(tiny_config, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_ext import compat
+from recbole_ext import compat, patches
 from lightning_genrec.errors import DatasetNotFoundError
 
 from conftest import FAST
@@ -89,21 +89,26 @@ def test_missing_dataset_fails_fast_instead_of_downloading(tmp_path):
     assert time.perf_counter() - start < 5
 
 
-def test_explicit_data_path_is_honoured_for_ml100k(tmp_path):
+def test_data_path_for_ml100k_as_recbole_unless_it_holds_one(tmp_path):
+    # RecBole reads ml-100k from its wheel whatever data_path says; a data_path holding an ml-100k is used
     from recbole.config import Config
 
-    config = Config(model="Pop", dataset="ml-100k", config_dict=dict(FAST, data_path=str(tmp_path)))
-    assert config["data_path"] == os.path.join(str(tmp_path), "ml-100k")
     default = Config(model="Pop", dataset="ml-100k", config_dict=FAST)
-    assert os.path.isfile(os.path.join(default["data_path"], "ml-100k.inter"))
+    shipped = default["data_path"]
+    assert os.path.isfile(os.path.join(shipped, "ml-100k.inter"))
+    elsewhere = Config(model="Pop", dataset="ml-100k", config_dict=dict(FAST, data_path=str(tmp_path)))
+    assert elsewhere["data_path"] == shipped                       # RecBole's test_data_path relies on this
+    (tmp_path / "ml-100k").mkdir()
+    mine = Config(model="Pop", dataset="ml-100k", config_dict=dict(FAST, data_path=str(tmp_path)))
+    assert mine["data_path"] == os.path.join(str(tmp_path), "ml-100k")
 
 
 def test_apply_is_idempotent():
     from recbole.evaluator.collector import Collector
 
     before = Collector.get_data_struct
-    compat.apply()
-    compat._collector_fix()
+    patches.apply()
+    patches.install("collector")
     assert Collector.get_data_struct is before
 
 
@@ -200,3 +205,29 @@ def test_item12_leaves_a_time_field_read_as_a_numerical_feature_to_recbole(tmp_p
     train, _, _ = create_dataset(config).build()
     times = train.inter_feat["timestamp"]
     assert times.dtype == torch.float32 and times.shape == (len(train.inter_feat), 2)
+
+
+@pytest.mark.parametrize("name", ["LightGCN", "NGCF", "SpectralCF", "GCMC"])
+def test_recbole_graph_models_build_and_train_on_todays_scipy(tiny_config, name):
+    # RecBole #2034: the graph models build their adjacency with dok_matrix._update, which scipy 1.13 removed;
+    # the whole graph must be there (every training pair, both directions) and a step must learn
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, init_seed
+
+    config = Config(model=name, dataset="tiny", config_dict=dict(tiny_config, epochs=1))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model(name)(config, train._dataset)
+    pairs = train._dataset.inter_matrix(form="coo").nnz
+    graph = getattr(model, "get_laplacian_matrix" if name == "SpectralCF" else "get_norm_adj_mat")()
+    parts = graph if isinstance(graph, (list, tuple)) else [graph]
+    edges = sum(int(g.coalesce().indices().shape[1]) for g in parts)
+    assert edges >= 2 * pairs    # both directions of every training pair (SpectralCF adds the identity)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = model.calculate_loss(next(iter(train)).to(config["device"]))
+    assert torch.isfinite(loss)
+    loss.backward()
+    optimizer.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))

@@ -67,6 +67,40 @@ def test_unknown_model_lists_known_models(tiny_config):
     assert "MVAE" in message and "MultiVAE" in message and "Did you mean MVAE" in message
 
 
+@pytest.mark.parametrize("name, close", [("MVAEE", "MVAE"), ("multivae", "MultiVAE"), ("LightGBN", "LightGCN, LightGBM")])
+def test_recboles_own_get_model_names_an_unknown_model(tiny_config, name, close):
+    # RecBole's own search falls through to its exlib models and failed importing lightgbm (or, with it,
+    # said only that the name is not a model); every one of RecBole's doors gives our error
+    from recbole.config import Config
+    from recbole.quick_start import run_recbole
+    from recbole.utils import get_model
+
+    for call in (lambda: get_model(name), lambda: Config(model=name, dataset="tiny", config_dict=tiny_config),
+                 lambda: run_recbole(model=name, dataset="tiny", config_dict=tiny_config)):
+        with pytest.raises(UnknownModelError, match=f"unknown model {name!r}. Did you mean {close}") as err:
+            call()
+        assert "lightning-genrec models: MVAE" in str(err.value) and "RecBole models: ADMMSLIM" in str(err.value)
+    assert get_model("MultiVAE").__name__ == "MultiVAE" and get_model("MVAE").__name__ == "MVAE"
+
+
+@pytest.mark.parametrize("words, named", [
+    (["foo", "--checkpoint", "x", "--port", "1"], "did not understand 'foo' '--checkpoint' 'x'"),
+    (["--model=MVAE", "--epochs", "20"], "did not understand '--epochs' '20' (did you mean --epochs=20?)"),
+    (["hyper", "--model=MVAE", "extra"], "lightning-genrec hyper: error: did not understand 'extra'"),
+])
+def test_words_the_command_line_does_not_understand_are_an_error_not_a_run(monkeypatch, capsys, words, named):
+    from recbole_ext.__main__ import main
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a training run started")
+
+    monkeypatch.setattr(recbole_ext, "run", no_run)
+    monkeypatch.setattr("recbole_ext.__main__.run_hyper", no_run)
+    assert main(words) == 2
+    err = capsys.readouterr().err
+    assert named in err and "the subcommands are recommend and hyper" in err and err.count("\n") == 1
+
+
 def test_missing_dataset_and_atomic_files_are_named(tiny_config, tmp_path):
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         make_config("MVAE", "nowhere", config_dict=dict(tiny_config, data_path=str(tmp_path)))

@@ -22,7 +22,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_genrec.annealing import SCHEDULES, kl_weight
-from lightning_genrec.data import InteractionData
+from lightning_genrec.data import InteractionData, SharedBatches
 from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, flag, int_list, integer, number, resolve,
                                       sized_from_data)
@@ -283,8 +283,10 @@ class VAEModule(GenRecModule):
       and for any number of processes (each reads its equal share of every epoch);
     * minibatches of ``train_batch_size`` examples read so far by all processes together
       (``total_anneal_steps``, Liang et al.'s unit): ``global_step`` (this process's optimizer
-      steps, which Lightning keeps in every checkpoint) times the number of processes, so beta
-      reaches its cap after the same amount of data whatever the number of processes.
+      steps, which Lightning keeps in every checkpoint) times the minibatches a step reads
+      (:meth:`minibatches_per_step`: the number of processes under Lightning's DDP, one where they
+      share each batch), so beta reaches its cap after the same amount of data whatever the
+      number of processes.
 
     With ``stop_after_anneal`` (MVAE's default) and a linear schedule, early stopping does not end
     training before beta has reached ``anneal_cap``: the fit loop's ``min_epochs`` is raised to
@@ -311,11 +313,19 @@ class VAEModule(GenRecModule):
     end of the epoch after the one it was made in.  Nothing is held without a plateau rule or without
     anything that keeps a best epoch.  A held request is kept in checkpoints."""
 
+    def minibatches_per_step(self) -> int:
+        """Minibatches of ``train_batch_size`` one optimizer step reads: one per process, as Lightning's
+        DDP batches (each process its own minibatch), or one in all when the processes share each
+        batch (:class:`~lightning_genrec.data.SharedBatches`, RecBole's convention)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return 1
+        loader = getattr(trainer, "train_dataloader", None)
+        return 1 if isinstance(getattr(loader, "batch_sampler", None), SharedBatches) else trainer.world_size
+
     def minibatches_seen(self) -> int:
         """Minibatches read so far by all processes together (the step clock)."""
-        trainer = self._trainer
-        world = trainer.world_size if trainer is not None else 1
-        return self.global_step * world
+        return self.global_step * self.minibatches_per_step()
 
     def epochs_seen(self) -> float:
         """Passes over the training data so far (the epoch clock): whole epochs plus the share of
@@ -353,7 +363,7 @@ class VAEModule(GenRecModule):
         batches = getattr(self._trainer, "num_training_batches", 0) if self._trainer is not None else 0
         if not batches or math.isinf(batches):
             return None
-        return h.anneal_cap * h.total_anneal_steps / (batches * self._trainer.world_size)
+        return h.anneal_cap * h.total_anneal_steps / (batches * self.minibatches_per_step())
 
     def on_train_start(self):
         if not self.hparams.get("stop_after_anneal"):
