@@ -36,7 +36,7 @@ import lightning_genrec
 from lightning_genrec.content import ContentData, missing_content_message
 from lightning_genrec.data import InteractionData
 from lightning_genrec.errors import ConfigError, DatasetNotFoundError, UnknownModelError
-from lightning_genrec.hparams import integer, setting
+from lightning_genrec.hparams import choice, integer, setting
 from lightning_genrec.item_ranking import ITEM_METRICS
 from lightning_genrec.metrics import ALL_METRICS
 from lightning_genrec.models import CFGAN, MODELS, GenRecModule
@@ -46,6 +46,9 @@ from recbole_ext.cold_start import COLD_ITEM_SETTINGS, cold_item_settings
 from recbole_ext.compat import data_path_for_ml100k
 from recbole_ext.heldout_users import HELDOUT_USER_SETTINGS, heldout_user_settings
 
+#: Lightning's precision settings the bridge trainer passes on (the ``precision`` key)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+
 #: RecBole's training keys that the bridge trainer reads, checked like hyperparameters (their defaults
 #: live in configs/trainer.yaml and the model YAMLs; ``None`` here only means "not declared here")
 TRAINING_SETTINGS = tuple(setting(h) for h in (
@@ -53,6 +56,7 @@ TRAINING_SETTINGS = tuple(setting(h) for h in (
     integer("stopping_step", None, "validations without improvement before stopping.", low=0),
     integer("train_batch_size", None, "training examples per batch."),
     integer("eval_batch_size", None, "scores per evaluation batch."),
+    choice("precision", None, PRECISIONS, "Lightning's precision setting for training and validation."),
 ))
 
 # set while make_config builds the config of a RecBoleDataModule: the user's callbacks select epochs there,

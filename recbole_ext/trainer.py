@@ -9,7 +9,8 @@ checkpoint of the best epoch.  ``evaluate`` is
 RecBole's own, so test results come from RecBole's evaluator.
 
 Config keys it reads besides RecBole's: ``comet`` (bool, log to Comet),
-``comet_project``, ``comet_offline_directory``.  For models with item -> users
+``comet_project``, ``comet_offline_directory``, ``precision`` (Lightning's; RecBole's ``use_gpu`` and
+``gpu_id`` decide the device, as for RecBole's own models).  For models with item -> users
 metrics on (LARA; any model with ``item_metrics: true``) ``evaluate`` adds
 ``item_precision@K``, ``item_ndcg@K`` and ``item_map@K`` to RecBole's result.
 """
@@ -168,6 +169,7 @@ class LightningTrainer(Trainer):
                                         if isinstance(v, (int, float, str, bool, list))})
         self.lightning_trainer = pl.Trainer(
             max_epochs=self.epochs, accelerator="gpu" if self.device.type == "cuda" else "cpu",
+            precision=self.config["precision"] or "32-true",
             logger=self.comet if self.comet is not None else False, callbacks=[progress],
             enable_checkpointing=False, enable_progress_bar=show_progress, enable_model_summary=False,
             check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,

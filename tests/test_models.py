@@ -51,12 +51,15 @@ def _test_batch(dm):
     return dm.data.rows(users, "test")
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize("name", NAMES)
-def test_one_batch_fit_has_a_finite_loss_and_moves_the_weights(name, tiny_config, tmp_path):
+def test_one_batch_fit_has_a_finite_loss_and_moves_the_weights(name, tiny_config, tmp_path, precision):
+    # bf16-mixed: Lightning's autocast, here on the CPU (the setting GPU users train with)
     dm = _datamodule(name, tiny_config)
     model = _model(name, dm)
     before = [p.detach().clone() for p in model.parameters()]
-    _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1).fit(model, datamodule=dm)
+    _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1, precision=precision).fit(
+        model, datamodule=dm)
     assert math.isfinite(float(model.trainer.callback_metrics["train/loss_epoch"]))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 

@@ -241,3 +241,22 @@ def test_returned_and_saved_model_is_the_best_epoch(tiny_config):
     assert saved["epoch"] == scores.index(max(scores))
     for key, value in model.state_dict().items():
         assert torch.equal(saved["state_dict"][key], value), key
+
+
+def test_the_precision_key_reaches_lightning_and_is_checked(tiny_config, monkeypatch):
+    import pytorch_lightning as pl
+
+    seen = {}
+    init = pl.Trainer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        seen.update(kwargs)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "__init__", recording_init)
+    result = recbole_ext.run_recbole(model="MVAE", dataset="tiny", config_dict=dict(tiny_config, epochs=1,
+                                                                                      precision="bf16-mixed"))
+    assert seen["precision"] == "bf16-mixed" and seen["accelerator"] == "cpu"     # use_gpu: False
+    assert 0 < result["test_result"]["ndcg@10"] <= 1
+    with pytest.raises(ConfigError, match="precision"):
+        make_config("MVAE", "tiny", config_dict=dict(tiny_config, precision="bf17"))
