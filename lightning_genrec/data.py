@@ -147,8 +147,11 @@ class NonZeros(NamedTuple):
     def to(self, *args, **kwargs) -> "NonZeros":
         """``Tensor.to`` for a batch: the values as asked (device, dtype); the indices follow to
         the values' device and stay integers."""
+        if self.values.device.type == "cpu":      # host -> device: from a pinned batch the GPU need not wait
+            kwargs.setdefault("non_blocking", True)
         values = self.values.to(*args, **kwargs)
-        rows, cols, offsets = (t.to(values.device) for t in (self.rows, self.cols, self.offsets))
+        rows, cols, offsets = (t.to(values.device, non_blocking=kwargs.get("non_blocking", False))
+                               for t in (self.rows, self.cols, self.offsets))
         return NonZeros(rows, cols, values, offsets, self.width)
 
     def to_dense(self) -> torch.Tensor:
@@ -395,19 +398,21 @@ class SharedBatches(Sampler):
 
 
 def train_loader(data, batch_size: int, shuffle: bool = True, num_workers: int = 0,
-                 seed: int | None = None, world_size: int = 1, rank: int = 0) -> DataLoader:
+                 seed: int | None = None, world_size: int = 1, rank: int = 0, pin_memory: bool = False) -> DataLoader:
     """One epoch over ``data.train_examples()`` (MVAE: one row per user with training
     interactions; SVAE: one window of each user's sequence).  With ``world_size > 1``,
     ``batch_size`` is the batch of all processes together (:class:`SharedBatches`); a
-    ``DataLoader`` given to Lightning's DDP as it is counts ``batch_size`` per process instead."""
+    ``DataLoader`` given to Lightning's DDP as it is counts ``batch_size`` per process instead.
+    ``pin_memory``: batches in page-locked memory, copied to a GPU without stalling it."""
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     examples = data.train_examples()
     # a single example (a GAN round) is not shuffled: shuffling would only consume random numbers
     shuffle = shuffle and len(examples) > 1
     if world_size > 1:
         return DataLoader(_Users(examples), collate_fn=_Collate(data, None), num_workers=num_workers,
-                          batch_sampler=SharedBatches(len(examples), batch_size, world_size, rank, shuffle, generator))
-    return DataLoader(_Users(examples), batch_size=batch_size, shuffle=shuffle,
+                          batch_sampler=SharedBatches(len(examples), batch_size, world_size, rank, shuffle, generator),
+                          pin_memory=pin_memory)
+    return DataLoader(_Users(examples), batch_size=batch_size, shuffle=shuffle, pin_memory=pin_memory,
                       collate_fn=_Collate(data, None), num_workers=num_workers, generator=generator)
 
 
@@ -431,10 +436,10 @@ def users_per_eval_batch(eval_batch_size: int, n_items: int, block: bool = True)
 
 
 def eval_loader(data, phase: str, batch_size: int, num_workers: int = 0,
-                world_size: int = 1, rank: int = 0) -> DataLoader:
+                world_size: int = 1, rank: int = 0, pin_memory: bool = False) -> DataLoader:
     """Rows of the users RecBole evaluates in ``phase`` (``batch_size`` users a batch);
     sharded without padding when ``world_size > 1``."""
     users = _Users(data.split(phase).users)
     sampler = ShardSampler(users, world_size, rank) if world_size > 1 else None
-    return DataLoader(users, batch_size=batch_size, shuffle=False, sampler=sampler,
+    return DataLoader(users, batch_size=batch_size, shuffle=False, sampler=sampler, pin_memory=pin_memory,
                       collate_fn=_Collate(data, phase), num_workers=num_workers)

@@ -230,14 +230,17 @@ def phase_item_metrics(data, phase: str, item_scores: ItemScores, topk: Sequence
 def user_score_blocks(score: UserScores, data, phase: str, items: np.ndarray,
                       cells: int = CELLS) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """``(users, scores)`` for every user but the padding id, about ``cells / I`` at a time:
-    ``score(data.rows(users, phase))``'s (B, I) rows, of which the ``items`` columns (B, C)."""
+    ``score(data.user_batch(users, phase))``'s (B, I) rows (the model's input only: no dense
+    masks to build and copy), of which the ``items`` columns (B, C)."""
     step = max(1, cells // data.n_items)
     users = np.arange(1, data.n_users)
+    columns = torch.as_tensor(items, dtype=torch.long)
     with torch.no_grad():
         for a in range(0, len(users), step):
             batch = users[a:a + step]
-            rows = score(data.rows(batch, phase))                                  # (B, I)
-            yield batch, rows[:, torch.as_tensor(items, dtype=torch.long, device=rows.device)]
+            rows = score(data.user_batch(batch, phase))                            # (B, I)
+            columns = columns.to(rows.device)                                      # copied once
+            yield batch, rows[:, columns]
 
 
 def phase_item_metrics_from_users(data, phase: str, score: UserScores, topk: Sequence[int],

@@ -76,15 +76,15 @@ class TopKMetrics(Metric):
         if scores.shape != target.shape or scores.shape[1] != self.n_items:
             raise ValueError(f"scores {tuple(scores.shape)} and target {tuple(target.shape)} must both be "
                              f"(users, {self.n_items})")
+        # a user without positives counts nowhere: weighted by ``keep`` instead of filtered out, so no
+        # step depends on how many there are (a boolean index would make a GPU wait for its count)
         target = target.bool()
-        keep = target.any(dim=1)
-        scores, target = scores[keep], target[keep]
-        if scores.shape[0] == 0:
-            return
+        keep = target.any(dim=1)                                            # (B,)
+        weight = keep.to(torch.float64)
         kmax = self.topk[-1]
         top = torch.topk(scores, kmax, dim=1).indices                       # (B, K)
         hits = target.gather(1, top).to(torch.float64)                      # (B, K)
-        n_pos = target.sum(dim=1).to(torch.float64)                         # (B,)
+        n_pos = target.sum(dim=1).to(torch.float64).clamp(min=1.0)          # (B,) 1 where there are none
         ranks = torch.arange(1, kmax + 1, device=scores.device, dtype=torch.float64)
         discount = 1.0 / torch.log2(ranks + 1.0)                            # (K,)
         dcg = torch.cumsum(hits * discount, dim=1)                          # (B, K)
@@ -105,9 +105,10 @@ class TopKMetrics(Metric):
             self.mrr_sum[j] += torch.where(first_hit < k, 1.0 / (first_hit + 1).double(),
                                            torch.zeros_like(n_pos)).sum()
             if self._self_info is not None:
-                self.novelty_sum[j] += mean_info[:, k - 1].sum()
-            self.exposure[j] += torch.bincount(top[:, :k].reshape(-1), minlength=self.n_items)
-        self.n_users += scores.shape[0]
+                self.novelty_sum[j] += (mean_info[:, k - 1] * weight).sum()
+            # index_add_, not bincount: on a GPU bincount reads the largest index back to the host
+            self.exposure[j].index_add_(0, top[:, :k].reshape(-1), keep.long().repeat_interleave(k))
+        self.n_users += weight.sum()
 
     def compute(self) -> dict[str, torch.Tensor]:  # noqa: D102
         out = {}

@@ -283,7 +283,8 @@ class SequenceData:
             seqs.append(full[s:end + self.lookahead])          # inputs, then the targets past the window
             lengths.append(end - s)
         return {"user": torch.from_numpy(users[np.asarray(examples, dtype=np.int64)]), "seq": pad(seqs),
-                "length": torch.tensor(lengths, dtype=torch.int64)}
+                "length": torch.tensor(lengths, dtype=torch.int64),
+                "steps": max(lengths, default=0)}     # a host int: the model need not read the device for it
 
     # -- evaluation ----------------------------------------------------------------
     def rows(self, users, phase: str) -> dict[str, torch.Tensor]:

@@ -96,14 +96,21 @@ class RecBoleDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def _pin(self) -> bool:
+        """Page-locked batches when the trainer's device is a GPU (copied without stalling it)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def train_dataloader(self):
-        return train_loader(self.data, self.train_batch_size, num_workers=self.num_workers)
+        return train_loader(self.data, self.train_batch_size, num_workers=self.num_workers, pin_memory=self._pin())
 
     def val_dataloader(self):
-        return eval_loader(self.data, "valid", self.eval_batch_size, self.num_workers, *self._shards())
+        return eval_loader(self.data, "valid", self.eval_batch_size, self.num_workers, *self._shards(),
+                           pin_memory=self._pin())
 
     def test_dataloader(self):
-        return eval_loader(self.data, "test", self.eval_batch_size, self.num_workers, *self._shards())
+        return eval_loader(self.data, "test", self.eval_batch_size, self.num_workers, *self._shards(),
+                           pin_memory=self._pin())
 
 
 __all__ = ["RecBoleDataModule"]

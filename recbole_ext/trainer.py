@@ -175,13 +175,14 @@ class LightningTrainer(Trainer):
             check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
             limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir, **self._devices())
         world, rank = self.lightning_trainer.world_size, self.lightning_trainer.global_rank
+        pin = self.device.type == "cuda"
         # train_batch_size is RecBole's global batch: the processes share each one (SharedBatches)
         self.lightning_trainer.fit(
             module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"],
-                                 world_size=world, rank=rank),
+                                 world_size=world, rank=rank, pin_memory=pin),
             eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items,
                                                            block=not module.sequential),
-                        world_size=world, rank=rank) if validate else None)
+                        world_size=world, rank=rank, pin_memory=pin) if validate else None)
         module.to(self.device)
 
         best_epoch = self.lightning_trainer.current_epoch - 1

@@ -45,6 +45,21 @@ def test_users_without_positives_are_skipped_and_miss_scores_zero():
     assert "novelty@1" not in r  # no popularity given
 
 
+def test_a_user_without_positives_adds_nothing_to_novelty_or_exposure():
+    # such a row is weighted out, not filtered (no data-dependent shape on a GPU): its top items, here
+    # different from the other user's, must not reach coverage, Gini or Novelty
+    scores = torch.tensor([[-math.inf, 3.0, 2.0, 1.0], [-math.inf, 1.0, 2.0, 3.0]])
+    target = torch.tensor([[0, 0, 0, 1], [0, 0, 0, 0]], dtype=torch.bool)
+    counts = torch.tensor([0, 4, 2, 1])
+    both = TopKMetrics(4, topk=[1, 2], item_counts=counts, n_train_users=4)
+    both.update(scores, target)
+    alone = TopKMetrics(4, topk=[1, 2], item_counts=counts, n_train_users=4)
+    alone.update(scores[:1], target[:1])
+    assert float(both.n_users) == 1 and torch.equal(both.exposure, alone.exposure)
+    for key, value in alone.compute().items():
+        assert float(both.compute()[key]) == float(value), key
+
+
 def test_gini_extremes():
     assert float(gini_index(torch.tensor([5, 5, 5, 5]))) == pytest.approx(0.0)
     assert float(gini_index(torch.tensor([0, 0, 0, 12]))) == pytest.approx(0.75)  # (n-1)/n

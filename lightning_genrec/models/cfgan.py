@@ -185,9 +185,10 @@ def _row_entries(indptr: torch.Tensor, indices: torch.Tensor, idx: torch.Tensor)
     starts, ends = indptr[idx], indptr[idx + 1]
     lengths = ends - starts
     offsets = torch.cumsum(lengths, 0) - lengths
-    row_of = torch.repeat_interleave(torch.arange(len(idx), device=idx.device), lengths)
-    first = torch.repeat_interleave(starts - offsets, lengths)
-    cols = indices[first + torch.arange(int(lengths.sum()), device=idx.device)]
+    total = int(lengths.sum())            # the one host read: the entries' count sizes every tensor below
+    row_of = torch.repeat_interleave(torch.arange(len(idx), device=idx.device), lengths, output_size=total)
+    first = torch.repeat_interleave(starts - offsets, lengths, output_size=total)
+    cols = indices[first + torch.arange(total, device=idx.device)]
     return row_of, cols, offsets
 
 
@@ -337,8 +338,9 @@ class CFGAN(RoundGAN):
             return d_loss_fn(self.discriminator, entries, fake * mask)
 
         self.toggle_optimizer(opt_d)
-        d_losses = [self.step(opt_d, d_loss, idx, "discriminator")
-                    for idx in self.minibatches(len(rows), h.d_batch_size, h.d_steps, g)]
+        d_losses = self.pass_losses([self.step(opt_d, d_loss, idx)
+                                     for idx in self.minibatches(len(rows), h.d_batch_size, h.d_steps, g)],
+                                    "discriminator")
         self.untoggle_optimizer(opt_d)
 
         # generator: fool D on the masked rows, and push the ZR entries to 0; D held fixed
@@ -348,8 +350,9 @@ class CFGAN(RoundGAN):
             return g_loss_fn(self.discriminator, entries, self.generator(entries), mask, zr, h.zr_coefficient)
 
         self.toggle_optimizer(opt_g)
-        g_losses = [self.step(opt_g, g_loss, idx, "generator")
-                    for idx in self.minibatches(len(rows), h.g_batch_size, h.g_steps, g)]
+        g_losses = self.pass_losses([self.step(opt_g, g_loss, idx)
+                                     for idx in self.minibatches(len(rows), h.g_batch_size, h.g_steps, g)],
+                                    "generator")
         self.untoggle_optimizer(opt_g)
 
         self._cache.pop("item_key", None)                                       # G changed: item scores are stale

@@ -240,7 +240,9 @@ def fold_in(x: torch.Tensor, V: torch.Tensor, gram: torch.Tensor, a: float, b: f
     eye = torch.eye(K, dtype=V.dtype, device=V.device)
     A = (b * gram + lambda_u * eye) + _mm(x, V_outer).view(-1, K, K)             # (B, K, K)
     rhs = a * _mm(x, V)                                                           # (B, K)
-    return torch.linalg.solve(A, rhs)
+    # solve_ex: solve's arithmetic without its check of the result (a GPU would wait for it per batch);
+    # A is symmetric positive definite (lambda_u > 0), so the check cannot fail
+    return torch.linalg.solve_ex(A, rhs)[0]
 
 
 def item_step(R: torch.Tensor, U: torch.Tensor, theta: torch.Tensor, learned: torch.Tensor, a: float, b: float,

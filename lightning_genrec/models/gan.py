@@ -94,10 +94,9 @@ class RoundGAN(GenRecModule):
         for _ in range(passes):
             yield from torch.randperm(n, generator=g).to(self.device).split(batch_size)
 
-    def step(self, opt, loss_of: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor, network: str) -> float:
-        """One optimizer step on the minibatch ``idx``: ``loss_of(rows)`` is the mean loss over ``rows``
-        (``network``: ``"discriminator"`` or ``"generator"``, for the message if the loss is not
-        finite).  Returns the minibatch's loss as a float.
+    def step(self, opt, loss_of: Callable[[torch.Tensor], torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the minibatch ``idx``: ``loss_of(rows)`` is the mean loss over ``rows``.
+        Returns the minibatch's loss, a tensor on the device (:meth:`pass_losses` checks a pass).
 
         With W processes each takes every W-th row of the minibatch; its loss is weighted by its share
         of the rows and the gradients are summed over the processes, which is the gradient of the
@@ -111,10 +110,6 @@ class RoundGAN(GenRecModule):
         total = loss.detach().clone() if loss is not None else torch.zeros((), device=self.device)
         if world > 1:
             torch.distributed.all_reduce(total)
-        if not torch.isfinite(total):
-            raise GANCollapseError(f"{type(self).__name__} collapsed: the {network} loss became {total.item()} in "
-                                   f"round {self.current_epoch}; training stopped and the model is not evaluated. "
-                                   "Try smaller g_learning_rate / d_learning_rate.")
         opt.zero_grad()
         if loss is not None:
             with self._no_ddp_reducer():
@@ -127,11 +122,24 @@ class RoundGAN(GenRecModule):
             for p, chunk in zip(params, flat.split([p.numel() for p in params])):
                 p.grad = chunk.view_as(p).clone()
         opt.step()
-        return total.item()
+        return total
 
-    def log_round(self, d_losses: list[float], g_losses: list[float]) -> tuple[float, float]:
+    def pass_losses(self, losses: list[torch.Tensor], network: str) -> list[torch.Tensor]:
+        """``losses`` (one pass of :meth:`step`'s minibatch losses), after one check that all are
+        finite: the check reads the device once per pass, not once per minibatch (a GPU would wait at
+        each).  A non-finite loss stops training; the steps after it in the pass changed weights
+        that are not evaluated."""
+        stacked = torch.stack(losses)
+        if not bool(torch.isfinite(stacked).all()):
+            bad = float(stacked[~torch.isfinite(stacked)][0])
+            raise GANCollapseError(f"{type(self).__name__} collapsed: the {network} loss became {bad} in "
+                                   f"round {self.current_epoch}; training stopped and the model is not evaluated. "
+                                   "Try smaller g_learning_rate / d_learning_rate.")
+        return losses
+
+    def log_round(self, d_losses: list[torch.Tensor], g_losses: list[torch.Tensor]) -> tuple[float, float]:
         """Log the round's mean D and G minibatch losses (``train/loss`` is G's); returns both."""
-        d_mean, g_mean = sum(d_losses) / len(d_losses), sum(g_losses) / len(g_losses)
+        d_mean, g_mean = (float(torch.stack(losses).double().mean()) for losses in (d_losses, g_losses))
         self.log_dict({"train/d_loss": d_mean, "train/g_loss": g_mean}, on_step=False, on_epoch=True, batch_size=1)
         self.log("train/loss", g_mean, on_step=True, on_epoch=True, prog_bar=True, batch_size=1)
         return d_mean, g_mean

@@ -340,8 +340,9 @@ class LARA(RoundGAN):
             return d_loss_fn(self.discriminator, a, profiles[users[idx]], fake, profiles[neg[idx]], neg_ok[idx])
 
         self.toggle_optimizer(opt_d)
-        d_losses = [self.step(opt_d, d_loss, idx, "discriminator")
-                    for idx in self.minibatches(len(items), h.batch_size, h.d_steps, g)]
+        d_losses = self.pass_losses([self.step(opt_d, d_loss, idx)
+                                     for idx in self.minibatches(len(items), h.batch_size, h.d_steps, g)],
+                                    "discriminator")
         self.untoggle_optimizer(opt_d)
 
         # generator: make D call (item, G's user) real; D held fixed
@@ -350,8 +351,9 @@ class LARA(RoundGAN):
             return g_loss_fn(self.discriminator, a, self.generator(a))
 
         self.toggle_optimizer(opt_g)
-        g_losses = [self.step(opt_g, g_loss, idx, "generator")
-                    for idx in self.minibatches(len(items), h.batch_size, h.g_steps, g)]
+        g_losses = self.pass_losses([self.step(opt_g, g_loss, idx)
+                                     for idx in self.minibatches(len(items), h.batch_size, h.g_steps, g)],
+                                    "generator")
         self.untoggle_optimizer(opt_g)
 
         d_mean, _ = self.log_round(d_losses, g_losses)

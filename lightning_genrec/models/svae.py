@@ -182,7 +182,7 @@ class SVAE(VAEModule):
 
     def training_step(self, batch, batch_idx):
         seq, length = batch["seq"], batch["length"]
-        steps = int(length.max())
+        steps = batch["steps"] if "steps" in batch else int(length.max())   # (a host int from the data)
         logits, mu, logvar = self.net(seq[:, :steps])
         targets = next_k_targets(seq, steps, self.hparams.next_k)
         beta = self.kl_weight()
