@@ -8,6 +8,7 @@ recommendations from a saved model (``recommend --help``); ``python -m recbole_e
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import pandas as pd
@@ -36,25 +37,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ip", default="localhost", help="address of the machine of rank 0")
     parser.add_argument("--port", default="5678", help="free port on the machine of rank 0")
     parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show RecBole's configuration dump, the model and every log line on screen too")
     args, rest = parser.parse_known_args(argv)
     not_understood = [word for word in rest if not (word.startswith("--") and "=" in word)]
     if not_understood:   # RecBole would log "will not be used" and train with every default
         print(f"lightning-genrec: error: {not_understood_message(rest, not_understood)}", file=sys.stderr)
         return 2
     files = args.config_files.strip().split(" ") if args.config_files else None
-
+    if "--verbose" in sys.argv:
+        sys.argv.remove("--verbose")             # RecBole's Config reads sys.argv and would not know it
     try:
         result = recbole_ext.run(model=args.model, dataset=args.dataset, config_file_list=files, nproc=args.nproc,
                                  world_size=args.world_size, ip=args.ip, port=args.port,
-                                 group_offset=args.group_offset)
+                                 group_offset=args.group_offset, config_dict={"verbose": True} if args.verbose else None)
     except USER_ERRORS as exc:
         print(f"lightning-genrec: error: {exc}", file=sys.stderr)
         return 2
     print()
     print(f"{args.model} on {args.dataset} (best validation epoch; RecBole's evaluator)")
     print(format_results(result))
+    print()
     if result.get("saved_model_file"):
-        print(f"\nRecBole checkpoint: {result['saved_model_file']}")
+        print(f"RecBole checkpoint: {result['saved_model_file']}")
+    if result.get("log_file"):
+        print(f"Log file: {os.path.relpath(result['log_file'])}")
     if result.get("comet_archive"):
         print(f"Comet offline archive: {result['comet_archive']}  (send it with: comet upload <file>)")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -263,8 +264,6 @@ def _quiet_inplace_fillna() -> None:
     (pandas < 3), but warns once per float / token field of every ``.item`` / ``.user`` file it
     loads that it will stop doing so in pandas 3.  The pin makes the warning noise; silence
     exactly those warnings (and the one ``token_seq`` length count gives), from that module."""
-    import warnings
-
     for message in ("A value is trying to be set on a copy",      # fillna(inplace=True), item 5
                     "using <built-in function len> in Series.agg"):  # token_seq lengths, item 4
         warnings.filterwarnings("ignore", message=message, category=FutureWarning,
@@ -318,3 +317,6 @@ def prepare() -> None:
     patches.install("numpy aliases")
     check_environment()
     _quiet_inplace_fillna()
+    # item 1: setuptools < 81 is pinned for ray 2.6.3, which then warns at every import that it is deprecated
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated as an API", category=UserWarning,
+                            module=r"ray\..*")

@@ -123,6 +123,14 @@ def _changes() -> list[Change]:
                "with rm_dup_inter unset, a warning counts repeated (user, item) rows and names the setting",
                "RecBole keeps them silently (a file with every row three times: NDCG@10 0.11 against 0.19)", "ours",
                _T + "test_bad_input.py::test_repeated_interactions_are_counted_in_a_warning"),
+        Change("quiet console", ("recbole.utils.logger:init_logger", "recbole.utils:init_logger",
+                                 "recbole.quick_start.quick_start:init_logger"),
+               "recbole_ext.console:quiet_init_logger",
+               "for lightning-genrec models the screen shows warnings and one line per validation; the "
+               "configuration dump, the model printout and the rest go to the log file (verbose: true or "
+               "state: DEBUG shows all); RecBole's own models keep RecBole's output",
+               "a 2-epoch run printed about 170 lines", "ours",
+               _T + "test_recbole_entry.py::test_a_two_epoch_command_line_run_is_quiet"),
         # -- configuration -------------------------------------------------------------------------
         Change("model defaults", ("recbole.config.configurator:Config._load_internal_config_dict",),
                "recbole_ext.config:load_model_defaults",

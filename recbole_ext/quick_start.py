@@ -15,6 +15,7 @@ from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_co
 
 from lightning_genrec.errors import USER_ERRORS
 from recbole_ext.config import is_genrec_model, load_data, make_config
+from recbole_ext.console import log_file
 from recbole_ext.processes import cpu_processes_refused, several_processes
 
 
@@ -46,6 +47,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "comet_archive": getattr(trainer, "comet_archive", None),
         # optimizer steps of a lightning-genrec model's training (per process: the same on each)
         "train_steps": getattr(getattr(trainer, "lightning_trainer", None), "global_step", None),
+        "log_file": log_file(),
         "saved_model_file": trainer.saved_model_file if saved else None,
     }
 

@@ -33,6 +33,7 @@ from lightning_genrec.comet import comet_logger
 from lightning_genrec.data import eval_loader, train_loader, users_per_eval_batch
 from lightning_genrec.item_ranking import item_metric_names
 from recbole_ext.config import require_users
+from recbole_ext.console import comet_to_log_file, is_quiet, quiet_lightning
 from recbole_ext.processes import ONE_PROCESS, RecBoleProcesses, global_rank, several_processes
 
 
@@ -116,6 +117,14 @@ class _RecBoleLog(pl.Callback):
                                + f"{set_color('train loss', 'blue')}: {loss_text}]")
         if self._valid_line:
             self.owner.logger.info(self._valid_line)
+            if self.owner.quiet:     # the screen's one line per validation (the two above: the log file)
+                line = (f"epoch {trainer.current_epoch}: train loss {loss_text} ({seconds:.1f} s), valid "
+                        f"{self.monitor.split('/', 1)[1]} {self.owner.valid_log[-1]['valid_score']:.4f}")
+                bar = trainer.progress_bar_callback
+                if bar is not None and bar.is_enabled:
+                    bar.print(line)                                     # above the bar, not inside it
+                else:
+                    self.owner.logger.info(line, extra={"console": True})
         if trainer.should_stop and self._valid_line and trainer.current_epoch + 1 >= (trainer.fit_loop.min_epochs or 0):
             self.owner.logger.info(f"Finished training, best eval result in epoch {self.best_epoch}")
 
@@ -139,6 +148,7 @@ class LightningTrainer(Trainer):
             super().__init__(config, model)
         self.comet = None
         self.comet_archive: str | None = None
+        self.quiet = is_quiet(config)     # the screen shows the console lines only (recbole_ext.console)
         self.lightning_trainer: pl.Trainer | None = None
         self.epoch_seconds: list[float] = []
         self.valid_log: list[dict] = []
@@ -163,26 +173,31 @@ class LightningTrainer(Trainer):
 
         monitor = f"valid/{self.valid_metric}"
         progress = _RecBoleLog(self, monitor, self.valid_metric_bigger, self.stopping_step, callback_fn, verbose)
-        self.comet = self._make_comet()
+        with comet_to_log_file(self.quiet and bool(self.config["comet"])):
+            self.comet = self._make_comet()
         if self.comet is not None:
             self.comet.log_hyperparams({f"recbole/{k}": v for k, v in self.config.final_config_dict.items()
                                         if isinstance(v, (int, float, str, bool, list))})
-        self.lightning_trainer = pl.Trainer(
-            max_epochs=self.epochs, accelerator="gpu" if self.device.type == "cuda" else "cpu",
-            precision=self.config["precision"] or "32-true",
-            logger=self.comet if self.comet is not None else False, callbacks=[progress],
-            enable_checkpointing=False, enable_progress_bar=show_progress, enable_model_summary=False,
-            check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
-            limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir, **self._devices())
+        with quiet_lightning(self.quiet):   # its device notes are made here
+            self.lightning_trainer = pl.Trainer(
+                max_epochs=self.epochs, accelerator="gpu" if self.device.type == "cuda" else "cpu",
+                precision=self.config["precision"] or "32-true",
+                logger=self.comet if self.comet is not None else False, callbacks=[progress],
+                enable_checkpointing=False, enable_progress_bar=show_progress, enable_model_summary=False,
+                check_val_every_n_epoch=max(1, self.eval_step), num_sanity_val_steps=0,
+                # Comet gets a point every 50 steps, or at least one an epoch on small data
+                log_every_n_steps=max(1, min(50, math.ceil(len(data.train_examples()) / self.config["train_batch_size"]))),
+                limit_val_batches=1.0 if validate else 0, default_root_dir=self.checkpoint_dir, **self._devices())
         world, rank = self.lightning_trainer.world_size, self.lightning_trainer.global_rank
         pin = self.device.type == "cuda"
         # train_batch_size is RecBole's global batch: the processes share each one (SharedBatches)
-        self.lightning_trainer.fit(
-            module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"],
-                                 world_size=world, rank=rank, pin_memory=pin),
-            eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items,
-                                                           block=not module.sequential),
-                        world_size=world, rank=rank, pin_memory=pin) if validate else None)
+        with quiet_lightning(self.quiet):
+            self.lightning_trainer.fit(
+                module, train_loader(data, self.config["train_batch_size"], seed=self.config["seed"],
+                                     world_size=world, rank=rank, pin_memory=pin),
+                eval_loader(data, "valid", users_per_eval_batch(self.config["eval_batch_size"], data.n_items,
+                                                               block=not module.sequential),
+                            world_size=world, rank=rank, pin_memory=pin) if validate else None)
         module.to(self.device)
 
         best_epoch = self.lightning_trainer.current_epoch - 1

@@ -260,3 +260,35 @@ def test_the_precision_key_reaches_lightning_and_is_checked(tiny_config, monkeyp
     assert 0 < result["test_result"]["ndcg@10"] <= 1
     with pytest.raises(ConfigError, match="precision"):
         make_config("MVAE", "tiny", config_dict=dict(tiny_config, precision="bf17"))
+
+
+def _quiet_run(tiny_root, tmp_path, *extra):
+    out = _cli("--model=MVAE", "--dataset=tiny", "--epochs=2", f"--data_path={tiny_root}", "--topk=[5,10]",
+               "--valid_metric=NDCG@10", "--train_batch_size=16", *extra, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    screen = (out.stdout + out.stderr).splitlines()
+    log = next((tmp_path / "log" / "MVAE").glob("*.log")).read_text()
+    return screen, log
+
+
+def test_a_two_epoch_command_line_run_is_quiet(tiny_root, tmp_path):
+    # the screen: one line per validation, the bar, the table, where the checkpoint, log and Comet archive went;
+    # RecBole's configuration dump, the model printout and Comet's chatter: the log file
+    screen, log = _quiet_run(tiny_root, tmp_path)
+    text = "\n".join(screen)
+    assert len(screen) <= 40, text
+    assert sum(line.startswith("epoch ") and "valid ndcg@10" in line for line in screen) == 2
+    for where in ("RecBole checkpoint: saved/MVAE-", "Log file: log/MVAE/", "Comet offline archive:"):
+        assert where in text, where
+    for noise in ("General Hyper Parameters", "Trainable parameters", "COMET INFO", "GPU available", "LeafSpec",
+                  "Warning"):
+        assert noise not in text, noise
+    for kept in ("General Hyper Parameters", "Trainable parameters", "COMET INFO", "epoch 1 evaluating"):
+        assert kept in log, kept
+
+
+@pytest.mark.slow
+def test_verbose_shows_everything_on_screen(tiny_root, tmp_path):
+    screen, _ = _quiet_run(tiny_root, tmp_path, "--verbose", "--comet=False")
+    text = "\n".join(screen)
+    assert "General Hyper Parameters" in text and "Trainable parameters" in text and "epoch 1 evaluating" in text
