@@ -184,9 +184,11 @@ def sized_from_data(name, meaning) -> Hyperparameter:
     return Hyperparameter(name, "int", None, meaning, low=1, from_data=True)
 
 
-def with_default(h: Hyperparameter, default) -> Hyperparameter:
-    """``h`` with another default (a model whose authors chose differently)."""
-    return replace(h, default=list(default) if isinstance(default, tuple) else default)
+def with_default(h: Hyperparameter, default, optional: bool | None = None) -> Hyperparameter:
+    """``h`` with another default (a model whose authors chose differently); ``optional``: whether
+    ``None`` (not set) is allowed for that model (another of its settings decides then)."""
+    return replace(h, default=list(default) if isinstance(default, tuple) else default,
+                   optional=h.optional if optional is None else optional)
 
 
 def resolve(specs: Sequence[Hyperparameter], given: dict, owner: str) -> dict:

@@ -572,3 +572,24 @@ def test_restart_after_cap_resumed_from_the_anneal_s_last_epoch_counts_its_reque
     assert whole.current_epoch == 6 and first._restarts == 2
     saved = torch.load(str(tmp_path / "ck" / "epoch=3.ckpt"), weights_only=False)
     assert saved["anneal_refused"] == 2 and saved["restart_pending"]
+
+
+def test_the_annealing_settings_are_declared_once():
+    # every model with an annealing setting takes the one declaration (lightning_genrec.models.base): the same
+    # kind, meaning and range everywhere, only the default (and whether it may be unset) its authors' own
+    from lightning_genrec import MODELS
+    from lightning_genrec.models import base
+
+    shared = {h.name: h for h in (base.ANNEAL_CAP, base.TOTAL_ANNEAL_STEPS, base.ANNEAL_SCHEDULE)}
+    seen = set()
+    for name, cls in MODELS.items():
+        for h in cls.HYPERPARAMETERS:
+            if h.name in shared:
+                s = shared[h.name]
+                assert (h.kind, h.meaning, h.low, h.high, h.choices) == (s.kind, s.meaning, s.low, s.high, s.choices)
+                seen.add((name, h.name))
+    assert {m for m, _ in seen} == {"MVAE", "SVAE", "CVAE"} and len(seen) == 9
+    defaults = {n: {h.name: h.default for h in MODELS[n].HYPERPARAMETERS if h.name in shared} for n in ("MVAE", "SVAE", "CVAE")}
+    assert defaults == {"MVAE": {"anneal_cap": 1.0, "total_anneal_steps": None, "anneal_schedule": "linear"},
+                        "SVAE": {"anneal_cap": 0.2, "total_anneal_steps": 200000, "anneal_schedule": "linear"},
+                        "CVAE": {"anneal_cap": 1.0, "total_anneal_steps": 0, "anneal_schedule": "constant"}}

@@ -25,7 +25,7 @@ from lightning_genrec.annealing import SCHEDULES, kl_weight
 from lightning_genrec.data import InteractionData, SharedBatches
 from lightning_genrec.errors import ConfigError
 from lightning_genrec.hparams import (Hyperparameter, args_doc, choice, flag, int_list, integer, number, resolve,
-                                      sized_from_data)
+                                      sized_from_data, with_default)
 from lightning_genrec.item_ranking import phase_item_metrics, phase_item_metrics_from_users, user_score_blocks
 from lightning_genrec.metrics import TopKMetrics
 
@@ -34,25 +34,25 @@ N_ITEMS = sized_from_data("n_items", "number of item columns (RecBole's item_num
 TOPK = int_list("topk", [10, 20], "cut-offs K of the evaluation metrics.")
 LEARNING_RATE = number("learning_rate", 1e-3, "Adam step size.", low_open=True)
 WEIGHT_DECAY = number("weight_decay", 0.0, "Adam weight decay.")
-ANNEALING = (
-    number("anneal_cap", 0.2, "the largest KL weight beta."),
-    integer("total_anneal_steps", 200000, "minibatches (of train_batch_size, summed over processes) per unit of beta: "
-                                          "beta = min(anneal_cap, minibatches / total_anneal_steps), as Liang et al. "
-                                          "(cyclical: the period).", low=0),
-    choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the minibatches read."),
-)
+# the annealing settings, each declared once; a model takes those it has, with its authors' defaults
+ANNEAL_CAP = number("anneal_cap", 0.2, "the largest KL weight beta (validation picks the epoch kept, so a run that "
+                                       "reaches it has also tried every smaller beta on the way, as Liang et al. "
+                                       "choose it).")
+TOTAL_ANNEAL_STEPS = integer("total_anneal_steps", 200000, "minibatches (of train_batch_size, read by all processes "
+                             "together) per unit of beta: beta = min(anneal_cap, minibatches / total_anneal_steps), "
+                             "as Liang et al. (200000 in the paper; cyclical: the period). A model with "
+                             "anneal_epochs: unset (~) means that horizon instead.", low=0)
+ANNEAL_SCHEDULE = choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the data read.")
+ANNEALING = (ANNEAL_CAP, TOTAL_ANNEAL_STEPS, ANNEAL_SCHEDULE)
 #: the annealing settings with the horizon in passes over the training data (MVAE): one default serves
 #: a 943-user and a 138,000-user data set; ``total_anneal_steps`` stays available (Liang et al.'s unit)
 ANNEALING_BY_EPOCHS = (
-    number("anneal_cap", 1.0, "the largest KL weight beta (the epoch kept is the one validation likes best, so a "
-                              "run ending at 1 also tries every smaller beta on the way, as Liang et al. choose it)."),
+    with_default(ANNEAL_CAP, 1.0),
     number("anneal_epochs", 200.0, "passes over the training users for beta to grow from 0 to anneal_cap "
                                    "(200: the epochs Liang et al. train; cyclical: the period); 0: anneal_cap "
                                    "at once.", low=0.0),
-    integer("total_anneal_steps", None, "when set, the horizon in minibatches instead of anneal_epochs (Liang et "
-                                        "al.'s unit: beta = min(anneal_cap, minibatches / total_anneal_steps), "
-                                        "200000 in the paper).", low=0, optional=True),
-    choice("anneal_schedule", "linear", SCHEDULES, "how beta grows with the data read."),
+    with_default(TOTAL_ANNEAL_STEPS, None, optional=True),
+    ANNEAL_SCHEDULE,
     flag("stop_after_anneal", True, "early stopping waits until a linear schedule's beta has reached anneal_cap "
                                     "(at most epochs): a run is not ended on a short plateau while beta still "
                                     "grows (how long a plateau may last: anneal_patience)."),

@@ -81,7 +81,8 @@ from lightning_genrec.content import ContentData
 from lightning_genrec.data import dense
 from lightning_genrec.errors import HyperparameterError
 from lightning_genrec.hparams import choice, int_list, integer, number, sized_from_data, with_default
-from lightning_genrec.models.base import ANNEALING, LEARNING_RATE, N_ITEMS, TOPK, VAEModule, adam
+from lightning_genrec.models.base import (ANNEAL_CAP, ANNEAL_SCHEDULE, LEARNING_RATE, N_ITEMS, TOPK,
+                                         TOTAL_ANNEAL_STEPS, VAEModule, adam)
 from lightning_genrec.models.mvae import ACTIVATIONS
 
 log = logging.getLogger(__name__)
@@ -300,9 +301,9 @@ class CVAE(VAEModule):
         number("pretrain_corruption", 0.3, "masking noise on the pre-training input (layerwise: on each layer-wise "
                "stage's input).", high=1.0, high_open=True),
         integer("pretrain_batch_size", 128, "items per pre-training batch."),
-        with_default(ANNEALING[0], 1.0),
-        with_default(ANNEALING[1], 0),
-        with_default(ANNEALING[2], "constant"),
+        with_default(ANNEAL_CAP, 1.0),
+        with_default(TOTAL_ANNEAL_STEPS, 0),
+        with_default(ANNEAL_SCHEDULE, "constant"),
         TOPK,
     )
 
