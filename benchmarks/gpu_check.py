@@ -42,8 +42,9 @@ OURS = ("MVAE", "SVAE", "CVAE", "CFGAN", "LARA")
 PRECISIONS = ("32-true", "bf16-mixed")
 #: dense peak FLOP/s of cards users train on (bf16 tensor cores, fp32 / tf32 as torch's default matmul
 #: runs plain fp32): the datasheets' figures without sparsity
-PEAKS = {"H100": {"bf16-mixed": 989e12, "32-true": 67e12}, "H200": {"bf16-mixed": 989e12, "32-true": 67e12},
-         "A100": {"bf16-mixed": 312e12, "32-true": 19.5e12}}
+PEAKS = {"H100 PCIe": {"bf16-mixed": 756e12, "32-true": 51e12}, "H100 NVL": {"bf16-mixed": 835e12, "32-true": 60e12},
+         "H100": {"bf16-mixed": 989e12, "32-true": 67e12}, "H200": {"bf16-mixed": 989e12, "32-true": 67e12},
+         "A100": {"bf16-mixed": 312e12, "32-true": 19.5e12}}   # the first name the card's contains (SXM last)
 
 
 def mvae_epoch_flops(users: int, items: int, nnz: int, hidden: list[int], latent: int) -> float:

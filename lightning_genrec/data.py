@@ -147,10 +147,12 @@ class NonZeros(NamedTuple):
     def to(self, *args, **kwargs) -> "NonZeros":
         """``Tensor.to`` for a batch: the values as asked (device, dtype); the indices follow to
         the values' device and stay integers."""
-        if self.values.device.type == "cpu":      # host -> device: from a pinned batch the GPU need not wait
-            kwargs.setdefault("non_blocking", True)
+        positional = len(args) >= 3                # Tensor.to(device, dtype, non_blocking, ...)
+        if self.values.device.type == "cpu" and not positional and "non_blocking" not in kwargs:
+            kwargs["non_blocking"] = True          # host -> device: from a pinned batch the GPU need not wait
+        non_blocking = bool(args[2]) if positional else kwargs.get("non_blocking", False)
         values = self.values.to(*args, **kwargs)
-        rows, cols, offsets = (t.to(values.device, non_blocking=kwargs.get("non_blocking", False))
+        rows, cols, offsets = (t.to(values.device, non_blocking=non_blocking)
                                for t in (self.rows, self.cols, self.offsets))
         return NonZeros(rows, cols, values, offsets, self.width)
 
@@ -377,10 +379,12 @@ class ShardSampler(DistributedSampler):
 class SharedBatches(Sampler):
     """Training minibatches shared by ``world_size`` processes: every process draws one process's
     batches of ``batch_size`` (the same seeded order), and process ``rank`` takes its contiguous part
-    of each (sizes differ by at most one).  So N processes take the optimizer steps of one process,
-    each on the same examples: RecBole's convention, where ``train_batch_size`` is the global batch.
-    A part left empty (a last batch smaller than ``world_size``) repeats the batch's first example,
-    since every process must step together."""
+    of each (sizes differ by at most one).  So N processes take as many optimizer steps as one
+    process, each on the same examples: RecBole's convention, where ``train_batch_size`` is the
+    global batch.  DDP averages the processes' mean losses, which is the batch's mean when the parts
+    are equal; where they differ by one row, a row of a smaller part weighs a little more.  A part
+    left empty (a batch smaller than ``world_size``) repeats the batch's first example, since every
+    process must step together: keep ``train_batch_size`` well above the number of processes."""
 
     def __init__(self, n: int, batch_size: int, world_size: int, rank: int, shuffle: bool = True,
                  generator: torch.Generator | None = None):

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true",
                         help="show RecBole's configuration dump, the model and every log line on screen too")
     args, rest = parser.parse_known_args(argv)
-    not_understood = [word for word in rest if not (word.startswith("--") and "=" in word)]
+    not_understood = [word for word in rest if not recbole_setting(word)]
     if not_understood:   # RecBole would log "will not be used" and train with every default
         print(f"lightning-genrec: error: {not_understood_message(rest, not_understood)}", file=sys.stderr)
         return 2
@@ -70,13 +70,19 @@ def main(argv: list[str] | None = None) -> int:
 SUBCOMMANDS = ("recommend", "hyper")
 
 
+def recbole_setting(word: str) -> bool:
+    """Whether RecBole's command-line reading takes ``word``: ``--key=value`` with exactly one ``=``
+    (RecBole drops any other word with a "will not be used" log line)."""
+    return word.startswith("--") and word[2:].count("=") == 1
+
+
 def not_understood_message(rest: list[str], words: list[str]) -> str:
     """One line naming the command-line words neither we nor RecBole's ``--key=value`` reading take."""
     hints = [f"{flag}={value}" for flag, value in zip(rest, rest[1:])
              if flag.startswith("--") and "=" not in flag and not value.startswith("--")]
     hint = f" (did you mean {' '.join(hints)}?)" if hints else ""
     return (f"did not understand {' '.join(repr(w) for w in words)}{hint}. Settings are written --key=value "
-            f"(e.g. --epochs=20); the subcommands are {' and '.join(SUBCOMMANDS)}, as the first word "
+            f"with one '=' (e.g. --epochs=20; a value holding '=' goes in a config file); the subcommands are {' and '.join(SUBCOMMANDS)}, as the first word "
             "(python -m recbole_ext --help).")
 
 
@@ -103,7 +109,7 @@ def hyper_main(argv: list[str]) -> int:
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without improvement")
     parser.add_argument("--output_file", default="hyper.result", help="every trial's results (default hyper.result)")
     args, rest = parser.parse_known_args(argv)
-    not_understood = [word for word in rest if not (word.startswith("--") and "=" in word)]
+    not_understood = [word for word in rest if not recbole_setting(word)]
     if not_understood:
         print(f"lightning-genrec hyper: error: {not_understood_message(rest, not_understood)}", file=sys.stderr)
         return 2

@@ -127,11 +127,19 @@ def checked_get_model(original, name):
     def get_model(model_name):
         try:
             return original(model_name)
-        except (ValueError, ImportError, AttributeError) as exc:
-            if isinstance(model_name, str) and model_name.lower() in _exlib_models() and isinstance(exc, ImportError):
+        except ImportError as exc:
+            # only the exlib models' libraries: any other import failure is a real model's own (re-raised)
+            if getattr(exc, "name", None) not in _EXLIB_LIBRARIES:
+                raise
+            if isinstance(model_name, str) and model_name.lower() in _exlib_models():
                 raise ConfigError(f"{model_name} is one of RecBole's models over another library, which is not "
-                                  f"installed here ({exc}): pip install {getattr(exc, 'name', None) or model_name}"
-                                  ) from None
+                                  f"installed here ({exc}): pip install {exc.name}") from exc
+            raise unknown_model(model_name) from None   # RecBole's search fell through to the exlib models
+        except (ValueError, AttributeError) as exc:
+            # RecBole's "not the name of an existing model", or a module found by the lower-case name
+            # without that class (a name in other case, e.g. multivae)
+            if isinstance(exc, AttributeError) and str(model_name) not in str(exc):
+                raise
             raise unknown_model(model_name) from None
 
     return get_model
@@ -366,6 +374,10 @@ def known_models() -> list[str]:
             names.update(n for n in re.findall(r"^class (\w+)\(", f.read(), flags=re.M)
                          if n.lower() == os.path.splitext(os.path.basename(path))[0])
     return list(MODELS) + sorted(names - set(MODELS))
+
+
+#: the libraries RecBole's exlib models import (its package imports them all when searched)
+_EXLIB_LIBRARIES = ("lightgbm", "xgboost")
 
 
 def _exlib_models() -> set[str]:

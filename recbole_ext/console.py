@@ -15,6 +15,8 @@ import logging
 import os
 import warnings
 
+import colorlog
+
 #: loggers whose INFO records are start-up notes (devices, tips, "fit stopped: max_epochs reached")
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
@@ -32,12 +34,18 @@ def is_quiet(config) -> bool:
     model_class = getattr(config, "model_class", None)
     ours = getattr(model_class, "lightning_class", None) is not None
     state = str(config["state"] or "info").lower()
-    verbose = "verbose" in config and config["verbose"] is True
+    verbose = "verbose" in config and str(config["verbose"]).lower() in ("true", "1")
     return ours and not verbose and state != "debug"
 
 
 def _console_handlers(logger: logging.Logger) -> list[logging.Handler]:
     return [h for h in logger.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+def _recboles_screen(handler: logging.Handler) -> bool:
+    """RecBole's own screen handler (``init_logger``'s, with its coloured format), not one a user or a
+    test framework added to the root logger."""
+    return type(handler) is logging.StreamHandler and isinstance(handler.formatter, colorlog.ColoredFormatter)
 
 
 def log_file() -> str | None:
@@ -52,7 +60,7 @@ def quiet_init_logger(original, name):
     def init_logger(config):
         original(config)
         quiet = is_quiet(config)
-        for handler in _console_handlers(logging.getLogger()):
+        for handler in filter(_recboles_screen, logging.getLogger().handlers):
             ours = [f for f in handler.filters if isinstance(f, ConsoleFilter)]
             if quiet and not ours:
                 handler.addFilter(ConsoleFilter())
@@ -84,11 +92,16 @@ def quiet_lightning(quiet: bool):
             lg.handlers, lg.propagate = handlers, propagate
 
 
+#: what :func:`comet_to_log_file` changed, put back by :func:`restore_comet`
+_COMET_SAVED: dict = {}
+
+
 @contextlib.contextmanager
 def comet_to_log_file(quiet: bool):
     """Comet's chatter to RecBole's log file instead of the screen, for a Comet experiment made in the
-    block (its errors stay on screen; offline, its warnings are about what it could not record, such as
-    the machine's address).  Comet sets its screen handler up when first imported: the block imports it."""
+    block, until :func:`restore_comet` (its errors stay on screen; offline, its warnings are about what
+    it could not record, such as the machine's address).  Comet sets its screen handler up when first
+    imported: the block imports it."""
     path = log_file()
     if not quiet or path is None:
         yield
@@ -102,19 +115,32 @@ def comet_to_log_file(quiet: bool):
             os.environ.pop("COMET_LOGGING_CONSOLE", None)
         else:
             os.environ["COMET_LOGGING_CONSOLE"] = before
+    restore_comet()                                  # an earlier run's changes
     comet = logging.getLogger("comet_ml")
-    for handler in _console_handlers(comet):
-        handler.setLevel(max(handler.level, logging.ERROR))
-    for handler in [h for h in comet.handlers if getattr(h, "genrec_log_file", False)]:
-        comet.removeHandler(handler)             # an earlier run's file
-        handler.close()
+    screens = _console_handlers(comet)
     handler = logging.FileHandler(path)
-    handler.genrec_log_file = True
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)-15s COMET %(levelname)s  %(message)s"))
+    _COMET_SAVED.update(levels=[(h, h.level) for h in screens], level=comet.level, file=handler)
+    for screen in screens:
+        screen.setLevel(max(screen.level, logging.ERROR))
     comet.addHandler(handler)
     if comet.level == logging.NOTSET or comet.level > logging.INFO:
         comet.setLevel(logging.INFO)         # its screen handler stays at ERROR
 
 
-__all__ = ["ConsoleFilter", "comet_to_log_file", "is_quiet", "log_file", "quiet_init_logger", "quiet_lightning"]
+def restore_comet() -> None:
+    """Comet's logging as it was before :func:`comet_to_log_file` (after its experiment has ended)."""
+    if not _COMET_SAVED:
+        return
+    comet = logging.getLogger("comet_ml")
+    for handler, level in _COMET_SAVED["levels"]:
+        handler.setLevel(level)
+    comet.setLevel(_COMET_SAVED["level"])
+    comet.removeHandler(_COMET_SAVED["file"])
+    _COMET_SAVED["file"].close()
+    _COMET_SAVED.clear()
+
+
+__all__ = ["ConsoleFilter", "comet_to_log_file", "is_quiet", "log_file", "quiet_init_logger", "quiet_lightning",
+           "restore_comet"]

@@ -18,7 +18,6 @@ resolved when the change is installed.
 from __future__ import annotations
 
 import importlib
-import importlib.machinery
 import sys
 from dataclasses import dataclass
 
@@ -288,8 +287,13 @@ class _InstallOnImport:
     def find_spec(self, name, path=None, target=None):
         if name not in _PENDING:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
+        spec = None
+        for finder in sys.meta_path:             # whoever would have found it (path, zip, editable installs)
+            if finder is not self and hasattr(finder, "find_spec"):
+                spec = finder.find_spec(name, path, target)
+                if spec is not None:
+                    break
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return None
         exec_module = spec.loader.exec_module
 
@@ -314,6 +318,8 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
+    if not any(isinstance(f, _InstallOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _InstallOnImport())     # first: a factory below may import such a module
     for change in changes():
         for target in change.targets:
             module = split_target(target)[0]
@@ -321,8 +327,6 @@ def apply() -> None:
                 _PENDING.setdefault(module, []).append((target, change))
             else:
                 _install(target, change)
-    if _PENDING and not any(isinstance(f, _InstallOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _InstallOnImport())
     _APPLIED = True
 
 

@@ -33,7 +33,7 @@ from lightning_genrec.comet import comet_logger
 from lightning_genrec.data import eval_loader, train_loader, users_per_eval_batch
 from lightning_genrec.item_ranking import item_metric_names
 from recbole_ext.config import require_users
-from recbole_ext.console import comet_to_log_file, is_quiet, quiet_lightning
+from recbole_ext.console import comet_to_log_file, is_quiet, quiet_lightning, restore_comet
 from recbole_ext.processes import ONE_PROCESS, RecBoleProcesses, global_rank, several_processes
 
 
@@ -305,5 +305,7 @@ class LightningTrainer(Trainer):
                 self.logger.info(set_color("Comet offline archive", "blue") + f": {self.comet_archive}")
         except Exception as exc:  # Comet must never break a run
             self.logger.warning(f"Comet: could not end the experiment: {exc}")
+        finally:
+            restore_comet()
         self.comet = None
         return self.comet_archive

@@ -87,6 +87,7 @@ def test_recboles_own_get_model_names_an_unknown_model(tiny_config, name, close)
     (["foo", "--checkpoint", "x", "--port", "1"], "did not understand 'foo' '--checkpoint' 'x'"),
     (["--model=MVAE", "--epochs", "20"], "did not understand '--epochs' '20' (did you mean --epochs=20?)"),
     (["hyper", "--model=MVAE", "extra"], "lightning-genrec hyper: error: did not understand 'extra'"),
+    (["--data_path=/runs/lr=0.1"], "did not understand '--data_path=/runs/lr=0.1'"),   # RecBole drops it silently
 ])
 def test_words_the_command_line_does_not_understand_are_an_error_not_a_run(monkeypatch, capsys, words, named):
     from recbole_ext.__main__ import main

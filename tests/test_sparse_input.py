@@ -76,3 +76,16 @@ def test_pair_input_layer_is_the_linear_layer_of_the_concatenation():
     other.load_state_dict(dense.state_dict())
     assert torch.allclose(other((a, b)), expected, atol=ATOL)
     assert set(other.state_dict()) == {"first.weight", "first.bias", "second.weight"}
+
+
+def test_nonzeros_to_takes_tensor_to_forms():
+    # Tensor.to(device, dtype, non_blocking) positionally, or by keyword; indices stay integers on the values' device
+    import numpy as np
+    import scipy.sparse as sp
+
+    from lightning_genrec.data import NonZeros
+
+    nz = NonZeros.from_csr(sp.csr_matrix(np.eye(3, dtype=np.float32)))
+    for moved in (nz.to("cpu", torch.float64, False), nz.to(dtype=torch.float64), nz.to(torch.float64)):
+        assert moved.values.dtype == torch.float64 and moved.rows.dtype == torch.int64
+        assert torch.equal(moved.cols, nz.cols) and torch.equal(moved.offsets, nz.offsets)
