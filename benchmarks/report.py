@@ -17,10 +17,13 @@ import math
 import os
 import sys
 
+import yaml
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_io import read_rows, write_csv  # noqa: E402
-from harness import RESULTS, STUDIES, _read_json, load_study, ok_rows, results_stem, study_table  # noqa: E402
+from harness import (RESULTS, STUDIES, _read_json, load_study, ok_rows, protocol_file, results_stem,  # noqa: E402
+                     study_table)
 
 PLOTS = os.path.join(RESULTS, "plots")
 #: a rerun's metric is the committed one's when within this (``math.isclose``): one unit of the 4 decimals
@@ -174,8 +177,31 @@ def _p(test, diff) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
+def row_metric(study: dict, row: str) -> str:
+    """The metric a row is judged on in its own protocol: the ``valid_metric`` its config, the study's
+    config or its protocol file sets (what selects its epochs), else the study's primary metric."""
+    spec = study["rows"][row]
+    metric = spec["config"].get("valid_metric") or study["config"].get("valid_metric")
+    if not metric:
+        with open(protocol_file(spec.get("protocol", study["protocol"])), encoding="utf-8") as f:
+            metric = (yaml.safe_load(f) or {}).get("valid_metric")
+    return str(metric or study["primary"]).lower()
+
+
+def protocols_of(study: dict, names: list[str]) -> dict[tuple[str, str], list[str]]:
+    """(protocol, metric) -> the rows run in that protocol and judged on that metric (a protocol can serve
+    two tasks: cold-start items ranked for users, and users ranked for them), in the study's order."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in names:
+        key = (study["rows"][name].get("protocol", study["protocol"]), row_metric(study, name))
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
 def plots(study: dict, rows: list[dict], out_dir: str | None = None, tag: str = "") -> list[str]:
-    """Quality against training time; accuracy against beyond-accuracy.  Returns the PNG paths."""
+    """Quality against training time; accuracy against beyond-accuracy.  A study whose rows run in
+    several protocols (``make run``'s) gets one panel per protocol instead, each row on that protocol's
+    own metric: numbers of different protocols are never put on one axis.  Returns the PNG paths."""
     out_dir = out_dir or PLOTS
     import matplotlib
 
@@ -208,6 +234,23 @@ def plots(study: dict, rows: list[dict], out_dir: str | None = None, tag: str = 
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)
+
+    groups = protocols_of(study, names)
+    if len(groups) > 1:
+        fig, axes = plt.subplots(1, len(groups), figsize=(2.8 * len(groups), 3.8), squeeze=False)
+        for ax, ((protocol, metric), members) in zip(axes[0], groups.items()):
+            values = [_mean([r.get(metric, math.nan) for r in ok_rows(rows, m)]) for m in members]
+            ax.bar(range(len(members)), [v if math.isfinite(v) else 0.0 for v in values],
+                   color=["tab:red" if is_ours(study, m) else "tab:blue" for m in members])
+            for i, v in enumerate(values):
+                ax.annotate(f"{v:.3f}" if math.isfinite(v) else "n/a", (i, v if math.isfinite(v) else 0.0),
+                            ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(members)), members, rotation=25, ha="right", fontsize=7)
+            ax.set_title(f"{protocol}\ntest {metric}", fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+        fig.suptitle(study["title"] + " (ours red; each panel its protocol's own metric)", fontsize=8)
+        save(fig, "protocols")
+        return paths
 
     fig, ax = plt.subplots(figsize=(6, 4))
     scatter(ax, "fit_s", floor=0.01)                    # a log axis: instant baselines sit at 0.01 s

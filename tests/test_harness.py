@@ -363,3 +363,21 @@ def test_mvae_defaults_merge_adds_side_by_side_runs_rows_and_commands(tmp_path):
     assert rows == {"MultiVAE": 0.2, "cap1.0-e200": 0.3, "cap1.0-e200-b2048": 0.28}
     md = (tmp_path / "table.md").read_text()
     assert "Command: `first` then (side by side) `second`" in md and "| cap1.0-e200 | after-anneal 10 | 0.3000 |" in md
+
+
+def test_make_runs_plot_has_one_panel_per_protocol_on_its_own_metric(tmp_path):
+    # the quick start's rows run in five protocols: each panel holds one protocol's rows, on the metric that
+    # selects their epochs there (next item: NDCG@10; LARA, items -> users: item_ndcg@20), never one axis for all
+    study = harness.load_study(os.path.join(ROOT, "benchmarks", "studies", "quickstart.yaml"))
+    metrics = {name: report.row_metric(study, name) for name in study["rows"]}
+    assert metrics["MVAE"] == metrics["MultiVAE"] == "ndcg@20"
+    assert metrics["SVAE"] == "ndcg@10" and metrics["LARA"] == "item_ndcg@20"
+    groups = report.protocols_of(study, list(study["rows"]))
+    assert len(groups) == 5 and groups[("ml100k_next_item", "ndcg@10")] == ["SVAE", "Pop (next item)"]
+    assert groups[("ml100k_cold_items", "item_ndcg@20")] == ["LARA", "GenreProfile (cold items)"]
+    assert groups[("ml100k_cold_items", "ndcg@20")] == ["CVAE", "ContentKNN (cold items)"]
+    rows = [{"model": name, "seed": 2020, "status": "ok", "fit_s": 1.0, metrics[name]: 0.1 + 0.01 * i}
+            for i, name in enumerate(study["rows"])]
+    paths = report.plots(study, rows, str(tmp_path))
+    assert [os.path.basename(p) for p in paths] == ["quickstart_protocols.png"]
+    assert os.path.getsize(paths[0]) > 1000
