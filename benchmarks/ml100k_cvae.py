@@ -33,7 +33,8 @@ def run_baseline(model: str, config, primary: str) -> dict:
 
     from harness import metric_per_row
     from lightning_genrec.metrics import TopKMetrics
-    from recbole_ext.config import data_from_recbole, load_data
+    from recbole_ext.config import load_data
+    from recbole_ext.model_settings import data_from_recbole
 
     start = time.perf_counter()
     _, train, valid, test = load_data(config)

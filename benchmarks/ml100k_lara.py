@@ -53,7 +53,8 @@ def run_baseline(model: str, config, primary: str) -> dict:
     import numpy as np
 
     from lightning_genrec.item_ranking import phase_item_metrics
-    from recbole_ext.config import data_from_recbole, load_data
+    from recbole_ext.config import load_data
+    from recbole_ext.model_settings import data_from_recbole
 
     start = time.perf_counter()
     _, train, valid, test = load_data(config)

@@ -31,7 +31,7 @@ def _exclusion_wrapper(net, data):
 def excluded_metrics(trainer, net, train, test) -> dict:
     """Next-item: the same trained model re-scored with each user's seen items excluded."""
     from lightning_genrec.sequences import SequenceData
-    from recbole_ext.config import data_options
+    from recbole_ext.model_settings import data_options
 
     data = SequenceData.from_train_dataset(train._dataset, **data_options(SequenceData, trainer.config))
     data.exclude_history = True

@@ -13,7 +13,7 @@ history sparse, and a candidate set is one list of items, applied to a batch's
 rows when it is built.
 
 The forms read RecBole's dataset and loader objects but never its ``Config``:
-every setting is an explicit argument (``recbole_ext.config.data_options`` reads
+every setting is an explicit argument (``recbole_ext.model_settings.data_options`` reads
 them from a config; ``recbole_ext.RecBoleDataModule`` builds the forms).
 
 Item and user indices are RecBole's internal ids; column 0 is RecBole's
@@ -194,7 +194,7 @@ class InteractionData:
     ``recbole_batch(interaction, phase)`` for RecBole's entry point.
     """
 
-    #: the data settings this form reads (config keys; ``recbole_ext.config.data_options`` passes them)
+    #: the data settings this form reads (config keys; ``recbole_ext.model_settings.data_options`` passes them)
     SETTINGS = (TEST_INPUT,)
 
     n_users: int                 # RecBole user_num (padding id 0 included)

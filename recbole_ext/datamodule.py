@@ -2,7 +2,7 @@
 
 RecBole's config, dataset and split (``recbole_ext.config.make_config`` /
 ``load_data``) become the model's data form (``data_class`` of the model,
-built with the settings :func:`recbole_ext.config.data_options` reads from the
+built with the settings :func:`recbole_ext.model_settings.data_options` reads from the
 config) and Lightning loaders over it.  Importing this module (or
 ``recbole_ext``) applies the RecBole compatibility fixes.
 """
@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 from recbole.utils import get_model
 
 from lightning_genrec.data import InteractionData, eval_loader, train_loader, users_per_eval_batch
-from recbole_ext.config import data_from_recbole, is_genrec_model, load_data, make_config, require_users
+from recbole_ext.config import load_data, make_config, require_users
+from recbole_ext.model_settings import data_from_recbole, is_genrec_model
 
 
 class RecBoleDataModule(pl.LightningDataModule):

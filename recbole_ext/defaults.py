@@ -22,7 +22,7 @@ from lightning_genrec.hparams import Hyperparameter
 from lightning_genrec.models import MODELS, GenRecModule
 from recbole_ext import patches
 from recbole_ext.cold_start import COLD_ITEM_SETTINGS
-from recbole_ext.config import config_path
+from recbole_ext.model_files import config_path
 from recbole_ext.heldout_users import HELDOUT_USER_SETTINGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

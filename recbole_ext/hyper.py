@@ -23,7 +23,8 @@ import os
 import sys
 
 from lightning_genrec.errors import ConfigError
-from recbole_ext.config import make_config, packaged_file
+from recbole_ext.config import make_config
+from recbole_ext.model_files import packaged_file
 
 ALGOS = ("exhaustive", "random", "bayes")
 

@@ -107,7 +107,7 @@ def _changes() -> list[Change]:
                "RecBole tries to download it: a hang on a machine without network", "ours",
                _T + "test_compat.py::test_missing_dataset_fails_fast_instead_of_downloading"),
         Change("get_model", tuple(f"{m}:get_model" for m in _GET_MODEL) + ("recbole.quick_start.quick_start:get_model",),
-               "recbole_ext.config:checked_get_model",
+               "recbole_ext.model_names:checked_get_model",
                "an unknown model name is an UnknownModelError naming RecBole's models, ours and the closest",
                "RecBole's search falls through to its exlib models and fails importing lightgbm", "ours",
                _T + "test_recbole_entry.py::test_recboles_own_get_model_names_an_unknown_model"),
@@ -132,12 +132,12 @@ def _changes() -> list[Change]:
                _T + "test_recbole_entry.py::test_a_two_epoch_command_line_run_is_quiet"),
         # -- configuration -------------------------------------------------------------------------
         Change("model defaults", ("recbole.config.configurator:Config._load_internal_config_dict",),
-               "recbole_ext.config:load_model_defaults",
+               "recbole_ext.model_files:load_model_defaults",
                "our models read configs/trainer.yaml and configs/<model>.yaml where RecBole reads its model YAML",
                "RecBole's Config knows only its own properties/model/ folder", "ours",
                _T + "test_defaults.py"),
         Change("config checks", ("recbole.config.configurator:Config._set_default_parameters",),
-               "recbole_ext.config:checked_defaults",
+               "recbole_ext.model_rules:checked_defaults",
                "runs our models' config checks and the held-out user check inside Config; an explicit "
                "data_path that holds an ml-100k folder is used for ml-100k (otherwise RecBole's copy)",
                "so every entry point refuses bad settings before data loads; RecBole ignores data_path for "

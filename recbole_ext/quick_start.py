@@ -14,7 +14,8 @@ import torch.multiprocessing as mp
 from recbole.utils import get_model, get_trainer, init_logger, init_seed, set_color
 
 from lightning_genrec.errors import USER_ERRORS
-from recbole_ext.config import is_genrec_model, load_data, make_config
+from recbole_ext.config import load_data, make_config
+from recbole_ext.model_settings import is_genrec_model
 from recbole_ext.console import log_file
 from recbole_ext.processes import cpu_processes_refused, several_processes
 

@@ -39,7 +39,7 @@ from lightning_genrec.data import _csr_from_lists
 from lightning_genrec.errors import RecommendError
 from lightning_genrec.sequences import pad
 from recbole_ext.compat import load_data_and_model
-from recbole_ext.config import is_genrec_model
+from recbole_ext.model_settings import is_genrec_model
 
 #: .item fields read as an item's title, first match wins
 TITLE_FIELDS = ("movie_title", "title", "name", "item_name", "artist_name", "book_title")

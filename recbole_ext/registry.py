@@ -20,7 +20,7 @@ from recbole.utils import InputType, ModelType
 
 from lightning_genrec.data import users_per_eval_batch
 from lightning_genrec.models import MODELS, GenRecModule
-from recbole_ext.config import data_options, hparams_from_config, is_genrec_model
+from recbole_ext.model_settings import data_options, hparams_from_config, is_genrec_model
 from recbole_ext.trainer import LightningTrainer
 
 

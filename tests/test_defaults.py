@@ -12,7 +12,7 @@ import yaml
 
 from lightning_genrec.models import MODELS
 from recbole_ext import defaults
-from recbole_ext.config import config_path
+from recbole_ext.model_files import config_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

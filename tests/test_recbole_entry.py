@@ -11,7 +11,8 @@ import torch
 import recbole_ext
 from lightning_genrec import MVAE
 from lightning_genrec.errors import DatasetNotFoundError
-from recbole_ext.config import ConfigError, UnknownModelError, config_path, make_config
+from recbole_ext.config import ConfigError, UnknownModelError, make_config
+from recbole_ext.model_files import config_path
 from lightning_genrec.errors import HyperparameterError
 
 

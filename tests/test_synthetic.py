@@ -144,7 +144,8 @@ def test_light_and_heavy_sampling_draw_the_same_distribution():
 def test_loads_through_recbole_with_the_content_models_default_fields_and_mvae_learns(generated):
     from lightning_genrec.content import DEFAULT_CONTENT_FIELDS
     from lightning_genrec.models.lara import AttributeData
-    from recbole_ext.config import data_from_recbole, load_data, make_config
+    from recbole_ext.config import load_data, make_config
+    from recbole_ext.model_settings import data_from_recbole
     from recbole_ext.quick_start import run_recbole
 
     summary, inter, _ = generated
