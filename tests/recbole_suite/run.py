@@ -30,13 +30,13 @@ DEFAULT_SUITE = os.path.join(os.path.dirname(ROOT), "shared", "recbole-1.2.1-tes
 PARTS = {
     "metrics": ["tests/metrics"],
     "config": ["tests/config/test_config.py", "tests/config/test_overall.py"],
-    "config command line": ["script:tests/config/test_command_line.py", "--use_gpu=False", "--valid_metric=Recall@10",
+    "config-cli": ["script:tests/config/test_command_line.py", "--use_gpu=False", "--valid_metric=Recall@10",
                             "--metrics=['Recall']", "--epochs=200", "--learning_rate=0.3"],
-    "evaluation_setting": ["tests/evaluation_setting"],
-    "model auto": ["tests/model/test_model_auto.py"],
-    "model manual": ["tests/model/test_model_manual.py"],
+    "evaluation": ["tests/evaluation_setting"],
+    "model-auto": ["tests/model/test_model_auto.py"],
+    "model-manual": ["tests/model/test_model_manual.py"],
     "data": ["tests/data"],
-    "hyper_tuning": ["tests/hyper_tuning/test_hyper_tuning.py"],
+    "hyper": ["tests/hyper_tuning/test_hyper_tuning.py"],
 }
 
 
