@@ -3,7 +3,7 @@
 Each model lists its :class:`Hyperparameter`\\ s in ``HYPERPARAMETERS``; from that
 one list follow the model's constructor signature and docstring ``Args``, the
 validation (:meth:`Hyperparameter.check`), the model's YAML defaults and the
-README table (``python -m recbole_ext.defaults`` writes those two; a test fails
+docs table (``python -m recbole_ext.defaults`` writes those two; a test fails
 when they disagree).  Data settings that a data form reads (``content_fields``,
 ``test_input`` ...) are declared the same way on the form (``SETTINGS``).
 """
@@ -113,7 +113,7 @@ class Hyperparameter:
         return out
 
     def type_text(self) -> str:
-        """``int``, ``float``, ... as the YAML comments and the README write it."""
+        """``int``, ``float``, ... as the YAML comments and the docs tables write it."""
         return self.kind
 
     def invalid_examples(self) -> list:

@@ -21,7 +21,7 @@ forms read the same candidates into their evaluation rows.
 ``cold_item_rank: all`` ranks every item except the user's history instead.
 
 Config keys (any general model; off unless ``cold_item_split`` is true): see
-:data:`COLD_ITEM_SETTINGS` (the README's table is written from it).
+:data:`COLD_ITEM_SETTINGS` (docs/protocols.md's table is written from it).
 
 ``eval_args.split``, ``order`` and ``group_by`` are not used while the
 protocol is on; ``eval_args.mode`` must be ``full`` (only RecBole's full-sort

@@ -7,7 +7,7 @@ where ``original`` is RecBole's own value (:data:`MISSING` where the attribute d
 No target appears twice, so no change wraps another's; a behaviour that needs two of our
 concerns in one RecBole method (the two evaluation protocols in ``Dataset.build``) is one
 replacement that dispatches.  ``tests/test_patches.py`` checks this list against what is really
-set in RecBole's modules, and the README's compatibility table is generated from it
+set in RecBole's modules, and docs/compatibility.md's table is generated from it
 (``python -m recbole_ext.defaults``).
 
 Targets in a module RecBole imports only on demand (:data:`ON_IMPORT`: ``recbole.quick_start``,
@@ -331,7 +331,7 @@ def apply() -> None:
 
 
 def markdown_table() -> str:
-    """The README's compatibility table: one row per change."""
+    """docs/compatibility.md's table: one row per change."""
     rows = ["| change | what it does | why | ref | test |", "|---|---|---|---|---|"]
     for c in changes():
         where = ", ".join(f"`{t}`" for t in c.targets[:2]) + (f" and {len(c.targets) - 2} more" if len(c.targets) > 2 else "")

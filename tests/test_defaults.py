@@ -1,4 +1,4 @@
-"""One source for each default: the YAMLs, the README data, the signatures and the docstrings follow each
+"""One source for each default: the YAMLs, the docs pages' tables, the signatures and the docstrings follow each
 model's declared hyperparameters; shared training keys live once; the YAMLs ship in the package."""
 import inspect
 import os
@@ -29,8 +29,8 @@ def test_yaml_readme_signature_and_docstring_follow_the_declaration(name):
     signature = inspect.signature(cls).parameters
     assert list(signature) == [h.name for h in cls.HYPERPARAMETERS]
     assert all(signature[h.name].default == h.default for h in cls.HYPERPARAMETERS)
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    assert defaults.markdown_block(cls) in readme, f"README's {name} table is stale: python -m recbole_ext.defaults"
+    page = open(os.path.join(ROOT, "docs", "models", f"{name.lower()}.md")).read()
+    assert defaults.markdown_block(cls) in page, f"docs' {name} table is stale: python -m recbole_ext.defaults"
     assert defaults.yaml_block(cls) in open(config_path(name)).read(), "stale YAML: python -m recbole_ext.defaults"
 
 

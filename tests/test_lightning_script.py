@@ -16,7 +16,6 @@ from lightning_genrec.data import ShardSampler
 from conftest import FAST, write_tiny_dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-README = os.path.join(os.path.dirname(HERE), "README.md")
 
 
 def test_shard_sampler_splits_without_padding():
@@ -82,17 +81,19 @@ def test_ddp_two_processes_give_identical_test_metrics(odd_checkpoint, tmp_path)
         assert two["metrics"][key] == pytest.approx(value, abs=1e-6), key
 
 
-@pytest.mark.slow   # a fresh process on ml-100k, about 20 s; .ci/run runs it
-def test_readme_example_runs(tmp_path):
-    text = open(README).read()
+@pytest.mark.slow   # a fresh process on ml-100k, about 20 s each; .ci/run runs them
+@pytest.mark.parametrize("page, comet", [("README.md", False), ("docs/lightning.md", True)])
+def test_the_lightning_examples_run(tmp_path, page, comet):
+    text = open(os.path.join(os.path.dirname(HERE), page)).read()
     match = re.search(r"<!-- example: lightning -->\s*```python\n(.*?)```", text, re.S)
-    assert match, "README must hold the Lightning example"
+    assert match, f"{page} must hold the Lightning example"
     script = tmp_path / "example.py"
     script.write_text(match.group(1))
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/ndcg@20" in proc.stdout
-    assert list((tmp_path / "log" / "comet").glob("*.zip")), "the example writes a Comet offline archive"
+    if comet:
+        assert list((tmp_path / "log" / "comet").glob("*.zip")), "the example writes a Comet offline archive"
 
 
 @pytest.mark.parametrize("model, extra", [
