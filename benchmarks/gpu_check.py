@@ -38,6 +38,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)            # scale.py and synthetic.py, beside this file
 OURS = ("MVAE", "SVAE", "CVAE", "CFGAN", "LARA")
 PRECISIONS = ("32-true", "bf16-mixed")
 #: dense peak FLOP/s of cards users train on (bf16 tensor cores, fp32 / tf32 as torch's default matmul
@@ -142,7 +144,6 @@ def _child(cmd: list[str], timeout: float) -> dict:
 
 def recbole_row(model: str, settings: dict, timeout: float) -> dict:
     """One row through RecBole's door (benchmarks/scale.py's timed child)."""
-    sys.path.insert(0, HERE)
     import scale
 
     row = scale.run_child(model, settings, timeout, None)
@@ -167,7 +168,6 @@ def ddp_row(settings: dict, gpus: int, timeout: float) -> dict:
 
 def shape_of(text: str):
     """``(name or None, Shape)``: a named shape of benchmarks/synthetic.py, or ``USERSxITEMSxINTERACTIONS``."""
-    sys.path.insert(0, HERE)
     import synthetic
 
     if text in synthetic.SHAPES:
@@ -242,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     gpu = gpus > 0
     card = torch.cuda.get_device_name(0) if gpu else "CPU"
     peaks = next((p for name, p in PEAKS.items() if name in card), None)
-    sys.path.insert(0, HERE)
     import synthetic
 
     def data_set(shape_name: str) -> str:
